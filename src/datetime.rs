@@ -1,0 +1,270 @@
+//! Hand-written parsers for the `date`, `date-time`, `email`, `phone` and `uuid` formats.
+//!
+//! They run once per value on the hot path, so they work on bytes without allocating. Date-times
+//! are read the way DMS and databases write them: `T` or a space between date and time, optional
+//! fractional seconds (1 to 9 digits), optional offset (`Z`, `+01:00`, `+0100`, `+01`). A value
+//! without an offset is UTC. Parsed instants are nanoseconds since the Unix epoch as `i128`, so
+//! sentinel dates such as `9999-12-31` stay representable.
+
+/// Nanoseconds in one day.
+pub const NANOS_PER_DAY: i128 = 86_400 * 1_000_000_000;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Parses `YYYY-MM-DD` into days since the epoch.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 {
+        return None;
+    }
+    parse_date_bytes(b)
+}
+
+fn parse_date_bytes(b: &[u8]) -> Option<i64> {
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let year = i64::from(digits(&b[0..4])?);
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// Parses an ISO 8601 / SQL date-time into nanoseconds since the epoch (UTC).
+pub fn parse_datetime(s: &str) -> Option<i128> {
+    let b = s.as_bytes();
+    if b.len() < 19 {
+        return None;
+    }
+    let days = parse_date_bytes(&b[..10])?;
+    if !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let hour = digits(&b[11..13])?;
+    let minute = digits(&b[14..16])?;
+    let second = digits(&b[17..19])?;
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut nanos: i128 = 0;
+    if let Some((&b'.', frac)) = rest.split_first() {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        nanos = i128::from(digits(&frac[..n])?) * 10i128.pow(9 - n as u32);
+        rest = &frac[n..];
+    }
+    let offset_secs: i64 = match rest {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), tail @ ..] => {
+            let (h, m) = match tail {
+                [h1, h2] => (digits(&[*h1, *h2])?, 0),
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
+                    (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
+                }
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = i64::from(h * 3600 + m * 60);
+            if *sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
+    Some(i128::from(secs) * 1_000_000_000 + nanos)
+}
+
+/// Parses a contract bound for a date-time column: a full date-time or a bare date (midnight UTC).
+pub fn parse_datetime_bound(s: &str) -> Option<i128> {
+    parse_datetime(s).or_else(|| parse_date(s).map(|d| i128::from(d) * NANOS_PER_DAY))
+}
+
+/// A practical e-mail check: one `@`, a dot-atom local part of at most 64 characters, and a domain
+/// of at least two DNS labels ending in an alphabetic top-level label.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&c));
+    if !local_ok || domain.len() > 253 {
+        return false;
+    }
+    let mut labels = 0;
+    let mut last = "";
+    for label in domain.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
+        if !ok {
+            return false;
+        }
+        labels += 1;
+        last = label;
+    }
+    labels >= 2 && last.len() >= 2 && last.bytes().all(|c| c.is_ascii_alphabetic())
+}
+
+/// E.164: `+`, a non-zero country digit, 7 to 15 digits in all, no separators.
+pub fn is_phone(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 8
+        && b.len() <= 16
+        && b[0] == b'+'
+        && b[1] != b'0'
+        && b[1..].iter().all(u8::is_ascii_digit)
+}
+
+/// A UUID in its canonical 8-4-4-4-12 hexadecimal form, either case.
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Formats nanoseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), the way DMS writes.
+pub fn format_micros(nanos: i128) -> String {
+    let secs = nanos.div_euclid(1_000_000_000) as i64;
+    let micros = (nanos.rem_euclid(1_000_000_000) / 1000) as u32;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetime_forms_agree() {
+        let base = parse_datetime("2025-01-16T10:23:45Z").unwrap();
+        assert_eq!(parse_datetime("2025-01-16 10:23:45").unwrap(), base);
+        assert_eq!(parse_datetime("2025-01-16T11:23:45+01:00").unwrap(), base);
+        assert_eq!(parse_datetime("2025-01-16T11:23:45+0100").unwrap(), base);
+        assert_eq!(
+            parse_datetime("2025-01-16 10:23:45.5").unwrap(),
+            base + 500_000_000
+        );
+        assert_eq!(
+            parse_datetime("2025-01-16 10:23:45.123456789").unwrap(),
+            base + 123_456_789
+        );
+        assert_eq!(base, 1_737_023_025 * 1_000_000_000);
+    }
+
+    #[test]
+    fn datetime_rejects_garbage() {
+        for s in [
+            "2025-02-30 00:00:00",
+            "2025-13-01 00:00:00",
+            "2025-01-16",
+            "2025-01-16X10:23:45",
+            "2025-01-16 24:00:00",
+            "2025-01-16 10:23:45.",
+            "2025-01-16 10:23:45.1234567890",
+            "2025-01-16 10:23:45+1",
+            "not a date at all!!",
+        ] {
+            assert_eq!(parse_datetime(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-800_000, -1, 0, 1, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(parse_date("2024-02-29"), Some(19_782));
+        assert_eq!(parse_date("2023-02-29"), None);
+    }
+
+    #[test]
+    fn formats() {
+        assert!(!is_email("zoë.smith@example.com"));
+        assert!(is_email("zoe.smith+tag@mail.example.co.uk"));
+        assert!(!is_email("jane@@example.com"));
+        assert!(!is_email("no-at-sign.example.com"));
+        assert!(!is_email("a b@example.com"));
+        assert!(!is_email("john@example"));
+        assert!(is_phone("+4915112345678"));
+        assert!(!is_phone("+49 151 12345678"));
+        assert!(!is_phone("015112345678"));
+        assert!(is_uuid("123e4567-e89b-12d3-a456-426614174000"));
+        assert!(!is_uuid("123e4567e89b12d3a456426614174000"));
+        assert_eq!(
+            format_micros(parse_datetime("2025-01-16 10:23:45.123456").unwrap()),
+            "2025-01-16 10:23:45.123456"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! edp, the e-commerce data processor.
+//!
+//! The library holds the pipeline; `main.rs` only parses flags, builds a job and maps errors to
+//! exit codes. Each module is one stage of stage 1 (raw → curated):
+//!
+//! ```text
+//! source (Parquet row groups from object_store, bounded read-ahead)
+//!   -> validate (vectorised rules compiled from the contract)
+//!   -> dedup    (index of key -> winning row; second pass reads only winners)
+//!   -> protect  (PAN masking, free-text card scan, PII transforms)
+//!   -> sink     (Parquet over multipart upload, visible only when complete)
+//!   -> report   (JSON run report with the conservation check)
+//! ```
+//!
+//! Every stage works on Arrow `RecordBatch`es through a plain per-batch function, so tests and
+//! benches call the same code the job runs.
+
+pub mod contract;
+pub mod datetime;
+pub mod dedup;
+pub mod error;
+pub mod generate;
+pub mod job;
+pub mod protect;
+pub mod report;
+pub mod sink;
+pub mod source;
+pub mod store;
+pub mod validate;
+
+pub use error::{Error, Result};

@@ -1,0 +1,274 @@
+//! The `edp` binary: parses flags, builds a job, runs it, maps errors to exit codes.
+
+use std::io::IsTerminal;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edp::contract::{Contract, Pii};
+use edp::generate::{self, Dataset, GenSpec, World};
+use edp::job::{self, JobSpec, DEFAULT_BATCH_SIZE, DEFAULT_READ_AHEAD};
+use edp::sink::Codec;
+use edp::store::Location;
+use edp::Error;
+
+/// Exit code of `edp validate` when at least one row broke a rule.
+const EXIT_ROWS_FAILED: u8 = 8;
+/// Key used for `x-pii: hash` when PII_HASH_KEY is not set (development only; warned about).
+const DEV_PII_KEY: &str = "edp-development-key-not-for-production";
+
+#[derive(Parser, Debug)]
+#[command(name = "edp", version, about = "The e-commerce data processor: validates, deduplicates and protects raw DMS data into curated Parquet.")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Rows per record batch read from Parquet.
+    #[arg(long, global = true, env = "BATCH_SIZE", default_value_t = NonZeroUsize::new(DEFAULT_BATCH_SIZE).unwrap_or(NonZeroUsize::MIN))]
+    batch_size: NonZeroUsize,
+    /// Log format on stderr; default: text on a terminal, json otherwise.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Progress bar on stderr: auto shows it only on a terminal.
+    #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
+    progress: Progress,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Stage 1: validate, deduplicate and protect raw data into curated and quarantine Parquet.
+    RawToCurated(RawToCurated),
+    /// Check raw data against its contract and print the report; writes nothing.
+    Validate(ValidateArgs),
+    /// Write realistic synthetic raw data with known injected faults.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug)]
+struct InputArgs {
+    /// Input object or prefix: s3://bucket/key, file:///abs/path or a local path. Repeatable.
+    #[arg(long = "input", required = true, num_args = 1..)]
+    inputs: Vec<String>,
+    /// The dataset contract (JSON Schema with x- keywords).
+    #[arg(long)]
+    contract: PathBuf,
+    /// Row groups fetched ahead of decoding.
+    #[arg(long, default_value_t = DEFAULT_READ_AHEAD)]
+    read_ahead: usize,
+    /// Mask card numbers (x-pci columns and free text). Turning it off is logged as a warning.
+    #[arg(long, env = "PCI_DSS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pci_dss: bool,
+}
+
+#[derive(Args, Debug)]
+struct RawToCurated {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Output prefix: curated Parquet goes to <output>/part-00000.parquet, the report to <output>/_edp_report.json.
+    #[arg(long)]
+    output: String,
+    /// Quarantine prefix for failing rows; default <output>/_quarantine.
+    #[arg(long)]
+    errors: Option<String>,
+    /// Compression of the outputs.
+    #[arg(long, value_enum, default_value_t = Codec::Snappy)]
+    compression: Codec,
+}
+
+#[derive(Args, Debug)]
+struct ValidateArgs {
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+enum DatasetArg {
+    Customers,
+    Orders,
+    OrderItems,
+    Products,
+    Inventory,
+    Payments,
+    /// Every dataset, consistent with each other, each under <out>/<dataset>/.
+    All,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Dataset to generate.
+    #[arg(long, value_enum)]
+    dataset: DatasetArg,
+    /// Rows to generate (for `all`: the number of orders; the other datasets are sized to match).
+    #[arg(long)]
+    rows: u64,
+    /// Output object (ending in .parquet) or prefix.
+    #[arg(long)]
+    out: String,
+    /// Random seed: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of rows carrying an injected fault (0 to 1).
+    #[arg(long, default_value_t = generate::DEFAULT_FAULT_RATE)]
+    fault_rate: f64,
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        Some(f) => f == LogFormat::Json,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn job_spec(global: &Global, input: &InputArgs, output: Option<String>, errors: Option<String>, codec: Codec) -> Result<JobSpec, Error> {
+    let contract = Contract::from_path(&input.contract)?;
+    if !input.pci_dss {
+        tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
+    }
+    let needs_key = contract.columns.iter().any(|c| c.pii == Some(Pii::Hash));
+    let pii_key = match std::env::var("PII_HASH_KEY") {
+        Ok(k) if !k.is_empty() => k.into_bytes(),
+        _ => {
+            if needs_key {
+                tracing::warn!("PII_HASH_KEY is not set: hashing PII with the built-in development key; set PII_HASH_KEY in production");
+            }
+            DEV_PII_KEY.as_bytes().to_vec()
+        }
+    };
+    let progress = match global.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal(),
+    };
+    Ok(JobSpec {
+        inputs: input.inputs.clone(),
+        output,
+        errors,
+        contract: Arc::new(contract),
+        batch_size: global.batch_size,
+        read_ahead: input.read_ahead,
+        codec,
+        pci_enabled: input.pci_dss,
+        pii_key,
+        progress,
+    })
+}
+
+async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        return Err(Error::Config(format!("--fault-rate {} is not between 0 and 1", args.fault_rate)).into());
+    }
+    let out = Location::parse(&args.out)?;
+    let plan: Vec<(Dataset, u64, Location)> = match args.dataset {
+        DatasetArg::All => {
+            let w = World::for_rows(Dataset::Orders, args.rows);
+            Dataset::ALL
+                .iter()
+                .map(|&d| {
+                    let rows = match d {
+                        Dataset::Customers => w.customers,
+                        Dataset::Products => w.products,
+                        Dataset::Inventory => w.products * 4,
+                        Dataset::Orders | Dataset::Payments => args.rows,
+                        Dataset::OrderItems => args.rows * 5 / 2,
+                    };
+                    (d, rows, out.child(d.name()))
+                })
+                .collect()
+        }
+        one => {
+            let d = match one {
+                DatasetArg::Customers => Dataset::Customers,
+                DatasetArg::Orders => Dataset::Orders,
+                DatasetArg::OrderItems => Dataset::OrderItems,
+                DatasetArg::Products => Dataset::Products,
+                DatasetArg::Inventory => Dataset::Inventory,
+                DatasetArg::Payments | DatasetArg::All => Dataset::Payments,
+            };
+            vec![(d, args.rows, out.clone())]
+        }
+    };
+    for (dataset, rows, loc) in plan {
+        let spec = GenSpec {
+            dataset,
+            rows,
+            seed: args.seed,
+            fault_rate: args.fault_rate,
+        };
+        let stats = generate::generate(spec, &loc).await?;
+        eprintln!("generated {} rows of {} into {} ({} bytes)", stats.rows, dataset.name(), stats.url, stats.bytes);
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::RawToCurated(args) => {
+            let spec = job_spec(&cli.global, &args.input, Some(args.output.clone()), args.errors.clone(), args.compression)?;
+            let report = job::run(&spec).await?;
+            eprint!("{}", report.summary());
+            Ok(0)
+        }
+        Command::Validate(args) => {
+            let spec = job_spec(&cli.global, &args.input, None, None, Codec::Snappy)?;
+            let report = job::run(&spec).await?;
+            eprint!("{}", report.summary());
+            println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
+            Ok(if report.rows_quarantined > 0 { EXIT_ROWS_FAILED } else { 0 })
+        }
+        Command::Generate(args) => {
+            run_generate(args).await?;
+            Ok(0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edp: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.downcast_ref::<Error>().map_or(1, Error::exit_code);
+            tracing::error!(exit_code = code, "{e:#}");
+            eprintln!("edp: error: {e:#}");
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}

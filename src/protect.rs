@@ -1,0 +1,385 @@
+//! PCI DSS and PII protection, applied to every string the program writes (curated and
+//! quarantine alike).
+//!
+//! - `x-pci: "pan"` columns: every digit but the last four becomes `*`, separators kept.
+//! - Every other string column (unless `x-pci: "none"`) is scanned for card numbers in free text:
+//!   13 to 19 digits, single spaces or dashes allowed between digit groups, Luhn-valid, with the
+//!   IIN prefix of a major brand (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay,
+//!   Maestro). Each hit is masked to its last four digits, separators kept. The scan repeats on
+//!   its own output until nothing changes, so no candidate survives in any position.
+//! - `x-pii`: `hash` (keyed HMAC-SHA-256, written as 64 letters `a`–`p`, one per nibble, so a
+//!   token can never look like a card number), `mask` (every letter and digit but the last four
+//!   becomes `*`), `redact` (`REDACTED`).
+//!
+//! A column whose values buffer holds no 13-digit candidate at all is passed through untouched
+//! (zero copy): that pre-check is what keeps the scan cheap on names, e-mails and enums.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
+use arrow::datatypes::{DataType, Schema};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::contract::{Contract, Pci, Pii};
+use crate::Result;
+
+const MIN_PAN_DIGITS: usize = 13;
+const MAX_PAN_DIGITS: usize = 19;
+
+/// True when `digits` (ASCII digit bytes) pass the Luhn checksum.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = u32::from(d - b'0');
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum % 10 == 0
+}
+
+/// True when `digits` start with the IIN of a major card brand.
+pub fn brand_prefix(digits: &[u8]) -> bool {
+    let prefix = |n: usize| -> u32 {
+        digits[..n].iter().fold(0, |acc, d| acc * 10 + u32::from(d - b'0'))
+    };
+    if digits.len() < 6 {
+        return false;
+    }
+    let (p2, p3, p4) = (prefix(2), prefix(3), prefix(4));
+    match digits[0] {
+        b'4' => true,                                                          // Visa
+        b'2' => (2221..=2720).contains(&p4),                                   // Mastercard 2-series
+        b'5' => (50..=58).contains(&p2),                                       // Mastercard, Maestro
+        b'3' => {
+            matches!(p2, 34 | 37 | 36 | 38 | 39)                               // Amex, Diners
+                || (300..=305).contains(&p3)                                   // Diners
+                || (3528..=3589).contains(&p4)                                 // JCB
+        }
+        b'6' => {
+            p4 == 6011 || (644..=649).contains(&p3) || matches!(p2, 62 | 63 | 65 | 67) // Discover, UnionPay, Maestro
+        }
+        _ => false,
+    }
+}
+
+fn is_sep(b: u8) -> bool {
+    b == b' ' || b == b'-'
+}
+
+/// Quick pre-check: could `bytes` hold 13 digits separated by at most single spaces or dashes?
+pub fn may_hold_pan(bytes: &[u8]) -> bool {
+    let mut run = 0usize;
+    let mut prev_sep = false;
+    for &b in bytes {
+        if b.is_ascii_digit() {
+            run += 1;
+            if run >= MIN_PAN_DIGITS {
+                return true;
+            }
+            prev_sep = false;
+        } else if is_sep(b) && run > 0 && !prev_sep {
+            prev_sep = true;
+        } else {
+            run = 0;
+            prev_sep = false;
+        }
+    }
+    false
+}
+
+/// One pass of the free-text scan over `bytes`, masking in place. Returns the number of card
+/// numbers masked.
+fn mask_pass(bytes: &mut [u8]) -> usize {
+    let mut masked = 0;
+    let mut i = 0;
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // Collect one run of digit groups joined by single separators.
+        groups.clear();
+        loop {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            groups.push((start, i));
+            if i + 1 < bytes.len() && is_sep(bytes[i]) && bytes[i + 1].is_ascii_digit() {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        let mut g = 0;
+        let mut digits: Vec<u8> = Vec::with_capacity(MAX_PAN_DIGITS);
+        while g < groups.len() {
+            let mut hit = None;
+            // Longest span first, starting at group g.
+            let mut total = 0;
+            let mut ends = Vec::new();
+            for (j, &(s, e)) in groups.iter().enumerate().skip(g) {
+                total += e - s;
+                if total > MAX_PAN_DIGITS {
+                    break;
+                }
+                if total >= MIN_PAN_DIGITS {
+                    ends.push(j);
+                }
+            }
+            for &j in ends.iter().rev() {
+                digits.clear();
+                for &(s, e) in &groups[g..=j] {
+                    digits.extend_from_slice(&bytes[s..e]);
+                }
+                if brand_prefix(&digits) && luhn_valid(&digits) {
+                    hit = Some(j);
+                    break;
+                }
+            }
+            match hit {
+                Some(j) => {
+                    let mut keep = 4;
+                    for &(s, e) in groups[g..=j].iter().rev() {
+                        for b in bytes[s..e].iter_mut().rev() {
+                            if keep > 0 {
+                                keep -= 1;
+                            } else {
+                                *b = b'*';
+                            }
+                        }
+                    }
+                    masked += 1;
+                    g = j + 1;
+                }
+                None => g += 1,
+            }
+        }
+    }
+    masked
+}
+
+/// Masks every card number in free text `s`; `None` when there was none (no allocation).
+pub fn mask_card_numbers(s: &str) -> Option<String> {
+    if !may_hold_pan(s.as_bytes()) {
+        return None;
+    }
+    let mut bytes = s.as_bytes().to_vec();
+    let mut total = 0;
+    loop {
+        let n = mask_pass(&mut bytes);
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    // Only ASCII digits were replaced by ASCII `*`, so the bytes are still UTF-8.
+    (total > 0).then(|| String::from_utf8(bytes).unwrap_or_default())
+}
+
+/// Masks a declared card number: every digit but the last four becomes `*`.
+pub fn mask_pan(s: &str) -> String {
+    let digits = s.bytes().filter(u8::is_ascii_digit).count();
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + 4 <= digits {
+                    return '*';
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+/// PII `mask`: every letter and digit but the last four becomes `*`.
+pub fn mask_pii(s: &str) -> String {
+    let total = s.chars().filter(|c| c.is_alphanumeric()).count();
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                seen += 1;
+                if seen + 4 <= total {
+                    return '*';
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+/// PII `hash`: HMAC-SHA-256 of `s` under `key`, one letter `a`–`p` per nibble.
+pub fn hash_pii(key: &[u8], s: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(s.as_bytes());
+    let out = mac.finalize().into_bytes();
+    let mut token = String::with_capacity(64);
+    for byte in out {
+        token.push(char::from(b'a' + (byte >> 4)));
+        token.push(char::from(b'a' + (byte & 15)));
+    }
+    token
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Pan,
+    Scan,
+    Pii(Pii),
+}
+
+/// Protection compiled against one schema.
+#[derive(Debug, Clone)]
+pub struct Protector {
+    columns: Vec<(usize, Arc<str>, Action)>,
+    key: Arc<[u8]>,
+}
+
+/// Values changed in one batch, per column name.
+pub type MaskCounts = Vec<(Arc<str>, usize)>;
+
+impl Protector {
+    /// Plans protection of the string columns of `schema`. With `pci` false, card masking and
+    /// scanning are off (PII transforms still apply). `pii_key` keys `x-pii: hash`.
+    pub fn new(contract: &Contract, schema: &Schema, pci: bool, pii_key: &[u8]) -> Self {
+        let mut columns = Vec::new();
+        for (index, field) in schema.fields().iter().enumerate() {
+            if field.data_type() != &DataType::Utf8 {
+                continue;
+            }
+            let spec = contract.column(field.name());
+            let action = match spec {
+                Some(s) if s.pii.is_some() => s.pii.map(Action::Pii),
+                Some(s) if s.pci == Pci::Pan => pci.then_some(Action::Pan),
+                Some(s) if s.pci == Pci::None => None,
+                _ => pci.then_some(Action::Scan),
+            };
+            if let Some(a) = action {
+                columns.push((index, field.name().as_str().into(), a));
+            }
+        }
+        Protector {
+            columns,
+            key: pii_key.into(),
+        }
+    }
+
+    /// Protects one batch, returning it and the number of values changed per column.
+    pub fn protect(&self, batch: &RecordBatch) -> Result<(RecordBatch, MaskCounts)> {
+        let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut counts = Vec::new();
+        for (index, name, action) in &self.columns {
+            let a = batch.column(*index).as_string::<i32>();
+            let (new, n) = match action {
+                Action::Scan => scan_column(a),
+                Action::Pan => map_column(a, |s| {
+                    let m = mask_pan(s);
+                    (m != s).then_some(m)
+                }),
+                Action::Pii(Pii::Hash) => map_column(a, |s| Some(hash_pii(&self.key, s))),
+                Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
+                Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
+            };
+            if let Some(new) = new {
+                arrays[*index] = new;
+            }
+            if n > 0 {
+                counts.push((name.clone(), n));
+            }
+        }
+        Ok((RecordBatch::try_new(batch.schema(), arrays)?, counts))
+    }
+}
+
+fn map_column(a: &StringArray, f: impl Fn(&str) -> Option<String>) -> (Option<ArrayRef>, usize) {
+    let mut b = StringBuilder::with_capacity(a.len(), a.values().len());
+    let mut changed = 0;
+    for i in 0..a.len() {
+        if a.is_null(i) {
+            b.append_null();
+            continue;
+        }
+        let v = a.value(i);
+        match f(v) {
+            Some(new) => {
+                changed += 1;
+                b.append_value(new);
+            }
+            None => b.append_value(v),
+        }
+    }
+    (Some(Arc::new(b.finish())), changed)
+}
+
+fn scan_column(a: &StringArray) -> (Option<ArrayRef>, usize) {
+    let start = a.value_offsets()[0] as usize;
+    let end = a.value_offsets()[a.len()] as usize;
+    if !may_hold_pan(&a.values()[start..end]) {
+        return (None, 0);
+    }
+    let (new, n) = map_column(a, mask_card_numbers);
+    if n == 0 {
+        (None, 0)
+    } else {
+        (new, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_and_brands() {
+        assert!(luhn_valid(b"4111111111111111"));
+        assert!(!luhn_valid(b"4111111111111112"));
+        assert!(brand_prefix(b"378282246310005"));
+        assert!(brand_prefix(b"2221000000000009"));
+        assert!(!brand_prefix(b"9111111111111111"));
+    }
+
+    #[test]
+    fn masks_free_text_keeping_separators() {
+        assert_eq!(
+            mask_card_numbers("card 4111 1111 1111 1111 thanks").as_deref(),
+            Some("card **** **** **** 1111 thanks")
+        );
+        assert_eq!(
+            mask_card_numbers("Zoë paid with 5555-5555-5555-4444.").as_deref(),
+            Some("Zoë paid with ****-****-****-4444.")
+        );
+        assert_eq!(
+            mask_card_numbers("ref 123 4111111111111111").as_deref(),
+            Some("ref 123 ************1111")
+        );
+        assert_eq!(mask_card_numbers("call +4915112345670 or 4111111111111112"), None);
+        assert_eq!(mask_card_numbers("no digits here"), None);
+    }
+
+    #[test]
+    fn masks_adjacent_cards() {
+        let out = mask_card_numbers("4111111111111111 4012888888881881").unwrap();
+        assert_eq!(out, "************1111 ************1881");
+    }
+
+    #[test]
+    fn pan_and_pii_transforms() {
+        assert_eq!(mask_pan("4111-1111-1111-1111"), "****-****-****-1111");
+        assert_eq!(mask_pii("jane@example.com"), "****@*******.*com");
+        let t = hash_pii(b"k", "jane@example.com");
+        assert_eq!(t.len(), 64);
+        assert!(t.bytes().all(|c| (b'a'..=b'p').contains(&c)));
+        assert_eq!(t, hash_pii(b"k", "jane@example.com"));
+        assert_ne!(t, hash_pii(b"k2", "jane@example.com"));
+    }
+}

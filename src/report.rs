@@ -1,0 +1,170 @@
+//! The run report: what came in, where every row went and why, and the conservation check.
+//!
+//! Conservation: `rows_in = rows_curated + rows_quarantined + duplicates_superseded`. Tombstones
+//! are curated rows (deletes kept so later stages can apply them) and are counted inside
+//! `rows_curated` as well as on their own. A run whose report does not balance fails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::sink::OutputStats;
+use crate::{Error, Result};
+
+/// One input object.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputStats {
+    pub url: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Rows that broke one rule on one column.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleCount {
+    pub column: String,
+    pub rule: String,
+    pub rows: u64,
+}
+
+/// Wall time spent per stage, in milliseconds. Stages overlap with fetching, so they need not
+/// add up to `total`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    /// Waiting for row groups to arrive from storage.
+    pub read_wait_ms: u64,
+    /// Decoding Parquet pages into Arrow.
+    pub decode_ms: u64,
+    pub validate_ms: u64,
+    pub dedup_ms: u64,
+    pub protect_ms: u64,
+    /// Encoding and uploading outputs.
+    pub write_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Durations accumulated while the job runs.
+#[derive(Debug, Clone, Default)]
+pub struct Timers {
+    pub read_wait: Duration,
+    pub decode: Duration,
+    pub validate: Duration,
+    pub dedup: Duration,
+    pub protect: Duration,
+    pub write: Duration,
+}
+
+impl Timers {
+    /// Milliseconds per stage, with the job's total.
+    pub fn to_stage_times(&self, total: Duration) -> StageTimes {
+        let ms = |d: Duration| d.as_millis() as u64;
+        StageTimes {
+            read_wait_ms: ms(self.read_wait),
+            decode_ms: ms(self.decode),
+            validate_ms: ms(self.validate),
+            dedup_ms: ms(self.dedup),
+            protect_ms: ms(self.protect),
+            write_ms: ms(self.write),
+            total_ms: ms(total),
+        }
+    }
+}
+
+/// The conservation check as recorded in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conservation {
+    pub holds: bool,
+    pub equation: String,
+}
+
+/// Values changed by protection, per output and column.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Masked {
+    pub curated: BTreeMap<String, u64>,
+    pub quarantine: BTreeMap<String, u64>,
+}
+
+/// The JSON run report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub edp_version: &'static str,
+    pub command: String,
+    pub dataset: String,
+    pub contract: String,
+    pub pci_dss_enabled: bool,
+    pub inputs: Vec<InputStats>,
+    pub curated: Option<OutputStats>,
+    pub quarantine: Option<OutputStats>,
+    pub rows_in: u64,
+    pub rows_curated: u64,
+    pub rows_quarantined: u64,
+    pub duplicates_superseded: u64,
+    pub tombstones: u64,
+    /// Rows failing each (column, rule); a row breaking two rules counts under both.
+    pub failures: Vec<RuleCount>,
+    pub masked_values: Masked,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub durations: StageTimes,
+    pub rows_per_second: f64,
+    pub conservation: Conservation,
+}
+
+impl Report {
+    /// Computes the conservation check, failing when the counts do not balance.
+    pub fn check_conservation(&mut self) -> Result<()> {
+        let accounted = self.rows_curated + self.rows_quarantined + self.duplicates_superseded;
+        let holds = accounted == self.rows_in;
+        self.conservation = Conservation {
+            holds,
+            equation: format!(
+                "rows_in {} {} rows_curated {} + rows_quarantined {} + duplicates_superseded {} = {}",
+                self.rows_in,
+                if holds { "=" } else { "!=" },
+                self.rows_curated,
+                self.rows_quarantined,
+                self.duplicates_superseded,
+                accounted
+            ),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(Error::Conservation(self.conservation.equation.clone()))
+        }
+    }
+
+    /// A few human lines for stderr.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} {}: {} rows in, {} curated ({} tombstones), {} quarantined, {} duplicates superseded; {:.0} rows/s in {:.2} s\n",
+            self.command,
+            self.dataset,
+            self.rows_in,
+            self.rows_curated,
+            self.tombstones,
+            self.rows_quarantined,
+            self.duplicates_superseded,
+            self.rows_per_second,
+            self.durations.total_ms as f64 / 1000.0,
+        );
+        for f in self.failures.iter().take(10) {
+            s.push_str(&format!("  {} {}: {} rows\n", f.column, f.rule, f.rows));
+        }
+        if self.failures.len() > 10 {
+            s.push_str(&format!("  … and {} more rules\n", self.failures.len() - 10));
+        }
+        let masked: u64 = self.masked_values.curated.values().sum::<u64>()
+            + self.masked_values.quarantine.values().sum::<u64>();
+        s.push_str(&format!("  protected values: {masked}\n"));
+        s.push_str(&format!("  conservation: {}\n", self.conservation.equation));
+        if let Some(c) = &self.curated {
+            s.push_str(&format!("  curated:    {} ({} rows)\n", c.url, c.rows));
+        }
+        if let Some(q) = &self.quarantine {
+            s.push_str(&format!("  quarantine: {} ({} rows)\n", q.url, q.rows));
+        }
+        s
+    }
+}

@@ -1,0 +1,153 @@
+//! Object storage locations: turns the URLs users type into an `ObjectStore` and a path.
+//!
+//! Accepted forms: a plain local path, `file:///abs/path`, `s3://bucket/prefix` (configured from
+//! the standard AWS environment: region, credential chain, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP`
+//! for S3-compatible servers) and `memory://` (in-process, for tests). Local paths go through
+//! `LocalFileSystem`, whose uploads are written to a staging file and renamed into place, so a
+//! local output becomes visible only when complete, exactly as on S3.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+
+use crate::{Error, Result};
+
+/// A location in an object store: an object or a prefix.
+#[derive(Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    /// The URL as given, for messages and reports.
+    pub url: String,
+    scheme: Scheme,
+    bucket: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scheme {
+    File,
+    S3,
+    Memory,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+/// The retry policy promised for transient storage errors: 3 retries, exponential backoff
+/// with jitter from 100 ms.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(120),
+    }
+}
+
+impl Location {
+    /// Parses `url` (see the module docs for the forms).
+    pub fn parse(url: &str) -> Result<Self> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Config(format!("`{url}`: an s3:// URL needs a bucket")));
+            }
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry_config())
+                .with_client_options(ClientOptions::new().with_timeout(Duration::from_secs(300)))
+                .build()
+                .map_err(|e| Error::Config(format!("`{url}`: {e}")))?;
+            return Ok(Location {
+                store: Arc::new(store),
+                path: Path::from(key),
+                url: url.to_string(),
+                scheme: Scheme::S3,
+                bucket: bucket.to_string(),
+            });
+        }
+        if let Some(rest) = url.strip_prefix("memory://") {
+            return Ok(Location {
+                store: Arc::new(InMemory::new()),
+                path: Path::from(rest),
+                url: url.to_string(),
+                scheme: Scheme::Memory,
+                bucket: String::new(),
+            });
+        }
+        let local = match url.strip_prefix("file://") {
+            Some(rest) => rest,
+            None if url.contains("://") => {
+                return Err(Error::Config(format!(
+                    "`{url}`: unsupported URL scheme; use s3://, file://, memory:// or a local path"
+                )))
+            }
+            None => url,
+        };
+        let abs = std::path::absolute(local)
+            .map_err(|e| Error::Config(format!("`{url}`: not a usable path: {e}")))?;
+        let path = Path::from_absolute_path(&abs)
+            .map_err(|e| Error::Config(format!("`{url}`: not a usable path: {e}")))?;
+        Ok(Location {
+            store: Arc::new(LocalFileSystem::new()),
+            path,
+            url: url.to_string(),
+            scheme: Scheme::File,
+            bucket: String::new(),
+        })
+    }
+
+    /// The location `name` below this one (`name` may contain `/`).
+    pub fn child(&self, name: &str) -> Location {
+        let mut path = self.path.clone();
+        for part in name.split('/').filter(|p| !p.is_empty()) {
+            path = path.clone().join(part);
+        }
+        Location {
+            store: self.store.clone(),
+            url: self.url_of(&path),
+            path,
+            scheme: self.scheme,
+            bucket: self.bucket.clone(),
+        }
+    }
+
+    /// A location in the same store at `path`.
+    pub fn at(&self, path: Path) -> Location {
+        Location {
+            store: self.store.clone(),
+            url: self.url_of(&path),
+            path,
+            scheme: self.scheme,
+            bucket: self.bucket.clone(),
+        }
+    }
+
+    fn url_of(&self, path: &Path) -> String {
+        match self.scheme {
+            Scheme::S3 => format!("s3://{}/{}", self.bucket, path),
+            Scheme::Memory => format!("memory://{path}"),
+            Scheme::File => format!("/{path}"),
+        }
+    }
+}
+
+/// Maps a storage error on `object` to the library error.
+pub fn store_error(object: &str, source: object_store::Error) -> Error {
+    Error::Store {
+        object: object.to_string(),
+        source,
+    }
+}

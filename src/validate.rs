@@ -1,0 +1,510 @@
+//! Validation: the contract's row rules, vectorised over Arrow arrays.
+//!
+//! [`Validator::new`] does the file-level work once per input object: it resolves every contract
+//! column to its index in the file's schema and checks presence and type compatibility, so a file
+//! that cannot be checked fails before any of its rows is read. [`Validator::validate`] is the
+//! per-batch function: each column's rules run over the whole array (columns in parallel with
+//! rayon) and produce one failure bitmap per rule, never a per-row allocation. Messages describe
+//! the rule, not the value: a value could be a card number.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray, StructArray,
+    UInt64Array,
+};
+use arrow::buffer::{BooleanBuffer, OffsetBuffer};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Fields, Float64Type, Schema, SchemaRef, TimeUnit};
+use rayon::prelude::*;
+
+use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern};
+use crate::datetime::{is_email, is_phone, is_uuid, parse_date, parse_datetime, NANOS_PER_DAY};
+use crate::{Error, Result};
+
+/// Quarantine column: the object the row came from.
+pub const SOURCE_COLUMN: &str = "_edp_source";
+/// Quarantine column: the row's 0-based position in its object.
+pub const ROW_COLUMN: &str = "_edp_row";
+/// Quarantine column: every rule the row broke, as a list of {rule, column, message}.
+pub const ERRORS_COLUMN: &str = "_edp_errors";
+
+#[derive(Debug)]
+enum Check {
+    NotNull,
+    Min(f64),
+    Max(f64),
+    ExclusiveMin(f64),
+    ExclusiveMax(f64),
+    MinLength(usize),
+    MaxLength(usize),
+    EnumStr(HashSet<String>),
+    EnumNum(Vec<f64>),
+    EnumBool(Vec<bool>),
+    Pattern(Pattern),
+    Format(Format),
+    FormatMin(i128),
+    FormatMax(i128),
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: &'static str,
+    message: Arc<str>,
+    check: Check,
+}
+
+#[derive(Debug)]
+struct ColumnRules {
+    index: usize,
+    name: Arc<str>,
+    rules: Vec<Rule>,
+}
+
+/// The rows of one batch that broke one rule.
+#[derive(Debug, Clone)]
+pub struct RuleFailures {
+    /// The contract keyword (`minimum`, `format`, …) or `required` for a null in a non-null column.
+    pub rule: &'static str,
+    pub column: Arc<str>,
+    pub message: Arc<str>,
+    /// True where the row broke the rule.
+    pub rows: BooleanBuffer,
+    pub count: usize,
+}
+
+/// What validation found in one batch.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// One entry per rule that at least one row broke.
+    pub failures: Vec<RuleFailures>,
+    /// True where the row broke at least one rule; `None` when every row passed.
+    pub invalid: Option<BooleanBuffer>,
+}
+
+impl Verdict {
+    /// Number of rows that broke at least one rule.
+    pub fn invalid_count(&self) -> usize {
+        self.invalid.as_ref().map_or(0, BooleanBuffer::count_set_bits)
+    }
+}
+
+/// Row rules compiled against one file's schema.
+#[derive(Debug)]
+pub struct Validator {
+    columns: Vec<ColumnRules>,
+}
+
+fn type_ok(spec: &ColumnSpec, dt: &DataType) -> bool {
+    use DataType::*;
+    let temporal = match spec.format {
+        Some(Format::DateTime) => matches!(dt, Timestamp(_, _) | Date32 | Date64),
+        Some(Format::Date) => matches!(dt, Date32 | Date64 | Timestamp(_, _)),
+        _ => false,
+    };
+    temporal
+        || matches!(dt, Null) && spec.nullable
+        || match spec.ty {
+            ColumnType::Integer => dt.is_integer(),
+            ColumnType::Number => {
+                dt.is_integer() || dt.is_floating() || matches!(dt, Decimal128(_, _) | Decimal256(_, _))
+            }
+            ColumnType::String => matches!(dt, Utf8 | LargeUtf8 | Utf8View),
+            ColumnType::Boolean => matches!(dt, Boolean),
+        }
+}
+
+fn expected_types(spec: &ColumnSpec) -> &'static str {
+    match (spec.ty, spec.format) {
+        (_, Some(Format::DateTime)) => "a timestamp or an ISO 8601 date-time string",
+        (_, Some(Format::Date)) => "a date or an ISO 8601 date string",
+        (ColumnType::Integer, _) => "an integer type",
+        (ColumnType::Number, _) => "a numeric type",
+        (ColumnType::String, _) => "a string type",
+        (ColumnType::Boolean, _) => "boolean",
+    }
+}
+
+fn literal_text(l: &Literal) -> String {
+    match l {
+        Literal::Str(s) => s.clone(),
+        Literal::Int(i) => i.to_string(),
+        Literal::Num(n) => n.to_string(),
+        Literal::Bool(b) => b.to_string(),
+    }
+}
+
+fn set_check(values: &[Literal]) -> Check {
+    match values.first() {
+        Some(Literal::Str(_)) => Check::EnumStr(
+            values
+                .iter()
+                .filter_map(|l| match l {
+                    Literal::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Some(Literal::Bool(_)) => Check::EnumBool(
+            values
+                .iter()
+                .filter_map(|l| match l {
+                    Literal::Bool(b) => Some(*b),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => Check::EnumNum(
+            values
+                .iter()
+                .filter_map(|l| match l {
+                    Literal::Int(i) => Some(*i as f64),
+                    Literal::Num(n) => Some(*n),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn rules_for(spec: &ColumnSpec) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    let mut push = |name: &'static str, message: String, check: Check| {
+        rules.push(Rule {
+            name,
+            message: message.into(),
+            check,
+        })
+    };
+    if !spec.nullable {
+        push("required", "must not be null".into(), Check::NotNull);
+    }
+    if let Some(v) = spec.minimum {
+        push("minimum", format!("must be >= {v}"), Check::Min(v));
+    }
+    if let Some(v) = spec.maximum {
+        push("maximum", format!("must be <= {v}"), Check::Max(v));
+    }
+    if let Some(v) = spec.exclusive_minimum {
+        push("exclusiveMinimum", format!("must be > {v}"), Check::ExclusiveMin(v));
+    }
+    if let Some(v) = spec.exclusive_maximum {
+        push("exclusiveMaximum", format!("must be < {v}"), Check::ExclusiveMax(v));
+    }
+    if let Some(v) = spec.min_length {
+        push("minLength", format!("must have at least {v} characters"), Check::MinLength(v));
+    }
+    if let Some(v) = spec.max_length {
+        push("maxLength", format!("must have at most {v} characters"), Check::MaxLength(v));
+    }
+    if let Some(values) = &spec.enum_values {
+        let list: Vec<String> = values.iter().map(literal_text).collect();
+        push("enum", format!("must be one of [{}]", list.join(", ")), set_check(values));
+    }
+    if let Some(c) = &spec.const_value {
+        push("const", format!("must equal {}", literal_text(c)), set_check(std::slice::from_ref(c)));
+    }
+    if let Some(p) = &spec.pattern {
+        push("pattern", format!("must match pattern {}", p.source()), Check::Pattern(p.clone()));
+    }
+    if let Some(f) = spec.format {
+        push("format", format!("must be a valid {}", f.name()), Check::Format(f));
+    }
+    if let Some((text, v)) = &spec.format_minimum {
+        push("formatMinimum", format!("must be on or after {text}"), Check::FormatMin(*v));
+    }
+    if let Some((text, v)) = &spec.format_maximum {
+        push("formatMaximum", format!("must be on or before {text}"), Check::FormatMax(*v));
+    }
+    rules
+}
+
+/// Instants of a temporal or string column as nanoseconds since the epoch (days for `date`),
+/// `None` where null or unparsable.
+pub fn instants(array: &dyn Array, format: Format) -> Vec<Option<i128>> {
+    let scale = |unit: &TimeUnit| -> i128 {
+        match unit {
+            TimeUnit::Second => 1_000_000_000,
+            TimeUnit::Millisecond => 1_000_000,
+            TimeUnit::Microsecond => 1_000,
+            TimeUnit::Nanosecond => 1,
+        }
+    };
+    let to_unit = |nanos: i128| match format {
+        Format::Date => nanos.div_euclid(NANOS_PER_DAY),
+        _ => nanos,
+    };
+    let len = array.len();
+    let valid = |i: usize| array.is_valid(i);
+    match array.data_type() {
+        DataType::Timestamp(unit, _) => {
+            let s = scale(unit);
+            let Ok(a) = cast(array, &DataType::Int64) else {
+                return vec![None; len];
+            };
+            let a = a.as_primitive::<arrow::datatypes::Int64Type>();
+            (0..len).map(|i| valid(i).then(|| to_unit(i128::from(a.value(i)) * s))).collect()
+        }
+        DataType::Date32 => {
+            let a = array.as_primitive::<arrow::datatypes::Date32Type>();
+            (0..len)
+                .map(|i| valid(i).then(|| to_unit(i128::from(a.value(i)) * NANOS_PER_DAY)))
+                .collect()
+        }
+        DataType::Date64 => {
+            let a = array.as_primitive::<arrow::datatypes::Date64Type>();
+            (0..len).map(|i| valid(i).then(|| to_unit(i128::from(a.value(i)) * 1_000_000))).collect()
+        }
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            (0..len)
+                .map(|i| {
+                    if !valid(i) {
+                        return None;
+                    }
+                    match format {
+                        Format::Date => parse_date(a.value(i)).map(i128::from),
+                        _ => parse_datetime(a.value(i)),
+                    }
+                })
+                .collect()
+        }
+        _ => vec![None; len],
+    }
+}
+
+fn string_check(a: &StringArray, check: &Check) -> Option<BooleanBuffer> {
+    let len = a.len();
+    let test = |f: &dyn Fn(&str) -> bool| {
+        BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && !f(a.value(i)))
+    };
+    let chars = |s: &str| if s.is_ascii() { s.len() } else { s.chars().count() };
+    Some(match check {
+        Check::MinLength(n) => test(&|s| chars(s) >= *n),
+        Check::MaxLength(n) => test(&|s| chars(s) <= *n),
+        Check::EnumStr(set) => test(&|s| set.contains(s)),
+        Check::Pattern(p) => test(&|s| p.is_match(s)),
+        Check::Format(Format::Email) => test(&is_email),
+        Check::Format(Format::Phone) => test(&is_phone),
+        Check::Format(Format::Uuid) => test(&is_uuid),
+        Check::Format(Format::Date) => test(&|s| parse_date(s).is_some()),
+        Check::Format(Format::DateTime) => test(&|s| parse_datetime(s).is_some()),
+        _ => return None,
+    })
+}
+
+fn run_check(array: &ArrayRef, spec_format: Option<Format>, check: &Check) -> Result<BooleanBuffer> {
+    let len = array.len();
+    if let Check::NotNull = check {
+        return Ok(match array.logical_nulls() {
+            Some(n) => !n.inner(),
+            None => BooleanBuffer::new_unset(len),
+        });
+    }
+    match check {
+        Check::Min(_) | Check::Max(_) | Check::ExclusiveMin(_) | Check::ExclusiveMax(_) | Check::EnumNum(_) => {
+            let f = cast(array, &DataType::Float64)?;
+            let f = f.as_primitive::<Float64Type>();
+            let values = f.values();
+            let pass = |v: f64| match check {
+                Check::Min(b) => v >= *b,
+                Check::Max(b) => v <= *b,
+                Check::ExclusiveMin(b) => v > *b,
+                Check::ExclusiveMax(b) => v < *b,
+                Check::EnumNum(set) => set.contains(&v),
+                _ => true,
+            };
+            Ok(BooleanBuffer::collect_bool(len, |i| f.is_valid(i) && !pass(values[i])))
+        }
+        Check::EnumBool(set) => {
+            let b = array.as_boolean();
+            Ok(BooleanBuffer::collect_bool(len, |i| b.is_valid(i) && !set.contains(&b.value(i))))
+        }
+        Check::FormatMin(_) | Check::FormatMax(_) => {
+            let format = spec_format.unwrap_or(Format::DateTime);
+            let inst = instants(array.as_ref(), format);
+            // Unparsable values are the `format` rule's failures, not the bound's.
+            Ok(BooleanBuffer::collect_bool(len, |i| match (check, inst[i]) {
+                (Check::FormatMin(b), Some(v)) => v < *b,
+                (Check::FormatMax(b), Some(v)) => v > *b,
+                _ => false,
+            }))
+        }
+        _ => {
+            let a = array.as_string::<i32>();
+            string_check(a, check)
+                .ok_or_else(|| Error::Internal(format!("check {check:?} on a string column")))
+        }
+    }
+}
+
+impl Validator {
+    /// Resolves `contract` against the schema of `object`: every required column present, every
+    /// present contract column of a compatible type, no unknown columns when
+    /// `additionalProperties` is false.
+    pub fn new(contract: &Contract, schema: &Schema, object: &str) -> Result<Self> {
+        let mut columns = Vec::new();
+        for spec in &contract.columns {
+            let Ok(index) = schema.index_of(&spec.name) else {
+                if spec.required {
+                    return Err(Error::bad_input(
+                        object,
+                        format!("missing required column `{}` (contract {})", spec.name, contract.file),
+                    ));
+                }
+                continue;
+            };
+            let dt = schema.field(index).data_type();
+            if !type_ok(spec, dt) {
+                return Err(Error::bad_input(
+                    object,
+                    format!(
+                        "column `{}` has type {dt}, expected {} (contract {} at {})",
+                        spec.name,
+                        expected_types(spec),
+                        contract.file,
+                        spec.pointer
+                    ),
+                ));
+            }
+            let mut rules = rules_for(spec);
+            // A typed temporal column is a valid date-time by construction.
+            if !matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                rules.retain(|r| !matches!(r.check, Check::Format(_)));
+            }
+            if !rules.is_empty() {
+                columns.push(ColumnRules {
+                    index,
+                    name: spec.name.as_str().into(),
+                    rules,
+                });
+            }
+        }
+        if !contract.allow_extra_columns {
+            if let Some(extra) = schema
+                .fields()
+                .iter()
+                .find(|f| contract.column(f.name()).is_none())
+            {
+                return Err(Error::bad_input(
+                    object,
+                    format!(
+                        "column `{}` is not in contract {} (additionalProperties is false)",
+                        extra.name(),
+                        contract.file
+                    ),
+                ));
+            }
+        }
+        Ok(Validator { columns })
+    }
+
+    /// Checks every row of `batch` (which must have the schema the validator was built for).
+    pub fn validate(&self, batch: &RecordBatch, contract: &Contract) -> Result<Verdict> {
+        let per_column: Vec<Result<Vec<RuleFailures>>> = self
+            .columns
+            .par_iter()
+            .map(|c| {
+                let array = batch.column(c.index);
+                let format = contract.column(&c.name).and_then(|s| s.format);
+                let mut out = Vec::new();
+                for rule in &c.rules {
+                    let rows = run_check(array, format, &rule.check)?;
+                    let count = rows.count_set_bits();
+                    if count > 0 {
+                        out.push(RuleFailures {
+                            rule: rule.name,
+                            column: c.name.clone(),
+                            message: rule.message.clone(),
+                            rows,
+                            count,
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for f in per_column {
+            failures.extend(f?);
+        }
+        let invalid = failures
+            .iter()
+            .map(|f| f.rows.clone())
+            .reduce(|a, b| &a | &b);
+        Ok(Verdict { failures, invalid })
+    }
+}
+
+/// The schema of quarantine output: the input columns plus source, row number and errors.
+pub fn quarantine_schema(input: &Schema) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(SOURCE_COLUMN, DataType::Utf8, false)));
+    fields.push(Arc::new(Field::new(ROW_COLUMN, DataType::UInt64, false)));
+    fields.push(Arc::new(Field::new(
+        ERRORS_COLUMN,
+        DataType::List(Arc::new(Field::new("item", DataType::Struct(error_fields()), false))),
+        false,
+    )));
+    Arc::new(Schema::new(fields))
+}
+
+fn error_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, false),
+    ])
+}
+
+/// Quarantine rows: `rows` are the failing rows of a batch (already filtered by
+/// `verdict.invalid`, and protected), extended with their source object, row numbers
+/// (`first_row` is the position of the batch's first row in the object) and every rule each
+/// broke.
+pub fn quarantine_batch(
+    rows: &RecordBatch,
+    verdict: &Verdict,
+    source: &str,
+    first_row: u64,
+    schema: &SchemaRef,
+) -> Result<Option<RecordBatch>> {
+    let Some(invalid) = &verdict.invalid else {
+        return Ok(None);
+    };
+    let n = rows.num_rows();
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0i32);
+    let (mut rules, mut cols, mut msgs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut numbers = Vec::with_capacity(n);
+    for row in invalid.set_indices() {
+        numbers.push(first_row + row as u64);
+        for f in &verdict.failures {
+            if f.rows.value(row) {
+                rules.push(f.rule);
+                cols.push(f.column.to_string());
+                msgs.push(f.message.to_string());
+            }
+        }
+        offsets.push(rules.len() as i32);
+    }
+    let structs = StructArray::new(
+        error_fields(),
+        vec![
+            Arc::new(StringArray::from(rules)) as ArrayRef,
+            Arc::new(StringArray::from(cols)),
+            Arc::new(StringArray::from(msgs)),
+        ],
+        None,
+    );
+    let item = Arc::new(Field::new("item", DataType::Struct(error_fields()), false));
+    let errors = ListArray::new(item, OffsetBuffer::new(offsets.into()), Arc::new(structs), None);
+    if numbers.len() != n {
+        return Err(Error::Internal(format!("{n} quarantine rows for {} failing rows", numbers.len())));
+    }
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(vec![source; n])));
+    columns.push(Arc::new(UInt64Array::from(numbers)));
+    columns.push(Arc::new(errors));
+    Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
+}
