@@ -23,19 +23,53 @@ use crate::contract::{ColumnType, Contract, Format};
 use crate::validate::instants;
 use crate::{Error, Result};
 
-/// The ordering and identity of one candidate row.
+/// The ordering and identity of one candidate row, packed into 32 bytes so the index stays
+/// small: fields compare in declaration order, which is the winner order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Candidate {
-    /// Event time in nanoseconds (or the integer event-time value); `i128::MIN` when null.
-    pub time: i128,
-    /// Sequence value; `i128::MIN` when absent, null or not a number.
-    pub seq: i128,
+    /// Event time in nanoseconds since the epoch (saturating outside 1677–2262) or the integer
+    /// event-time value; `i64::MIN` when null.
+    pub time: i64,
+    /// Sequence value (high and low halves of an `i128`); `i128::MIN` when absent, null or not
+    /// a number.
+    seq_hi: i64,
+    seq_lo: u64,
+    /// `file << 41 | row << 1 | tombstone`: later files, then later rows, win ties.
+    pos: u64,
+}
+
+/// Bits of [`Candidate::pos`] holding the row number.
+const ROW_BITS: u32 = 40;
+
+impl Candidate {
+    /// A candidate; `row` must be below 2^40 and `file` below 2^23.
+    pub fn new(time: i64, seq: i128, file: u32, row: u64, tombstone: bool) -> Self {
+        Candidate {
+            time,
+            seq_hi: (seq >> 64) as i64,
+            seq_lo: seq as u64,
+            pos: (u64::from(file) << (ROW_BITS + 1)) | (row << 1) | u64::from(tombstone),
+        }
+    }
+
     /// Index of the input file in job order.
-    pub file: u32,
+    pub fn file(&self) -> u32 {
+        (self.pos >> (ROW_BITS + 1)) as u32
+    }
+
     /// Row number within the file.
-    pub row: u64,
+    pub fn row(&self) -> u64 {
+        (self.pos >> 1) & ((1 << ROW_BITS) - 1)
+    }
+
     /// The row is a CDC delete.
-    pub tombstone: bool,
+    pub fn tombstone(&self) -> bool {
+        self.pos & 1 == 1
+    }
+}
+
+fn saturate(t: i128) -> i64 {
+    t.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// Column roles resolved against one file's schema.
@@ -143,18 +177,18 @@ impl DedupIndex {
         first_row: u64,
     ) -> Result<()> {
         let n = batch.num_rows();
-        let times: Vec<i128> = match plan.time {
-            None => vec![i128::MIN; n],
+        let times: Vec<i64> = match plan.time {
+            None => vec![i64::MIN; n],
             Some((i, format)) => {
                 let col = batch.column(i);
                 if col.data_type().is_integer() {
                     let c = cast(col, &DataType::Int64)?;
                     let c = c.as_primitive::<Int64Type>();
-                    (0..n).map(|r| if c.is_valid(r) { i128::from(c.value(r)) } else { i128::MIN }).collect()
+                    (0..n).map(|r| if c.is_valid(r) { c.value(r) } else { i64::MIN }).collect()
                 } else {
                     instants(col.as_ref(), format.unwrap_or(Format::DateTime))
                         .into_iter()
-                        .map(|t| t.unwrap_or(i128::MIN))
+                        .map(|t| t.map_or(i64::MIN, saturate))
                         .collect()
                 }
             }
@@ -187,12 +221,12 @@ impl DedupIndex {
             None => None,
         };
         let ops = ops.as_ref().map(|a| a.as_string::<i32>());
-        let candidate = |r: usize| Candidate {
-            time: times[r],
-            seq: seqs[r],
-            file,
-            row: first_row + r as u64,
-            tombstone: ops.is_some_and(|o| o.is_valid(r) && o.value(r).eq_ignore_ascii_case("D")),
+        if file >= 1 << 23 || first_row + n as u64 >= 1 << ROW_BITS {
+            return Err(Error::Config("more than 2^23 input objects or 2^40 rows in one object".into()));
+        }
+        let candidate = |r: usize| {
+            let tombstone = ops.is_some_and(|o| o.is_valid(r) && o.value(r).eq_ignore_ascii_case("D"));
+            Candidate::new(times[r], seqs[r], file, first_row + r as u64, tombstone)
         };
         let keep = |r: usize| invalid.is_none_or(|m| !m.value(r));
         match &mut self.keys {
@@ -246,8 +280,8 @@ impl DedupIndex {
             ..Default::default()
         };
         let mut add = |c: &Candidate| {
-            out.rows[c.file as usize].push(c.row);
-            out.tombstones += u64::from(c.tombstone);
+            out.rows[c.file() as usize].push(c.row());
+            out.tombstones += u64::from(c.tombstone());
         };
         let kept = match &self.keys {
             Keys::Int(m) => {

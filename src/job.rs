@@ -16,14 +16,14 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, RowSelection, RowSelector};
 
 use crate::contract::Contract;
 use crate::dedup::{DedupIndex, DedupPlan};
@@ -270,49 +270,84 @@ async fn check_file(
     Ok(())
 }
 
-/// Pass 2 over one file: read the kept rows, protect, write curated.
+/// One row group of pass 2, decoded and protected.
+struct Protected {
+    batches: Vec<RecordBatch>,
+    counts: MaskCounts,
+    decode: Duration,
+    protect: Duration,
+}
+
+fn protect_row_group(url: &str, reader: ParquetRecordBatchReader, protector: &Protector) -> Result<Protected> {
+    let mut out = Protected {
+        batches: Vec::new(),
+        counts: Vec::new(),
+        decode: Duration::ZERO,
+        protect: Duration::ZERO,
+    };
+    let mut reader = reader;
+    loop {
+        let t = Instant::now();
+        let Some(batch) = reader.next() else { break };
+        out.decode += t.elapsed();
+        let batch = batch.map_err(|e| decode_error(url, e))?;
+        let t = Instant::now();
+        let (batch, counts) = protector.protect(&batch)?;
+        out.counts.extend(counts);
+        out.protect += t.elapsed();
+        out.batches.push(batch);
+    }
+    Ok(out)
+}
+
+/// Pass 2 over one file: read the kept rows, protect, write curated. Decoding and protecting
+/// row group N+1 (on a blocking thread) overlaps with encoding and uploading row group N.
 async fn write_file(
     spec: &JobSpec,
     p: &Prepared,
     keep: &[u64],
     curated: &mut ParquetSink,
-    protector: &Protector,
+    protector: &Arc<Protector>,
     c: &mut Counters,
     bar: &ProgressBar,
 ) -> Result<()> {
     if keep.is_empty() {
         return Ok(());
     }
-    let url = p.input.location.url.as_str();
+    let url = p.input.location.url.clone();
     let selection = select_rows(keep, p.rows);
     let mut rx = source::row_groups(&p.input, p.meta.clone(), spec.batch_size.get(), Some(selection), spec.read_ahead);
+    let mut pending: Option<tokio::task::JoinHandle<Result<Protected>>> = None;
     loop {
         let t = Instant::now();
-        let Some(reader) = rx.recv().await else { break };
+        let next = rx.recv().await;
         c.timers.read_wait += t.elapsed();
-        let reader = reader?;
-        let batches = tokio::task::block_in_place(|| -> Result<Vec<RecordBatch>> {
-            let mut out = Vec::new();
-            let mut reader = reader;
-            loop {
-                let t = Instant::now();
-                let Some(batch) = reader.next() else { break };
-                c.timers.decode += t.elapsed();
-                let batch = batch.map_err(|e| decode_error(url, e))?;
-                let t = Instant::now();
-                let (batch, counts) = protector.protect(&batch)?;
-                add_counts(&mut c.masked.curated, counts);
-                c.timers.protect += t.elapsed();
-                bar.inc(batch.num_rows() as u64);
-                out.push(batch);
+        let handle = match next {
+            Some(reader) => {
+                let reader = reader?;
+                let (url, protector) = (url.clone(), protector.clone());
+                Some(tokio::task::spawn_blocking(move || protect_row_group(&url, reader, &protector)))
             }
-            Ok(out)
-        })?;
-        let t = Instant::now();
-        for b in &batches {
-            curated.write(b).await?;
+            None => None,
+        };
+        if let Some(done) = pending.take() {
+            let done = done
+                .await
+                .map_err(|e| Error::Internal(format!("protect task failed: {e}")))??;
+            c.timers.decode += done.decode;
+            c.timers.protect += done.protect;
+            add_counts(&mut c.masked.curated, done.counts);
+            let t = Instant::now();
+            for b in &done.batches {
+                curated.write(b).await?;
+                bar.inc(b.num_rows() as u64);
+            }
+            c.timers.write += t.elapsed();
         }
-        c.timers.write += t.elapsed();
+        match handle {
+            Some(h) => pending = Some(h),
+            None => break,
+        }
     }
     Ok(())
 }
@@ -326,7 +361,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     };
     let schema = first.meta.schema().clone();
     let q_schema = quarantine_schema(&schema);
-    let protector = Protector::new(&spec.contract, &schema, spec.pci_enabled, &spec.pii_key);
+    let protector = Arc::new(Protector::new(&spec.contract, &schema, spec.pci_enabled, &spec.pii_key));
     let rows_in: u64 = prepared.iter().map(|p| p.rows).sum();
 
     let output = spec.output.as_deref().map(Location::parse).transpose()?;
@@ -429,7 +464,7 @@ async fn execute(
     prepared: &[Prepared],
     outputs: &mut Outputs,
     q_schema: &SchemaRef,
-    protector: &Protector,
+    protector: &Arc<Protector>,
     c: &mut Counters,
     report: &mut Report,
     bar: &ProgressBar,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Schema};
 use hmac::{Hmac, Mac};
+use rayon::prelude::*;
 use sha2::Sha256;
 
 use crate::contract::{Contract, Pci, Pii};
@@ -274,27 +275,35 @@ impl Protector {
         }
     }
 
-    /// Protects one batch, returning it and the number of values changed per column.
+    /// Protects one batch, returning it and the number of values changed per column. Columns
+    /// are independent, so they are transformed in parallel.
     pub fn protect(&self, batch: &RecordBatch) -> Result<(RecordBatch, MaskCounts)> {
+        let changed: Vec<(usize, Option<ArrayRef>, Arc<str>, usize)> = self
+            .columns
+            .par_iter()
+            .map(|(index, name, action)| {
+                let a = batch.column(*index).as_string::<i32>();
+                let (new, n) = match action {
+                    Action::Scan => scan_column(a),
+                    Action::Pan => map_column(a, |s| {
+                        let m = mask_pan(s);
+                        (m != s).then_some(m)
+                    }),
+                    Action::Pii(Pii::Hash) => map_column(a, |s| Some(hash_pii(&self.key, s))),
+                    Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
+                    Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
+                };
+                (*index, new, name.clone(), n)
+            })
+            .collect();
         let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
         let mut counts = Vec::new();
-        for (index, name, action) in &self.columns {
-            let a = batch.column(*index).as_string::<i32>();
-            let (new, n) = match action {
-                Action::Scan => scan_column(a),
-                Action::Pan => map_column(a, |s| {
-                    let m = mask_pan(s);
-                    (m != s).then_some(m)
-                }),
-                Action::Pii(Pii::Hash) => map_column(a, |s| Some(hash_pii(&self.key, s))),
-                Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
-                Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
-            };
+        for (index, new, name, n) in changed {
             if let Some(new) = new {
-                arrays[*index] = new;
+                arrays[index] = new;
             }
             if n > 0 {
-                counts.push((name.clone(), n));
+                counts.push((name, n));
             }
         }
         Ok((RecordBatch::try_new(batch.schema(), arrays)?, counts))

@@ -21,7 +21,7 @@ pub const PART_BYTES: usize = 10 << 20;
 /// Parts uploaded concurrently per output.
 pub const PART_CONCURRENCY: usize = 2;
 /// The row group in progress is flushed past this many encoded bytes.
-pub const ROW_GROUP_FLUSH_BYTES: usize = 64 << 20;
+pub const ROW_GROUP_FLUSH_BYTES: usize = 32 << 20;
 /// Rows per row group at most.
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
 
