@@ -1,1 +1,123 @@
-fn main() {}
+//! Criterion benches, one group per stage plus the end-to-end job, all on generated `orders`
+//! data and reporting rows per second (`Throughput::Elements`).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use edp::contract::Contract;
+use edp::dedup::{DedupIndex, DedupPlan};
+use edp::generate::{self, Dataset, GenSpec};
+use edp::job::{self, JobSpec};
+use edp::protect::Protector;
+use edp::sink::Codec;
+use edp::store::Location;
+use edp::validate::Validator;
+
+const ROWS: u64 = 65_536;
+
+fn contract() -> Contract {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/contracts/orders.json");
+    Contract::from_path(&path).unwrap()
+}
+
+fn orders(rows: u64) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let spec = GenSpec {
+        dataset: Dataset::Orders,
+        rows,
+        seed: 1,
+        fault_rate: generate::DEFAULT_FAULT_RATE,
+    };
+    generate::batches(spec, |b| {
+        out.push(b);
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    let contract = contract();
+    let batches = orders(ROWS);
+    let schema = batches[0].schema();
+
+    let mut g = c.benchmark_group("stage");
+    g.throughput(Throughput::Elements(ROWS));
+    let validator = Validator::new(&contract, &schema, "bench").unwrap();
+    g.bench_function("validate", |b| {
+        b.iter(|| {
+            for batch in &batches {
+                criterion::black_box(validator.validate(batch, &contract).unwrap());
+            }
+        })
+    });
+    let protector = Protector::new(&contract, &schema, true, b"bench-key");
+    g.bench_function("protect", |b| {
+        b.iter(|| {
+            for batch in &batches {
+                criterion::black_box(protector.protect(batch).unwrap());
+            }
+        })
+    });
+    let plan = DedupPlan::new(&contract, &schema, "bench")
+        .unwrap()
+        .unwrap();
+    g.bench_function("dedup", |b| {
+        b.iter(|| {
+            let mut index = DedupIndex::new(&plan).unwrap();
+            let mut first = 0;
+            for batch in &batches {
+                index.offer(&plan, batch, None, 0, first).unwrap();
+                first += batch.num_rows() as u64;
+            }
+            criterion::black_box(index.finish(1))
+        })
+    });
+    g.finish();
+}
+
+fn end_to_end(c: &mut Criterion) {
+    const E2E_ROWS: u64 = 200_000;
+    let dir = tempfile::TempDir::new().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw = Location::parse(dir.path().join("raw").to_str().unwrap()).unwrap();
+    let spec = GenSpec {
+        dataset: Dataset::Orders,
+        rows: E2E_ROWS,
+        seed: 1,
+        fault_rate: generate::DEFAULT_FAULT_RATE,
+    };
+    rt.block_on(generate::generate(spec, &raw)).unwrap();
+    let job = JobSpec {
+        inputs: vec![raw.url.clone()],
+        output: Some(dir.path().join("out").to_str().unwrap().to_string()),
+        errors: None,
+        contract: Arc::new(contract()),
+        batch_size: NonZeroUsize::new(job::DEFAULT_BATCH_SIZE).unwrap(),
+        read_ahead: job::DEFAULT_READ_AHEAD,
+        codec: Codec::Snappy,
+        pci_enabled: true,
+        pii_key: b"bench-key".to_vec(),
+        progress: false,
+    };
+    let mut g = c.benchmark_group("end_to_end");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(E2E_ROWS));
+    g.bench_function("raw_to_curated_orders", |b| {
+        b.iter_batched(
+            || (),
+            |_| rt.block_on(job::run(&job)).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, end_to_end);
+criterion_main!(benches);

@@ -185,8 +185,7 @@ impl Pattern {
     /// True when the pattern matches somewhere in `s`.
     pub fn is_match(&self, s: &str) -> bool {
         matches!(
-            self.dfa
-                .try_search_fwd(&Input::new(s).earliest(true)),
+            self.dfa.try_search_fwd(&Input::new(s).earliest(true)),
             Ok(Some(_))
         )
     }
@@ -273,7 +272,11 @@ fn escape_pointer(s: &str) -> String {
 
 impl Parser<'_> {
     fn err(&self, pointer: &str, message: impl std::fmt::Display) -> Error {
-        Error::contract(self.file, if pointer.is_empty() { "/" } else { pointer }, message)
+        Error::contract(
+            self.file,
+            if pointer.is_empty() { "/" } else { pointer },
+            message,
+        )
     }
 
     fn check_keys(&self, obj: &Map<String, Value>, pointer: &str, allowed: &[&str]) -> Result<()> {
@@ -348,10 +351,7 @@ impl Parser<'_> {
             None | Some(Value::Bool(true)) => true,
             Some(Value::Bool(false)) => false,
             Some(_) => {
-                return Err(self.err(
-                    "/additionalProperties",
-                    "only true or false is supported",
-                ))
+                return Err(self.err("/additionalProperties", "only true or false is supported"))
             }
         };
         let primary_key = match obj.get("x-primary-key") {
@@ -409,9 +409,9 @@ impl Parser<'_> {
             }
         }
         if let Some(name) = &c.sequence {
-            let col = c
-                .column(name)
-                .ok_or_else(|| self.err("/x-sequence", format!("column `{name}` is not declared")))?;
+            let col = c.column(name).ok_or_else(|| {
+                self.err("/x-sequence", format!("column `{name}` is not declared"))
+            })?;
             if !matches!(col.ty, ColumnType::Integer | ColumnType::String) {
                 return Err(self.err(
                     "/x-sequence",
@@ -443,12 +443,12 @@ impl Parser<'_> {
     fn length(&self, obj: &Map<String, Value>, key: &str, pointer: &str) -> Result<Option<usize>> {
         match obj.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| {
-                    self.err(&format!("{pointer}/{key}"), "expected a non-negative integer")
-                }),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                self.err(
+                    &format!("{pointer}/{key}"),
+                    "expected a non-negative integer",
+                )
+            }),
         }
     }
 
@@ -470,7 +470,13 @@ impl Parser<'_> {
         Ok(lit)
     }
 
-    fn column(&self, name: &str, pointer: &str, schema: &Value, required: bool) -> Result<ColumnSpec> {
+    fn column(
+        &self,
+        name: &str,
+        pointer: &str,
+        schema: &Value,
+        required: bool,
+    ) -> Result<ColumnSpec> {
         let obj = schema
             .as_object()
             .ok_or_else(|| self.err(pointer, "a column schema must be an object"))?;
@@ -519,7 +525,10 @@ impl Parser<'_> {
             if obj.contains_key(key) && !ok {
                 return Err(self.err(
                     &format!("{pointer}/{key}"),
-                    format!("`{key}` applies only to {what} columns, this one is {}", ty.name()),
+                    format!(
+                        "`{key}` applies only to {what} columns, this one is {}",
+                        ty.name()
+                    ),
                 ));
             }
             Ok(())
@@ -527,7 +536,14 @@ impl Parser<'_> {
         for key in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] {
             only_for(key, numeric, "integer or number")?;
         }
-        for key in ["minLength", "maxLength", "pattern", "format", "x-pci", "x-pii"] {
+        for key in [
+            "minLength",
+            "maxLength",
+            "pattern",
+            "format",
+            "x-pci",
+            "x-pii",
+        ] {
             only_for(key, string, "string")?;
         }
 
@@ -535,8 +551,14 @@ impl Parser<'_> {
         let maximum = self.number(obj, "maximum", pointer)?;
         let exclusive_minimum = self.number(obj, "exclusiveMinimum", pointer)?;
         let exclusive_maximum = self.number(obj, "exclusiveMaximum", pointer)?;
-        let low = [minimum, exclusive_minimum].into_iter().flatten().reduce(f64::max);
-        let high = [maximum, exclusive_maximum].into_iter().flatten().reduce(f64::min);
+        let low = [minimum, exclusive_minimum]
+            .into_iter()
+            .flatten()
+            .reduce(f64::max);
+        let high = [maximum, exclusive_maximum]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min);
         if let (Some(lo), Some(hi)) = (low, high) {
             let empty = lo > hi
                 || (lo == hi && (exclusive_minimum == Some(lo) || exclusive_maximum == Some(hi)));
@@ -567,7 +589,9 @@ impl Parser<'_> {
                     .map(|(i, v)| self.literal(v, ty, &format!("{pointer}/enum/{i}")))
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Some(_) => return Err(self.err(&format!("{pointer}/enum"), "expected a non-empty array")),
+            Some(_) => {
+                return Err(self.err(&format!("{pointer}/enum"), "expected a non-empty array"))
+            }
         };
         let const_value = match obj.get("const") {
             None => None,
@@ -575,7 +599,10 @@ impl Parser<'_> {
         };
         if let (Some(c), Some(e)) = (&const_value, &enum_values) {
             if !e.contains(c) {
-                return Err(self.err(&format!("{pointer}/const"), "const is not one of enum: no value can pass"));
+                return Err(self.err(
+                    &format!("{pointer}/const"),
+                    "const is not one of enum: no value can pass",
+                ));
             }
         }
 
@@ -591,15 +618,21 @@ impl Parser<'_> {
             Some(Value::String(f)) => Some(Format::parse(f).ok_or_else(|| {
                 self.err(
                     &format!("{pointer}/format"),
-                    format!("unsupported format `{f}`; supported: email, phone, date-time, date, uuid"),
+                    format!(
+                        "unsupported format `{f}`; supported: email, phone, date-time, date, uuid"
+                    ),
                 )
             })?),
             Some(_) => return Err(self.err(&format!("{pointer}/format"), "expected a string")),
         };
         let bound = |key: &str| -> Result<Option<(String, i128)>> {
-            let Some(v) = obj.get(key) else { return Ok(None) };
+            let Some(v) = obj.get(key) else {
+                return Ok(None);
+            };
             let kp = format!("{pointer}/{key}");
-            let s = v.as_str().ok_or_else(|| self.err(&kp, "expected a date or date-time string"))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| self.err(&kp, "expected a date or date-time string"))?;
             let parsed = match format {
                 Some(Format::DateTime) => parse_datetime_bound(s),
                 Some(Format::Date) => parse_date(s)
@@ -609,9 +642,12 @@ impl Parser<'_> {
                     return Err(self.err(&kp, "needs `format: date-time` or `format: date`"));
                 }
             };
-            parsed
-                .map(|n| Some((s.to_string(), n)))
-                .ok_or_else(|| self.err(&kp, format!("`{s}` is not a valid {}", format.map_or("", Format::name))))
+            parsed.map(|n| Some((s.to_string(), n))).ok_or_else(|| {
+                self.err(
+                    &kp,
+                    format!("`{s}` is not a valid {}", format.map_or("", Format::name)),
+                )
+            })
         };
         let format_minimum = bound("formatMinimum")?;
         let format_maximum = bound("formatMaximum")?;
@@ -671,7 +707,10 @@ impl Parser<'_> {
                 }
             },
             Some(_) => {
-                return Err(self.err(&format!("{pointer}/x-references"), "expected \"dataset.column\""))
+                return Err(self.err(
+                    &format!("{pointer}/x-references"),
+                    "expected \"dataset.column\"",
+                ))
             }
         };
 
@@ -705,7 +744,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Contract::from_json_str("c.json", text).unwrap_err().to_string()
+        Contract::from_json_str("c.json", text)
+            .unwrap_err()
+            .to_string()
     }
 
     const BASE: &str = r#"{"title":"t","required":["id"],"properties":{"id":{"type":"integer"},COL},"x-primary-key":["id"]}"#;
@@ -734,24 +775,41 @@ mod tests {
     #[test]
     fn rejects_unsupported_and_unknown_keywords() {
         let e = err(&with(r#""x":{"oneOf":[]}"#));
-        assert!(e.contains("/properties/x/oneOf") && e.contains("unsupported keyword"), "{e}");
+        assert!(
+            e.contains("/properties/x/oneOf") && e.contains("unsupported keyword"),
+            "{e}"
+        );
         let e = err(&with(r#""x":{"type":"string","x-secret":true}"#));
-        assert!(e.contains("/properties/x/x-secret") && e.contains("unknown extension"), "{e}");
-        let e = err(&BASE.replace("COL", r#""x":{"type":"string"}"#).replace("\"title\"", "\"x-rules\":[],\"title\""));
+        assert!(
+            e.contains("/properties/x/x-secret") && e.contains("unknown extension"),
+            "{e}"
+        );
+        let e = err(&BASE
+            .replace("COL", r#""x":{"type":"string"}"#)
+            .replace("\"title\"", "\"x-rules\":[],\"title\""));
         assert!(e.contains("/x-rules"), "{e}");
     }
 
     #[test]
     fn rejects_bad_regex_and_contradictions() {
         let e = err(&with(r#""x":{"type":"string","pattern":"(["}"#));
-        assert!(e.contains("/properties/x/pattern") && e.contains("invalid regex"), "{e}");
+        assert!(
+            e.contains("/properties/x/pattern") && e.contains("invalid regex"),
+            "{e}"
+        );
         let e = err(&with(r#""x":{"type":"number","minimum":5,"maximum":1}"#));
         assert!(e.contains("contradictory"), "{e}");
-        let e = err(&with(r#""x":{"type":"number","minimum":1,"exclusiveMaximum":1}"#));
+        let e = err(&with(
+            r#""x":{"type":"number","minimum":1,"exclusiveMaximum":1}"#,
+        ));
         assert!(e.contains("contradictory"), "{e}");
-        let e = err(&with(r#""x":{"type":"string","minLength":5,"maxLength":1}"#));
+        let e = err(&with(
+            r#""x":{"type":"string","minLength":5,"maxLength":1}"#,
+        ));
         assert!(e.contains("/properties/x/minLength"), "{e}");
-        let e = err(&with(r#""x":{"type":"string","format":"date","formatMinimum":"2025-01-01","formatMaximum":"2024-01-01"}"#));
+        let e = err(&with(
+            r#""x":{"type":"string","format":"date","formatMinimum":"2025-01-01","formatMaximum":"2024-01-01"}"#,
+        ));
         assert!(e.contains("contradictory"), "{e}");
         let e = err(&with(r#""x":{"type":"integer","pattern":"a"}"#));
         assert!(e.contains("applies only to string"), "{e}");

@@ -157,7 +157,9 @@ pub fn is_email(s: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-');
         if !ok {
             return false;
         }

@@ -91,14 +91,19 @@ impl DedupPlan {
         }
         let find = |name: &str| {
             schema.index_of(name).map_err(|_| {
-                Error::bad_input(object, format!("missing column `{name}` needed for deduplication"))
+                Error::bad_input(
+                    object,
+                    format!("missing column `{name}` needed for deduplication"),
+                )
             })
         };
         let mut keys = Vec::new();
         let mut key_types = Vec::new();
         for name in &contract.primary_key {
             keys.push(find(name)?);
-            let spec = contract.column(name).ok_or_else(|| Error::Internal(format!("key {name} not in contract")))?;
+            let spec = contract
+                .column(name)
+                .ok_or_else(|| Error::Internal(format!("key {name} not in contract")))?;
             key_types.push(match spec.ty {
                 ColumnType::Integer => DataType::Int64,
                 ColumnType::Number => DataType::Float64,
@@ -184,7 +189,9 @@ impl DedupIndex {
                 if col.data_type().is_integer() {
                     let c = cast(col, &DataType::Int64)?;
                     let c = c.as_primitive::<Int64Type>();
-                    (0..n).map(|r| if c.is_valid(r) { c.value(r) } else { i64::MIN }).collect()
+                    (0..n)
+                        .map(|r| if c.is_valid(r) { c.value(r) } else { i64::MIN })
+                        .collect()
                 } else {
                     instants(col.as_ref(), format.unwrap_or(Format::DateTime))
                         .into_iter()
@@ -200,7 +207,15 @@ impl DedupIndex {
                 if col.data_type().is_integer() {
                     let c = cast(col, &DataType::Int64)?;
                     let c = c.as_primitive::<Int64Type>();
-                    (0..n).map(|r| if c.is_valid(r) { i128::from(c.value(r)) } else { i128::MIN }).collect()
+                    (0..n)
+                        .map(|r| {
+                            if c.is_valid(r) {
+                                i128::from(c.value(r))
+                            } else {
+                                i128::MIN
+                            }
+                        })
+                        .collect()
                 } else {
                     let c = cast(col, &DataType::Utf8)?;
                     let c = c.as_string::<i32>();
@@ -222,10 +237,13 @@ impl DedupIndex {
         };
         let ops = ops.as_ref().map(|a| a.as_string::<i32>());
         if file >= 1 << 23 || first_row + n as u64 >= 1 << ROW_BITS {
-            return Err(Error::Config("more than 2^23 input objects or 2^40 rows in one object".into()));
+            return Err(Error::Config(
+                "more than 2^23 input objects or 2^40 rows in one object".into(),
+            ));
         }
         let candidate = |r: usize| {
-            let tombstone = ops.is_some_and(|o| o.is_valid(r) && o.value(r).eq_ignore_ascii_case("D"));
+            let tombstone =
+                ops.is_some_and(|o| o.is_valid(r) && o.value(r).eq_ignore_ascii_case("D"));
             Candidate::new(times[r], seqs[r], file, first_row + r as u64, tombstone)
         };
         let keep = |r: usize| invalid.is_none_or(|m| !m.value(r));

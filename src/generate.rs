@@ -15,7 +15,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::basic::Compression;
@@ -148,21 +149,94 @@ impl SplitMix {
 /// A stable hash of (seed, key, salt): attributes of an entity that must not change between
 /// its versions.
 fn stable(seed: u64, key: u64, salt: u64) -> SplitMix {
-    let mut r = SplitMix::new(seed ^ key.wrapping_mul(0xA24B_AED4_963E_E407) ^ salt.wrapping_mul(0x9FB2_1C65_1E98_DF25));
+    let mut r = SplitMix::new(
+        seed ^ key.wrapping_mul(0xA24B_AED4_963E_E407) ^ salt.wrapping_mul(0x9FB2_1C65_1E98_DF25),
+    );
     r.next_u64();
     r
 }
 
 const FIRST: &[&str] = &[
-    "José", "Zoë", "Łukasz", "Søren", "Amélie", "Björn", "Chloé", "Đorđe", "Émile", "François", "Günther", "Héloïse",
-    "Ingrid", "Jürgen", "Kateřina", "Léa", "Małgorzata", "Nuño", "Øystein", "Paweł", "Renée", "Sinéad", "Tomás",
-    "Ulrike", "Václav", "Zsófia", "Anna", "Ben", "Clara", "David", "Emma", "Felix", "Grace", "Hannah", "Isaac",
-    "Jack", "Liam", "Mia", "Noah", "Olivia", "Sophia", "Lucas", "Mateo", "Aisha", "Chen", "Hiroshi", "Priya", "Kwame",
+    "José",
+    "Zoë",
+    "Łukasz",
+    "Søren",
+    "Amélie",
+    "Björn",
+    "Chloé",
+    "Đorđe",
+    "Émile",
+    "François",
+    "Günther",
+    "Héloïse",
+    "Ingrid",
+    "Jürgen",
+    "Kateřina",
+    "Léa",
+    "Małgorzata",
+    "Nuño",
+    "Øystein",
+    "Paweł",
+    "Renée",
+    "Sinéad",
+    "Tomás",
+    "Ulrike",
+    "Václav",
+    "Zsófia",
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Emma",
+    "Felix",
+    "Grace",
+    "Hannah",
+    "Isaac",
+    "Jack",
+    "Liam",
+    "Mia",
+    "Noah",
+    "Olivia",
+    "Sophia",
+    "Lucas",
+    "Mateo",
+    "Aisha",
+    "Chen",
+    "Hiroshi",
+    "Priya",
+    "Kwame",
 ];
 const LAST: &[&str] = &[
-    "García", "Müller", "Nowak", "Jørgensen", "Dubois", "Łukasiewicz", "Öberg", "Novák", "Kovačević", "Szabó",
-    "Çelik", "Nguyễn", "O'Brien", "Smith", "Johnson", "Brown", "Rossi", "Fernández", "Andersson", "Schröder",
-    "Lefèvre", "Wiśniewski", "Papadopoulos", "Tanaka", "Kim", "Singh", "Okafor", "Silva", "Jansen", "Virtanen",
+    "García",
+    "Müller",
+    "Nowak",
+    "Jørgensen",
+    "Dubois",
+    "Łukasiewicz",
+    "Öberg",
+    "Novák",
+    "Kovačević",
+    "Szabó",
+    "Çelik",
+    "Nguyễn",
+    "O'Brien",
+    "Smith",
+    "Johnson",
+    "Brown",
+    "Rossi",
+    "Fernández",
+    "Andersson",
+    "Schröder",
+    "Lefèvre",
+    "Wiśniewski",
+    "Papadopoulos",
+    "Tanaka",
+    "Kim",
+    "Singh",
+    "Okafor",
+    "Silva",
+    "Jansen",
+    "Virtanen",
 ];
 /// (city, street, ISO country, calling code, currency)
 const PLACES: &[(&str, &str, &str, &str, &str)] = &[
@@ -183,12 +257,52 @@ const PLACES: &[(&str, &str, &str, &str, &str)] = &[
     ("Dublin", "Grafton Street", "IE", "353", "EUR"),
     ("Tokyo", "Omotesandō", "JP", "81", "JPY"),
 ];
-const DOMAINS: &[&str] = &["gmail.com", "outlook.com", "yahoo.co.uk", "web.de", "gmx.ch", "proton.me", "icloud.com", "orange.fr"];
-const ORDER_STATUS: &[&str] = &["pending", "paid", "shipped", "delivered", "cancelled", "refunded"];
+const DOMAINS: &[&str] = &[
+    "gmail.com",
+    "outlook.com",
+    "yahoo.co.uk",
+    "web.de",
+    "gmx.ch",
+    "proton.me",
+    "icloud.com",
+    "orange.fr",
+];
+const ORDER_STATUS: &[&str] = &[
+    "pending",
+    "paid",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "refunded",
+];
 const TIERS: &[&str] = &["bronze", "silver", "gold", "platinum"];
-const CATEGORIES: &[&str] = &["electronics", "books", "home", "garden", "toys", "fashion", "beauty", "sports", "grocery"];
-const ADJECTIVES: &[&str] = &["Classic", "Organic", "Smart", "Vintage", "Compact", "Deluxe", "Eco", "Nordic", "Crème", "Señor"];
-const NOUNS: &[&str] = &["Kettle", "Headphones", "Notebook", "Backpack", "Lamp", "Sneakers", "Blender", "Café Mug", "Jacket", "Puzzle"];
+const CATEGORIES: &[&str] = &[
+    "electronics",
+    "books",
+    "home",
+    "garden",
+    "toys",
+    "fashion",
+    "beauty",
+    "sports",
+    "grocery",
+];
+const ADJECTIVES: &[&str] = &[
+    "Classic", "Organic", "Smart", "Vintage", "Compact", "Deluxe", "Eco", "Nordic", "Crème",
+    "Señor",
+];
+const NOUNS: &[&str] = &[
+    "Kettle",
+    "Headphones",
+    "Notebook",
+    "Backpack",
+    "Lamp",
+    "Sneakers",
+    "Blender",
+    "Café Mug",
+    "Jacket",
+    "Puzzle",
+];
 const METHODS: &[&str] = &["card", "paypal", "bank_transfer", "gift_card"];
 const PAY_STATUS: &[&str] = &["authorized", "captured", "refunded", "failed"];
 const NOTES: &[&str] = &[
@@ -237,8 +351,18 @@ fn email(r: &mut SplitMix, first: &str, last: &str) -> String {
     let domain = r.pick(DOMAINS);
     match r.below(3) {
         0 => format!("{}.{}@{domain}", fold(first), fold(last)),
-        1 => format!("{}{}{}@{domain}", fold(first).chars().next().unwrap_or('x'), fold(last), r.below(100)),
-        _ => format!("{}_{}{}@{domain}", fold(last), fold(first), 1950 + r.below(60)),
+        1 => format!(
+            "{}{}{}@{domain}",
+            fold(first).chars().next().unwrap_or('x'),
+            fold(last),
+            r.below(100)
+        ),
+        _ => format!(
+            "{}_{}{}@{domain}",
+            fold(last),
+            fold(first),
+            1950 + r.below(60)
+        ),
     }
 }
 
@@ -255,7 +379,17 @@ fn phone(r: &mut SplitMix, code: &str) -> String {
 
 /// A Luhn-valid card number of a random major brand, formatted as people type them.
 pub fn card_number(r: &mut SplitMix) -> String {
-    let (prefix, len): (&str, usize) = *r.pick(&[("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15), ("6011", 16), ("4", 13), ("35", 16)]);
+    let (prefix, len): (&str, usize) = *r.pick(&[
+        ("4", 16),
+        ("51", 16),
+        ("55", 16),
+        ("2221", 16),
+        ("34", 15),
+        ("37", 15),
+        ("6011", 16),
+        ("4", 13),
+        ("35", 16),
+    ]);
     let prefix = if prefix == "35" { "3530" } else { prefix };
     let mut digits: Vec<u8> = prefix.bytes().collect();
     while digits.len() < len - 1 {
@@ -274,7 +408,13 @@ pub fn card_number(r: &mut SplitMix) -> String {
         2 | 3 => ' ',
         _ => '-',
     };
-    let groups: &[usize] = if len == 15 { &[4, 6, 5] } else if len == 13 { &[4, 4, 5] } else { &[4, 4, 4, 4] };
+    let groups: &[usize] = if len == 15 {
+        &[4, 6, 5]
+    } else if len == 13 {
+        &[4, 4, 5]
+    } else {
+        &[4, 4, 4, 4]
+    };
     let mut out = String::with_capacity(len + 4);
     let mut pos = 0;
     for (i, g) in groups.iter().enumerate() {
@@ -292,8 +432,19 @@ fn uuid(seed: u64, key: u64) -> String {
     loop {
         let mut r = stable(seed, key, 0x5555 + salt);
         let (a, b) = (r.next_u64(), r.next_u64());
-        let hex = format!("{:016x}{:016x}", a, (b & 0x0fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000);
-        let s = format!("{}-{}-4{}-{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[16..20], &hex[20..32]);
+        let hex = format!(
+            "{:016x}{:016x}",
+            a,
+            (b & 0x0fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000
+        );
+        let s = format!(
+            "{}-{}-4{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[13..16],
+            &hex[16..20],
+            &hex[20..32]
+        );
         // A key must never look like a card number to the free-text scan.
         if mask_card_numbers(&s).is_none() {
             return s;
@@ -337,7 +488,15 @@ fn faults_of(d: Dataset) -> &'static [Fault] {
     use Fault::*;
     match d {
         Dataset::Customers => &[BadEmail, BadPhone, BadDate, UnknownEnum, BadPattern],
-        Dataset::Orders => &[BadEmail, BadPhone, BadDate, OutOfRange, UnknownEnum, OrphanKey, CardInText],
+        Dataset::Orders => &[
+            BadEmail,
+            BadPhone,
+            BadDate,
+            OutOfRange,
+            UnknownEnum,
+            OrphanKey,
+            CardInText,
+        ],
         Dataset::OrderItems => &[BadDate, OutOfRange, OrphanKey],
         Dataset::Products => &[OutOfRange, UnknownEnum, BadPattern, CardInText],
         Dataset::Inventory => &[BadDate, OutOfRange, OrphanKey],
@@ -355,7 +514,8 @@ struct Planner {
 impl Planner {
     fn next(&mut self) -> Plan {
         let r = &mut self.r;
-        let time = BASE_NANOS + i128::from(self.row) * 400_000_000 + i128::from(r.below(400_000)) * 1000;
+        let time =
+            BASE_NANOS + i128::from(self.row) * 400_000_000 + i128::from(r.below(400_000)) * 1000;
         self.row += 1;
         let roll = r.unit();
         let (key, op) = if self.next_key > 10 && roll < 0.10 {
@@ -366,8 +526,15 @@ impl Planner {
             self.next_key += 1;
             (self.next_key - 1, "I")
         };
-        let fault = r.chance(self.spec.fault_rate).then(|| *r.pick(faults_of(self.spec.dataset)));
-        Plan { key, op, time, fault }
+        let fault = r
+            .chance(self.spec.fault_rate)
+            .then(|| *r.pick(faults_of(self.spec.dataset)));
+        Plan {
+            key,
+            op,
+            time,
+            fault,
+        }
     }
 }
 
@@ -378,30 +545,82 @@ fn schema(d: Dataset) -> SchemaRef {
     let op = s("Op", false);
     let fields = match d {
         Dataset::Customers => vec![
-            op, i("customer_id"), s("email", false), s("first_name", false), s("last_name", false), s("phone", true),
-            s("street", false), s("city", false), s("postal_code", false), s("country", false), s("loyalty_tier", false),
-            Field::new("marketing_opt_in", DataType::Boolean, false), s("created_at", false), s("updated_at", false),
+            op,
+            i("customer_id"),
+            s("email", false),
+            s("first_name", false),
+            s("last_name", false),
+            s("phone", true),
+            s("street", false),
+            s("city", false),
+            s("postal_code", false),
+            s("country", false),
+            s("loyalty_tier", false),
+            Field::new("marketing_opt_in", DataType::Boolean, false),
+            s("created_at", false),
+            s("updated_at", false),
         ],
         Dataset::Orders => vec![
-            op, i("order_id"), i("customer_id"), s("status", false), f("total_amount", false), s("currency", false),
-            s("email", false), s("phone", true), s("card_number", true), s("notes", true), s("shipping_country", false),
-            s("created_at", false), s("updated_at", false),
+            op,
+            i("order_id"),
+            i("customer_id"),
+            s("status", false),
+            f("total_amount", false),
+            s("currency", false),
+            s("email", false),
+            s("phone", true),
+            s("card_number", true),
+            s("notes", true),
+            s("shipping_country", false),
+            s("created_at", false),
+            s("updated_at", false),
         ],
         Dataset::OrderItems => vec![
-            op, i("order_item_id"), i("order_id"), i("product_id"), i("quantity"), f("unit_price", false),
-            f("discount_pct", false), s("updated_at", false),
+            op,
+            i("order_item_id"),
+            i("order_id"),
+            i("product_id"),
+            i("quantity"),
+            f("unit_price", false),
+            f("discount_pct", false),
+            s("updated_at", false),
         ],
         Dataset::Products => vec![
-            op, i("product_id"), s("sku", false), s("name", false), s("description", true), s("category", false),
-            f("price", false), f("weight_kg", true), Field::new("active", DataType::Boolean, false),
-            Field::new("updated_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            op,
+            i("product_id"),
+            s("sku", false),
+            s("name", false),
+            s("description", true),
+            s("category", false),
+            f("price", false),
+            f("weight_kg", true),
+            Field::new("active", DataType::Boolean, false),
+            Field::new(
+                "updated_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
         ],
         Dataset::Inventory => vec![
-            op, i("product_id"), i("warehouse_id"), i("quantity_on_hand"), i("reorder_level"), s("updated_at", false),
+            op,
+            i("product_id"),
+            i("warehouse_id"),
+            i("quantity_on_hand"),
+            i("reorder_level"),
+            s("updated_at", false),
         ],
         Dataset::Payments => vec![
-            op, s("payment_id", false), i("order_id"), s("method", false), s("card_number", true), s("card_brand", true),
-            f("amount", false), s("currency", false), s("status", false), s("created_at", false), s("updated_at", false),
+            op,
+            s("payment_id", false),
+            i("order_id"),
+            s("method", false),
+            s("card_number", true),
+            s("card_brand", true),
+            f("amount", false),
+            s("currency", false),
+            s("status", false),
+            s("created_at", false),
+            s("updated_at", false),
             s("AR_H_CHANGE_SEQ", false),
         ],
     };
@@ -443,17 +662,33 @@ struct Gen {
 
 impl Gen {
     fn bad_date(r: &mut SplitMix) -> String {
-        r.pick(&["2025-02-30 10:00:00", "16/01/2025 10:00", "2025-13-01 00:00:00", "yesterday", "2025-01-16 25:61:00"])
-            .to_string()
+        r.pick(&[
+            "2025-02-30 10:00:00",
+            "16/01/2025 10:00",
+            "2025-13-01 00:00:00",
+            "yesterday",
+            "2025-01-16 25:61:00",
+        ])
+        .to_string()
     }
 
     fn row(&self, p: &Plan, r: &mut SplitMix) -> Vec<V> {
         let seed = self.seed;
         let w = &self.world;
         let fault = p.fault;
-        let updated = if fault == Some(Fault::BadDate) { Gen::bad_date(r) } else { format_micros(p.time) };
+        let updated = if fault == Some(Fault::BadDate) {
+            Gen::bad_date(r)
+        } else {
+            format_micros(p.time)
+        };
         let created_nanos = BASE_NANOS - 86_400_000_000_000 * 30 + i128::from(p.key) * 200_000_000;
-        let orphan = |r: &mut SplitMix, n: u64| if fault == Some(Fault::OrphanKey) { n + 1 + r.below(1000) } else { 1 + r.below(n) };
+        let orphan = |r: &mut SplitMix, n: u64| {
+            if fault == Some(Fault::OrphanKey) {
+                n + 1 + r.below(1000)
+            } else {
+                1 + r.below(n)
+            }
+        };
         let op = s(p.op);
         match self.dataset {
             Dataset::Customers => {
@@ -466,14 +701,37 @@ impl Gen {
                 }
                 let mut tel = a.chance(0.85).then(|| phone(&mut a, place.3));
                 if fault == Some(Fault::BadPhone) {
-                    tel = Some(format!("0{} {}", 100 + r.below(900), 100_000 + r.below(900_000)));
+                    tel = Some(format!(
+                        "0{} {}",
+                        100 + r.below(900),
+                        100_000 + r.below(900_000)
+                    ));
                 }
-                let tier = if fault == Some(Fault::UnknownEnum) { "diamond" } else { *r.pick(TIERS) };
-                let country = if fault == Some(Fault::BadPattern) { place.2.to_lowercase() } else { place.2.to_string() };
+                let tier = if fault == Some(Fault::UnknownEnum) {
+                    "diamond"
+                } else {
+                    *r.pick(TIERS)
+                };
+                let country = if fault == Some(Fault::BadPattern) {
+                    place.2.to_lowercase()
+                } else {
+                    place.2.to_string()
+                };
                 vec![
-                    op, V::I(p.key as i64), s(mail), s(first), s(last), opt(tel),
-                    s(format!("{} {}", place.1, 1 + a.below(250))), s(place.0), s(format!("{:05}", a.below(100_000))),
-                    s(country), s(tier), V::B(r.chance(0.4)), s(iso(created_nanos)), s(updated),
+                    op,
+                    V::I(p.key as i64),
+                    s(mail),
+                    s(first),
+                    s(last),
+                    opt(tel),
+                    s(format!("{} {}", place.1, 1 + a.below(250))),
+                    s(place.0),
+                    s(format!("{:05}", a.below(100_000))),
+                    s(country),
+                    s(tier),
+                    V::B(r.chance(0.4)),
+                    s(iso(created_nanos)),
+                    s(updated),
                 ]
             }
             Dataset::Orders => {
@@ -490,21 +748,42 @@ impl Gen {
                 if fault == Some(Fault::BadPhone) {
                     tel = Some(format!("{}-{}", 100 + r.below(900), 1000 + r.below(9000)));
                 }
-                let status = if fault == Some(Fault::UnknownEnum) { "on_hold" } else { *r.pick(ORDER_STATUS) };
+                let status = if fault == Some(Fault::UnknownEnum) {
+                    "on_hold"
+                } else {
+                    *r.pick(ORDER_STATUS)
+                };
                 // Skewed order sizes: most orders small, a long tail of large ones.
-                let mut total = (5.0 + 400.0 * a.unit().powi(4) * if a.chance(0.02) { 50.0 } else { 1.0 } * 100.0).round() / 100.0;
+                let mut total = (5.0
+                    + 400.0 * a.unit().powi(4) * if a.chance(0.02) { 50.0 } else { 1.0 } * 100.0)
+                    .round()
+                    / 100.0;
                 if fault == Some(Fault::OutOfRange) {
                     total = if r.chance(0.5) { -12.5 } else { 1_250_000.0 };
                 }
                 let card = a.chance(0.6).then(|| card_number(&mut a));
                 let notes = if fault == Some(Fault::CardInText) {
-                    Some(format!("{first} says: please charge my card {} thanks", card_number(r)))
+                    Some(format!(
+                        "{first} says: please charge my card {} thanks",
+                        card_number(r)
+                    ))
                 } else {
                     r.chance(0.3).then(|| r.pick(NOTES).to_string())
                 };
                 vec![
-                    op, V::I(p.key as i64), V::I(customer as i64), s(status), V::F(total), s(place.4), s(mail), opt(tel),
-                    opt(card), opt(notes), s(place.2), s(format_micros(created_nanos)), s(updated),
+                    op,
+                    V::I(p.key as i64),
+                    V::I(customer as i64),
+                    s(status),
+                    V::F(total),
+                    s(place.4),
+                    s(mail),
+                    opt(tel),
+                    opt(card),
+                    opt(notes),
+                    s(place.2),
+                    s(format_micros(created_nanos)),
+                    s(updated),
                 ]
             }
             Dataset::OrderItems => {
@@ -522,15 +801,29 @@ impl Gen {
                     }
                 }
                 vec![
-                    op, V::I(p.key as i64), V::I(order as i64), V::I(product as i64), V::I(quantity), V::F(price),
-                    V::F(*a.pick(&[0.0, 0.0, 0.0, 5.0, 10.0, 25.0])), s(updated),
+                    op,
+                    V::I(p.key as i64),
+                    V::I(order as i64),
+                    V::I(product as i64),
+                    V::I(quantity),
+                    V::F(price),
+                    V::F(*a.pick(&[0.0, 0.0, 0.0, 5.0, 10.0, 25.0])),
+                    s(updated),
                 ]
             }
             Dataset::Products => {
                 let mut a = stable(seed, p.key, 4);
                 let name = format!("{} {}", a.pick(ADJECTIVES), a.pick(NOUNS));
-                let category = if fault == Some(Fault::UnknownEnum) { "weapons" } else { *a.pick(CATEGORIES) };
-                let sku = if fault == Some(Fault::BadPattern) { format!("sku_{}", p.key) } else { format!("SKU-{:06}", p.key % 1_000_000) };
+                let category = if fault == Some(Fault::UnknownEnum) {
+                    "weapons"
+                } else {
+                    *a.pick(CATEGORIES)
+                };
+                let sku = if fault == Some(Fault::BadPattern) {
+                    format!("sku_{}", p.key)
+                } else {
+                    format!("SKU-{:06}", p.key % 1_000_000)
+                };
                 let mut price = (99.0 + 50_000.0 * a.unit().powi(3)).round() / 100.0;
                 if fault == Some(Fault::OutOfRange) {
                     price = -(1.0 + r.below(100) as f64);
@@ -538,23 +831,45 @@ impl Gen {
                 let description = if fault == Some(Fault::CardInText) {
                     Some(format!("Test purchase made with {}", card_number(r)))
                 } else {
-                    a.chance(0.8).then(|| format!("{name}: handpicked for {}", a.pick(PLACES).0))
+                    a.chance(0.8)
+                        .then(|| format!("{name}: handpicked for {}", a.pick(PLACES).0))
                 };
-                let weight = a.chance(0.9).then(|| (a.unit() * 2500.0).round() / 100.0 + 0.05);
+                let weight = a
+                    .chance(0.9)
+                    .then(|| (a.unit() * 2500.0).round() / 100.0 + 0.05);
                 vec![
-                    op, V::I(p.key as i64), s(sku), s(name), opt(description), s(category), V::F(price),
-                    weight.map_or(V::N, V::F), V::B(r.chance(0.9)), V::T(micros(p.time)),
+                    op,
+                    V::I(p.key as i64),
+                    s(sku),
+                    s(name),
+                    opt(description),
+                    s(category),
+                    V::F(price),
+                    weight.map_or(V::N, V::F),
+                    V::B(r.chance(0.9)),
+                    V::T(micros(p.time)),
                 ]
             }
             Dataset::Inventory => {
                 let product = (p.key - 1) / WAREHOUSES + 1;
-                let product = if fault == Some(Fault::OrphanKey) { w.products + product } else { product };
+                let product = if fault == Some(Fault::OrphanKey) {
+                    w.products + product
+                } else {
+                    product
+                };
                 let warehouse = (p.key - 1) % WAREHOUSES + 1;
                 let mut qty = r.below(500) as i64;
                 if fault == Some(Fault::OutOfRange) {
                     qty = -(1 + r.below(20) as i64);
                 }
-                vec![op, V::I(product as i64), V::I(warehouse as i64), V::I(qty), V::I(10 + r.below(40) as i64), s(updated)]
+                vec![
+                    op,
+                    V::I(product as i64),
+                    V::I(warehouse as i64),
+                    V::I(qty),
+                    V::I(10 + r.below(40) as i64),
+                    s(updated),
+                ]
             }
             Dataset::Payments => {
                 let mut a = stable(seed, p.key, 6);
@@ -573,15 +888,29 @@ impl Gen {
                 } else {
                     (None, None)
                 };
-                let status = if fault == Some(Fault::UnknownEnum) { "pending_review" } else { *r.pick(PAY_STATUS) };
+                let status = if fault == Some(Fault::UnknownEnum) {
+                    "pending_review"
+                } else {
+                    *r.pick(PAY_STATUS)
+                };
                 let mut amount = (5.0 + 40_000.0 * a.unit().powi(4)).round() / 100.0;
                 if fault == Some(Fault::OutOfRange) {
                     amount = -amount;
                 }
                 let seq = format!("{:016}{:019}", p.time / 1_000_000_000, r.below(1_000_000));
                 vec![
-                    op, s(uuid(seed, p.key)), V::I(order as i64), s(method), opt(card), opt(brand), V::F(amount),
-                    s(PLACES[order as usize % PLACES.len()].4), s(status), s(format_micros(created_nanos)), s(updated), s(seq),
+                    op,
+                    s(uuid(seed, p.key)),
+                    V::I(order as i64),
+                    s(method),
+                    opt(card),
+                    opt(brand),
+                    V::F(amount),
+                    s(PLACES[order as usize % PLACES.len()].4),
+                    s(status),
+                    s(format_micros(created_nanos)),
+                    s(updated),
+                    s(seq),
                 ]
             }
         }
@@ -611,7 +940,11 @@ fn build(schema: &SchemaRef, rows: Vec<Vec<V>>) -> Result<RecordBatch> {
                 (Col::F(b), V::N) => b.append_null(),
                 (Col::B(b), V::B(x)) => b.append_value(x),
                 (Col::T(b), V::T(x)) => b.append_value(x),
-                _ => return Err(crate::Error::Internal("generator column/value mismatch".into())),
+                _ => {
+                    return Err(crate::Error::Internal(
+                        "generator column/value mismatch".into(),
+                    ))
+                }
             }
         }
     }
@@ -648,7 +981,9 @@ pub fn batches(spec: GenSpec, mut sink: impl FnMut(RecordBatch) -> Result<()>) -
     let mut left = spec.rows;
     while left > 0 {
         let n = left.min(BATCH_ROWS as u64) as usize;
-        let rows: Vec<Vec<V>> = (0..n).map(|_| gen.row(&planner.next(), &mut values)).collect();
+        let rows: Vec<Vec<V>> = (0..n)
+            .map(|_| gen.row(&planner.next(), &mut values))
+            .collect();
         sink(build(&schema, rows)?)?;
         left -= n as u64;
     }
@@ -674,7 +1009,12 @@ pub async fn generate(spec: GenSpec, out: &Location) -> Result<OutputStats> {
         .build();
     let mut sink = ParquetSink::new(target(out), schema(spec.dataset), props)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
-    let producer = tokio::task::spawn_blocking(move || batches(spec, |b| tx.blocking_send(b).map_err(|_| crate::Error::Internal("generator stopped".into()))));
+    let producer = tokio::task::spawn_blocking(move || {
+        batches(spec, |b| {
+            tx.blocking_send(b)
+                .map_err(|_| crate::Error::Internal("generator stopped".into()))
+        })
+    });
     while let Some(batch) = rx.recv().await {
         if let Err(e) = sink.write(&batch).await {
             sink.abort().await;

@@ -23,7 +23,9 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReader, RowSelection, RowSelector,
+};
 
 use crate::contract::Contract;
 use crate::dedup::{DedupIndex, DedupPlan};
@@ -135,7 +137,10 @@ async fn prepare(spec: &JobSpec) -> Result<Vec<Prepared>> {
             if first.meta.schema() != meta.schema() {
                 return Err(Error::bad_input(
                     url,
-                    format!("schema differs from the first input {}", first.input.location.url),
+                    format!(
+                        "schema differs from the first input {}",
+                        first.input.location.url
+                    ),
                 ));
             }
         }
@@ -177,9 +182,11 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
     };
     let bar = ProgressBar::with_draw_target(Some(total), target);
     bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} rows ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {human_pos}/{human_len} rows ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar
 }
@@ -198,7 +205,13 @@ async fn check_file(
     bar: &ProgressBar,
 ) -> Result<()> {
     let url = p.input.location.url.as_str();
-    let mut rx = source::row_groups(&p.input, p.meta.clone(), spec.batch_size.get(), None, spec.read_ahead);
+    let mut rx = source::row_groups(
+        &p.input,
+        p.meta.clone(),
+        spec.batch_size.get(),
+        None,
+        spec.read_ahead,
+    );
     let mut first_row = 0u64;
     let mut invalid_rows = Vec::new();
     loop {
@@ -220,12 +233,16 @@ async fn check_file(
                 let verdict = p.validator.validate(&batch, &spec.contract)?;
                 c.timers.validate += t.elapsed();
                 for f in &verdict.failures {
-                    *c.failures.entry((f.column.to_string(), f.rule)).or_default() += f.count as u64;
+                    *c.failures
+                        .entry((f.column.to_string(), f.rule))
+                        .or_default() += f.count as u64;
                 }
 
                 let t = Instant::now();
                 match (index.as_mut(), &p.plan) {
-                    (Some(ix), Some(plan)) => ix.offer(plan, &batch, verdict.invalid.as_ref(), file, first_row)?,
+                    (Some(ix), Some(plan)) => {
+                        ix.offer(plan, &batch, verdict.invalid.as_ref(), file, first_row)?
+                    }
                     _ => {
                         if let Some(inv) = &verdict.invalid {
                             invalid_rows.extend(inv.set_indices().map(|r| first_row + r as u64));
@@ -238,11 +255,14 @@ async fn check_file(
                     c.quarantined += verdict.invalid_count() as u64;
                     if quarantine.is_some() {
                         let t = Instant::now();
-                        let rows = filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
+                        let rows =
+                            filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
                         let (rows, counts) = protector.protect(&rows)?;
                         add_counts(&mut c.masked.quarantine, counts);
                         c.timers.protect += t.elapsed();
-                        if let Some(q) = quarantine_batch(&rows, &verdict, url, first_row, q_schema)? {
+                        if let Some(q) =
+                            quarantine_batch(&rows, &verdict, url, first_row, q_schema)?
+                        {
                             out.push(q);
                         }
                     }
@@ -263,7 +283,10 @@ async fn check_file(
     if first_row != p.rows {
         return Err(decode_error(
             url,
-            format!("footer declares {} rows but {} were decoded", p.rows, first_row),
+            format!(
+                "footer declares {} rows but {} were decoded",
+                p.rows, first_row
+            ),
         ));
     }
     c.invalid_rows.push(invalid_rows);
@@ -278,7 +301,11 @@ struct Protected {
     protect: Duration,
 }
 
-fn protect_row_group(url: &str, reader: ParquetRecordBatchReader, protector: &Protector) -> Result<Protected> {
+fn protect_row_group(
+    url: &str,
+    reader: ParquetRecordBatchReader,
+    protector: &Protector,
+) -> Result<Protected> {
     let mut out = Protected {
         batches: Vec::new(),
         counts: Vec::new(),
@@ -316,7 +343,13 @@ async fn write_file(
     }
     let url = p.input.location.url.clone();
     let selection = select_rows(keep, p.rows);
-    let mut rx = source::row_groups(&p.input, p.meta.clone(), spec.batch_size.get(), Some(selection), spec.read_ahead);
+    let mut rx = source::row_groups(
+        &p.input,
+        p.meta.clone(),
+        spec.batch_size.get(),
+        Some(selection),
+        spec.read_ahead,
+    );
     let mut pending: Option<tokio::task::JoinHandle<Result<Protected>>> = None;
     loop {
         let t = Instant::now();
@@ -326,7 +359,9 @@ async fn write_file(
             Some(reader) => {
                 let reader = reader?;
                 let (url, protector) = (url.clone(), protector.clone());
-                Some(tokio::task::spawn_blocking(move || protect_row_group(&url, reader, &protector)))
+                Some(tokio::task::spawn_blocking(move || {
+                    protect_row_group(&url, reader, &protector)
+                }))
             }
             None => None,
         };
@@ -361,7 +396,12 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     };
     let schema = first.meta.schema().clone();
     let q_schema = quarantine_schema(&schema);
-    let protector = Arc::new(Protector::new(&spec.contract, &schema, spec.pci_enabled, &spec.pii_key));
+    let protector = Arc::new(Protector::new(
+        &spec.contract,
+        &schema,
+        spec.pci_enabled,
+        &spec.pii_key,
+    ));
     let rows_in: u64 = prepared.iter().map(|p| p.rows).sum();
 
     let output = spec.output.as_deref().map(Location::parse).transpose()?;
@@ -393,7 +433,12 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     };
     let mut report = Report {
         edp_version: env!("CARGO_PKG_VERSION"),
-        command: if output.is_some() { "raw-to-curated" } else { "validate" }.to_string(),
+        command: if output.is_some() {
+            "raw-to-curated"
+        } else {
+            "validate"
+        }
+        .to_string(),
         dataset: spec.contract.dataset.clone(),
         contract: spec.contract.file.clone(),
         pci_dss_enabled: spec.pci_enabled,
@@ -424,7 +469,17 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         },
     };
 
-    let result = execute(spec, &prepared, &mut outputs, &q_schema, &protector, &mut counters, &mut report, &bar).await;
+    let result = execute(
+        spec,
+        &prepared,
+        &mut outputs,
+        &q_schema,
+        &protector,
+        &mut counters,
+        &mut report,
+        &bar,
+    )
+    .await;
     bar.finish_and_clear();
     if let Err(e) = result {
         outputs.abort().await;
@@ -476,7 +531,18 @@ async fn execute(
     bar.set_message("checking");
     for (i, p) in prepared.iter().enumerate() {
         let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
-        check_file(spec, file, p, &mut index, &mut outputs.quarantine, q_schema, protector, c, bar).await?;
+        check_file(
+            spec,
+            file,
+            p,
+            &mut index,
+            &mut outputs.quarantine,
+            q_schema,
+            protector,
+            c,
+            bar,
+        )
+        .await?;
     }
     let t = Instant::now();
     let keep: Vec<Vec<u64>> = match index {
@@ -525,7 +591,8 @@ async fn execute(
 
 async fn write_report(output: &Location, report: &Report) -> Result<()> {
     let loc = output.child(REPORT_NAME);
-    let mut json = serde_json::to_vec_pretty(report).map_err(|e| Error::Internal(format!("report: {e}")))?;
+    let mut json =
+        serde_json::to_vec_pretty(report).map_err(|e| Error::Internal(format!("report: {e}")))?;
     json.push(b'\n');
     loc.store
         .put(&loc.path, PutPayload::from(json))

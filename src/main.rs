@@ -21,7 +21,11 @@ const EXIT_ROWS_FAILED: u8 = 8;
 const DEV_PII_KEY: &str = "edp-development-key-not-for-production";
 
 #[derive(Parser, Debug)]
-#[command(name = "edp", version, about = "The e-commerce data processor: validates, deduplicates and protects raw DMS data into curated Parquet.")]
+#[command(
+    name = "edp",
+    version,
+    about = "The e-commerce data processor: validates, deduplicates and protects raw DMS data into curated Parquet."
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -134,22 +138,32 @@ struct GenerateArgs {
     fault_rate: f64,
 }
 
-fn init_logging(format: Option<LogFormat>) {
+/// Sets up logging on stderr; returns true when logs are JSON.
+fn init_logging(format: Option<LogFormat>) -> bool {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match format {
         Some(f) => f == LogFormat::Json,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
+    json
 }
 
-fn job_spec(global: &Global, input: &InputArgs, output: Option<String>, errors: Option<String>, codec: Codec) -> Result<JobSpec, Error> {
+fn job_spec(
+    global: &Global,
+    input: &InputArgs,
+    output: Option<String>,
+    errors: Option<String>,
+    codec: Codec,
+) -> Result<JobSpec, Error> {
     let contract = Contract::from_path(&input.contract)?;
     if !input.pci_dss {
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
@@ -185,7 +199,11 @@ fn job_spec(global: &Global, input: &InputArgs, output: Option<String>, errors: 
 
 async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.fault_rate) {
-        return Err(Error::Config(format!("--fault-rate {} is not between 0 and 1", args.fault_rate)).into());
+        return Err(Error::Config(format!(
+            "--fault-rate {} is not between 0 and 1",
+            args.fault_rate
+        ))
+        .into());
     }
     let out = Location::parse(&args.out)?;
     let plan: Vec<(Dataset, u64, Location)> = match args.dataset {
@@ -225,7 +243,13 @@ async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
             fault_rate: args.fault_rate,
         };
         let stats = generate::generate(spec, &loc).await?;
-        eprintln!("generated {} rows of {} into {} ({} bytes)", stats.rows, dataset.name(), stats.url, stats.bytes);
+        eprintln!(
+            "generated {} rows of {} into {} ({} bytes)",
+            stats.rows,
+            dataset.name(),
+            stats.url,
+            stats.bytes
+        );
     }
     Ok(())
 }
@@ -233,7 +257,13 @@ async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::RawToCurated(args) => {
-            let spec = job_spec(&cli.global, &args.input, Some(args.output.clone()), args.errors.clone(), args.compression)?;
+            let spec = job_spec(
+                &cli.global,
+                &args.input,
+                Some(args.output.clone()),
+                args.errors.clone(),
+                args.compression,
+            )?;
             let report = job::run(&spec).await?;
             eprint!("{}", report.summary());
             Ok(0)
@@ -242,8 +272,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let spec = job_spec(&cli.global, &args.input, None, None, Codec::Snappy)?;
             let report = job::run(&spec).await?;
             eprint!("{}", report.summary());
-            println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
-            Ok(if report.rows_quarantined > 0 { EXIT_ROWS_FAILED } else { 0 })
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("serialising the report")?
+            );
+            Ok(if report.rows_quarantined > 0 {
+                EXIT_ROWS_FAILED
+            } else {
+                0
+            })
         }
         Command::Generate(args) => {
             run_generate(args).await?;
@@ -271,20 +308,31 @@ fn tune_allocator() {}
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let json_logs = init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("edp: cannot start the async runtime: {e}");
+            eprintln!("edp: error: cannot start the async runtime: {e}");
             return ExitCode::from(70);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = e.downcast_ref::<Error>().map_or(1, Error::exit_code);
-            tracing::error!(exit_code = code, "{e:#}");
-            eprintln!("edp: error: {e:#}");
+            // Library errors already carry their cause in their message; other errors print
+            // their chain.
+            let (code, message) = match e.downcast_ref::<Error>() {
+                Some(err) => (err.exit_code(), err.to_string()),
+                None => (1, format!("{e:#}")),
+            };
+            if json_logs {
+                tracing::error!(exit_code = code, "{message}");
+            } else {
+                eprintln!("edp: error: {message}");
+            }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }

@@ -153,7 +153,10 @@ impl Report {
             s.push_str(&format!("  {} {}: {} rows\n", f.column, f.rule, f.rows));
         }
         if self.failures.len() > 10 {
-            s.push_str(&format!("  … and {} more rules\n", self.failures.len() - 10));
+            s.push_str(&format!(
+                "  … and {} more rules\n",
+                self.failures.len() - 10
+            ));
         }
         let masked: u64 = self.masked_values.curated.values().sum::<u64>()
             + self.masked_values.quarantine.values().sum::<u64>();

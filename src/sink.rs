@@ -67,11 +67,14 @@ pub struct ParquetSink {
 impl ParquetSink {
     /// Starts writing `schema`-shaped batches to `location`. Nothing is sent until a part fills.
     pub fn new(location: Location, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
-        let upload = BufWriter::with_capacity(location.store.clone(), location.path.clone(), PART_BYTES)
-            .with_max_concurrency(PART_CONCURRENCY);
-        let writer = AsyncArrowWriter::try_new(upload, schema, Some(props)).map_err(|source| Error::Parquet {
-            object: location.url.clone(),
-            source,
+        let upload =
+            BufWriter::with_capacity(location.store.clone(), location.path.clone(), PART_BYTES)
+                .with_max_concurrency(PART_CONCURRENCY);
+        let writer = AsyncArrowWriter::try_new(upload, schema, Some(props)).map_err(|source| {
+            Error::Parquet {
+                object: location.url.clone(),
+                source,
+            }
         })?;
         Ok(ParquetSink {
             writer,
@@ -126,9 +129,15 @@ impl ParquetSink {
     /// Writes the footer and completes the upload: only now does the object become visible.
     pub async fn finish(mut self) -> Result<OutputStats> {
         if let Err(e) = self.writer.finish().await {
+            // An I/O error may come from completing the upload, after which the upload cannot
+            // be aborted again (object_store cleans up a failed completion itself); an encoding
+            // error comes before any completion, so the upload is aborted here.
+            let io = matches!(e, parquet::errors::ParquetError::External(_));
             let err = self.err(e);
-            let mut upload = self.writer.into_inner();
-            let _ = upload.abort().await;
+            if !io {
+                let mut upload = self.writer.into_inner();
+                let _ = upload.abort().await;
+            }
             return Err(err);
         }
         let bytes = self.writer.bytes_written() as u64;

@@ -16,7 +16,9 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, RowSelection};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, RowSelection,
+};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -51,7 +53,10 @@ impl AsyncFileReader for ObjectReader {
         .boxed()
     }
 
-    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
             self.store
                 .get_ranges(&self.path, &ranges)
@@ -79,7 +84,8 @@ impl AsyncFileReader for ObjectReader {
 }
 
 fn hidden(path: &Path) -> bool {
-    path.filename().is_some_and(|f| f.starts_with('_') || f.starts_with('.'))
+    path.filename()
+        .is_some_and(|f| f.starts_with('_') || f.starts_with('.'))
 }
 
 /// Job order of objects: full-load files (`LOAD…`) first, then the rest, each in name order.
@@ -99,7 +105,8 @@ pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
                 size: meta.size,
                 location: loc,
             }),
-            Err(object_store::Error::NotFound { .. }) | Err(object_store::Error::NotImplemented { .. }) => {
+            Err(object_store::Error::NotFound { .. })
+            | Err(object_store::Error::NotImplemented { .. }) => {
                 let mut metas: Vec<ObjectMeta> = loc
                     .store
                     .list(Some(&loc.path))
@@ -111,7 +118,10 @@ pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
                     })?;
                 metas.retain(|m| !hidden(&m.location));
                 if metas.is_empty() {
-                    return Err(Error::bad_input(url, "no such object, and no objects under it as a prefix"));
+                    return Err(Error::bad_input(
+                        url,
+                        "no such object, and no objects under it as a prefix",
+                    ));
                 }
                 metas.sort_by(job_order);
                 for m in metas {
@@ -150,7 +160,10 @@ fn normalise(dt: &DataType) -> Option<DataType> {
 pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
     let url = &input.location.url;
     if input.size == 0 {
-        return Err(Error::bad_input(url, "empty object (0 bytes), expected a Parquet file"));
+        return Err(Error::bad_input(
+            url,
+            "empty object (0 bytes), expected a Parquet file",
+        ));
     }
     let mut reader = input.reader();
     let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
@@ -158,12 +171,18 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
         .map_err(|e| match e {
             ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
                 Ok(store) => store_error(url, *store),
-                Err(other) => Error::bad_input(url, format!("not a readable Parquet file: {other}")),
+                Err(other) => {
+                    Error::bad_input(url, format!("not a readable Parquet file: {other}"))
+                }
             },
             e => Error::bad_input(url, format!("not a readable Parquet file: {e}")),
         })?;
     let schema = meta.schema();
-    if schema.fields().iter().all(|f| normalise(f.data_type()).is_none()) {
+    if schema
+        .fields()
+        .iter()
+        .all(|f| normalise(f.data_type()).is_none())
+    {
         return Ok(meta);
     }
     let fields: Vec<Field> = schema
@@ -197,7 +216,8 @@ pub fn row_groups(
     let reader = input.reader();
     let url = input.location.url.clone();
     tokio::spawn(async move {
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta).with_batch_size(batch_size);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+            .with_batch_size(batch_size);
         if let Some(sel) = selection {
             builder = builder.with_row_selection(sel);
         }
@@ -213,7 +233,8 @@ pub fn row_groups(
             let item = match next {
                 Ok(Some(r)) => Ok(r),
                 Ok(None) => return,
-                Err(ParquetError::External(inner)) => match inner.downcast::<object_store::Error>() {
+                Err(ParquetError::External(inner)) => match inner.downcast::<object_store::Error>()
+                {
                     Ok(store) => Err(store_error(&url, *store)),
                     Err(other) => Err(decode_error(&url, other)),
                 },

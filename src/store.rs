@@ -62,7 +62,9 @@ impl Location {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::Config(format!("`{url}`: an s3:// URL needs a bucket")));
+                return Err(Error::Config(format!(
+                    "`{url}`: an s3:// URL needs a bucket"
+                )));
             }
             let store = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)

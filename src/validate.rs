@@ -11,8 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray, StructArray,
-    UInt64Array,
+    Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray, StructArray, UInt64Array,
 };
 use arrow::buffer::{BooleanBuffer, OffsetBuffer};
 use arrow::compute::cast;
@@ -42,7 +41,7 @@ enum Check {
     EnumStr(HashSet<String>),
     EnumNum(Vec<f64>),
     EnumBool(Vec<bool>),
-    Pattern(Pattern),
+    Pattern(Box<Pattern>),
     Format(Format),
     FormatMin(i128),
     FormatMax(i128),
@@ -86,7 +85,9 @@ pub struct Verdict {
 impl Verdict {
     /// Number of rows that broke at least one rule.
     pub fn invalid_count(&self) -> usize {
-        self.invalid.as_ref().map_or(0, BooleanBuffer::count_set_bits)
+        self.invalid
+            .as_ref()
+            .map_or(0, BooleanBuffer::count_set_bits)
     }
 }
 
@@ -108,7 +109,9 @@ fn type_ok(spec: &ColumnSpec, dt: &DataType) -> bool {
         || match spec.ty {
             ColumnType::Integer => dt.is_integer(),
             ColumnType::Number => {
-                dt.is_integer() || dt.is_floating() || matches!(dt, Decimal128(_, _) | Decimal256(_, _))
+                dt.is_integer()
+                    || dt.is_floating()
+                    || matches!(dt, Decimal128(_, _) | Decimal256(_, _))
             }
             ColumnType::String => matches!(dt, Utf8 | LargeUtf8 | Utf8View),
             ColumnType::Boolean => matches!(dt, Boolean),
@@ -187,35 +190,75 @@ fn rules_for(spec: &ColumnSpec) -> Vec<Rule> {
         push("maximum", format!("must be <= {v}"), Check::Max(v));
     }
     if let Some(v) = spec.exclusive_minimum {
-        push("exclusiveMinimum", format!("must be > {v}"), Check::ExclusiveMin(v));
+        push(
+            "exclusiveMinimum",
+            format!("must be > {v}"),
+            Check::ExclusiveMin(v),
+        );
     }
     if let Some(v) = spec.exclusive_maximum {
-        push("exclusiveMaximum", format!("must be < {v}"), Check::ExclusiveMax(v));
+        push(
+            "exclusiveMaximum",
+            format!("must be < {v}"),
+            Check::ExclusiveMax(v),
+        );
     }
     if let Some(v) = spec.min_length {
-        push("minLength", format!("must have at least {v} characters"), Check::MinLength(v));
+        push(
+            "minLength",
+            format!("must have at least {v} characters"),
+            Check::MinLength(v),
+        );
     }
     if let Some(v) = spec.max_length {
-        push("maxLength", format!("must have at most {v} characters"), Check::MaxLength(v));
+        push(
+            "maxLength",
+            format!("must have at most {v} characters"),
+            Check::MaxLength(v),
+        );
     }
     if let Some(values) = &spec.enum_values {
         let list: Vec<String> = values.iter().map(literal_text).collect();
-        push("enum", format!("must be one of [{}]", list.join(", ")), set_check(values));
+        push(
+            "enum",
+            format!("must be one of [{}]", list.join(", ")),
+            set_check(values),
+        );
     }
     if let Some(c) = &spec.const_value {
-        push("const", format!("must equal {}", literal_text(c)), set_check(std::slice::from_ref(c)));
+        push(
+            "const",
+            format!("must equal {}", literal_text(c)),
+            set_check(std::slice::from_ref(c)),
+        );
     }
     if let Some(p) = &spec.pattern {
-        push("pattern", format!("must match pattern {}", p.source()), Check::Pattern(p.clone()));
+        push(
+            "pattern",
+            format!("must match pattern {}", p.source()),
+            Check::Pattern(Box::new(p.clone())),
+        );
     }
     if let Some(f) = spec.format {
-        push("format", format!("must be a valid {}", f.name()), Check::Format(f));
+        push(
+            "format",
+            format!("must be a valid {}", f.name()),
+            Check::Format(f),
+        );
     }
     if let Some((text, v)) = &spec.format_minimum {
-        push("formatMinimum", format!("must be on or after {text}"), Check::FormatMin(*v));
+        push(
+            "formatMinimum",
+            format!("must be on or after {text}"),
+            Check::FormatMin(*v),
+        );
     }
     if let Some((text, v)) = &spec.format_maximum {
-        push("formatMaximum", format!("must be on or before {text}"), Check::FormatMax(*v));
+        push(
+            "formatMaximum",
+            format!("must be on or before {text}"),
+            Check::FormatMax(*v),
+        );
     }
     rules
 }
@@ -244,7 +287,9 @@ pub fn instants(array: &dyn Array, format: Format) -> Vec<Option<i128>> {
                 return vec![None; len];
             };
             let a = a.as_primitive::<arrow::datatypes::Int64Type>();
-            (0..len).map(|i| valid(i).then(|| to_unit(i128::from(a.value(i)) * s))).collect()
+            (0..len)
+                .map(|i| valid(i).then(|| to_unit(i128::from(a.value(i)) * s)))
+                .collect()
         }
         DataType::Date32 => {
             let a = array.as_primitive::<arrow::datatypes::Date32Type>();
@@ -254,7 +299,9 @@ pub fn instants(array: &dyn Array, format: Format) -> Vec<Option<i128>> {
         }
         DataType::Date64 => {
             let a = array.as_primitive::<arrow::datatypes::Date64Type>();
-            (0..len).map(|i| valid(i).then(|| to_unit(i128::from(a.value(i)) * 1_000_000))).collect()
+            (0..len)
+                .map(|i| valid(i).then(|| to_unit(i128::from(a.value(i)) * 1_000_000)))
+                .collect()
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
@@ -279,7 +326,13 @@ fn string_check(a: &StringArray, check: &Check) -> Option<BooleanBuffer> {
     let test = |f: &dyn Fn(&str) -> bool| {
         BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && !f(a.value(i)))
     };
-    let chars = |s: &str| if s.is_ascii() { s.len() } else { s.chars().count() };
+    let chars = |s: &str| {
+        if s.is_ascii() {
+            s.len()
+        } else {
+            s.chars().count()
+        }
+    };
     Some(match check {
         Check::MinLength(n) => test(&|s| chars(s) >= *n),
         Check::MaxLength(n) => test(&|s| chars(s) <= *n),
@@ -294,7 +347,11 @@ fn string_check(a: &StringArray, check: &Check) -> Option<BooleanBuffer> {
     })
 }
 
-fn run_check(array: &ArrayRef, spec_format: Option<Format>, check: &Check) -> Result<BooleanBuffer> {
+fn run_check(
+    array: &ArrayRef,
+    spec_format: Option<Format>,
+    check: &Check,
+) -> Result<BooleanBuffer> {
     let len = array.len();
     if let Check::NotNull = check {
         return Ok(match array.logical_nulls() {
@@ -303,7 +360,11 @@ fn run_check(array: &ArrayRef, spec_format: Option<Format>, check: &Check) -> Re
         });
     }
     match check {
-        Check::Min(_) | Check::Max(_) | Check::ExclusiveMin(_) | Check::ExclusiveMax(_) | Check::EnumNum(_) => {
+        Check::Min(_)
+        | Check::Max(_)
+        | Check::ExclusiveMin(_)
+        | Check::ExclusiveMax(_)
+        | Check::EnumNum(_) => {
             let f = cast(array, &DataType::Float64)?;
             let f = f.as_primitive::<Float64Type>();
             let values = f.values();
@@ -315,20 +376,26 @@ fn run_check(array: &ArrayRef, spec_format: Option<Format>, check: &Check) -> Re
                 Check::EnumNum(set) => set.contains(&v),
                 _ => true,
             };
-            Ok(BooleanBuffer::collect_bool(len, |i| f.is_valid(i) && !pass(values[i])))
+            Ok(BooleanBuffer::collect_bool(len, |i| {
+                f.is_valid(i) && !pass(values[i])
+            }))
         }
         Check::EnumBool(set) => {
             let b = array.as_boolean();
-            Ok(BooleanBuffer::collect_bool(len, |i| b.is_valid(i) && !set.contains(&b.value(i))))
+            Ok(BooleanBuffer::collect_bool(len, |i| {
+                b.is_valid(i) && !set.contains(&b.value(i))
+            }))
         }
         Check::FormatMin(_) | Check::FormatMax(_) => {
             let format = spec_format.unwrap_or(Format::DateTime);
             let inst = instants(array.as_ref(), format);
             // Unparsable values are the `format` rule's failures, not the bound's.
-            Ok(BooleanBuffer::collect_bool(len, |i| match (check, inst[i]) {
-                (Check::FormatMin(b), Some(v)) => v < *b,
-                (Check::FormatMax(b), Some(v)) => v > *b,
-                _ => false,
+            Ok(BooleanBuffer::collect_bool(len, |i| {
+                match (check, inst[i]) {
+                    (Check::FormatMin(b), Some(v)) => v < *b,
+                    (Check::FormatMax(b), Some(v)) => v > *b,
+                    _ => false,
+                }
             }))
         }
         _ => {
@@ -350,7 +417,10 @@ impl Validator {
                 if spec.required {
                     return Err(Error::bad_input(
                         object,
-                        format!("missing required column `{}` (contract {})", spec.name, contract.file),
+                        format!(
+                            "missing required column `{}` (contract {})",
+                            spec.name, contract.file
+                        ),
                     ));
                 }
                 continue;
@@ -370,7 +440,10 @@ impl Validator {
             }
             let mut rules = rules_for(spec);
             // A typed temporal column is a valid date-time by construction.
-            if !matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            if !matches!(
+                dt,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
                 rules.retain(|r| !matches!(r.check, Check::Format(_)));
             }
             if !rules.is_empty() {
@@ -444,7 +517,11 @@ pub fn quarantine_schema(input: &Schema) -> SchemaRef {
     fields.push(Arc::new(Field::new(ROW_COLUMN, DataType::UInt64, false)));
     fields.push(Arc::new(Field::new(
         ERRORS_COLUMN,
-        DataType::List(Arc::new(Field::new("item", DataType::Struct(error_fields()), false))),
+        DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Struct(error_fields()),
+            false,
+        ))),
         false,
     )));
     Arc::new(Schema::new(fields))
@@ -498,9 +575,17 @@ pub fn quarantine_batch(
         None,
     );
     let item = Arc::new(Field::new("item", DataType::Struct(error_fields()), false));
-    let errors = ListArray::new(item, OffsetBuffer::new(offsets.into()), Arc::new(structs), None);
+    let errors = ListArray::new(
+        item,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(structs),
+        None,
+    );
     if numbers.len() != n {
-        return Err(Error::Internal(format!("{n} quarantine rows for {} failing rows", numbers.len())));
+        return Err(Error::Internal(format!(
+            "{n} quarantine rows for {} failing rows",
+            numbers.len()
+        )));
     }
     let mut columns = rows.columns().to_vec();
     columns.push(Arc::new(StringArray::from(vec![source; n])));

@@ -1,0 +1,530 @@
+//! End-to-end tests: the `edp` binary on generated data, checked by reading the outputs back.
+
+#[path = "props/mod.rs"]
+mod props;
+mod util;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use tempfile::TempDir;
+use util::*;
+
+fn run_stage1(dir: &Path, dataset: &str, input: &Path) -> (std::path::PathBuf, String) {
+    let out = dir.join(format!("{dataset}-curated"));
+    let err = ok(edp(&[
+        "raw-to-curated",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--contract",
+        contract(dataset).to_str().unwrap(),
+        "--batch-size",
+        "1000",
+    ]));
+    (out, err)
+}
+
+#[test]
+fn orders_end_to_end_dedup_quarantine_and_masking() {
+    let dir = TempDir::new().unwrap();
+    let raw_path = generate(dir.path(), "orders", 6000, 7, 0.05);
+    let (out, stderr) = run_stage1(dir.path(), "orders", &raw_path);
+    assert!(stderr.contains("conservation: rows_in 6000 ="), "{stderr}");
+
+    let raw = read_parquet(&raw_path);
+    let curated = read_parquet(&out.join("part-00000.parquet"));
+    let quarantine = read_parquet(&out.join("_quarantine/part-00000.parquet"));
+    let rep = report(&out);
+    assert_eq!(rep["rows_in"], 6000);
+    assert_eq!(
+        rep["rows_curated"].as_u64().unwrap(),
+        curated.num_rows() as u64
+    );
+    assert_eq!(
+        rep["rows_quarantined"].as_u64().unwrap(),
+        quarantine.num_rows() as u64
+    );
+    assert!(rep["conservation"]["holds"].as_bool().unwrap());
+    assert!(
+        rep["duplicates_superseded"].as_u64().unwrap() > 300,
+        "generator re-sends ~10% of keys"
+    );
+
+    // Quarantine: every injected fault is there with the rule it broke.
+    let q_rows: Vec<u64> = uints(&quarantine, "_edp_row");
+    let q_errors = quarantine_errors(&quarantine);
+    let q_by_row: HashMap<u64, &Vec<(String, String)>> =
+        q_rows.iter().copied().zip(q_errors.iter()).collect();
+    let status = strings(&raw, "status");
+    let amount = floats(&raw, "total_amount");
+    let updated = strings(&raw, "updated_at");
+    let email = strings(&raw, "email");
+    let mut seen_faults = 0;
+    for r in 0..raw.num_rows() {
+        let mut expect = Vec::new();
+        if status[r].as_deref() == Some("on_hold") {
+            expect.push(("status", "enum"));
+        }
+        if amount[r] < 0.0 {
+            expect.push(("total_amount", "minimum"));
+        }
+        if amount[r] > 1_000_000.0 {
+            expect.push(("total_amount", "maximum"));
+        }
+        if edp::datetime::parse_datetime(updated[r].as_deref().unwrap()).is_none() {
+            expect.push(("updated_at", "format"));
+        }
+        if !edp::datetime::is_email(email[r].as_deref().unwrap()) {
+            expect.push(("email", "format"));
+        }
+        for (col, rule) in expect {
+            seen_faults += 1;
+            let errs = q_by_row
+                .get(&(r as u64))
+                .unwrap_or_else(|| panic!("raw row {r} ({col} {rule}) not quarantined"));
+            assert!(
+                errs.contains(&(col.to_string(), rule.to_string())),
+                "row {r}: {errs:?} lacks {col} {rule}"
+            );
+        }
+    }
+    assert!(seen_faults > 50, "only {seen_faults} faults injected");
+    let sources = strings(&quarantine, "_edp_source");
+    assert!(sources.iter().all(|s| s
+        .as_deref()
+        .unwrap()
+        .ends_with("20250116-000000000.parquet")));
+
+    // Dedup: curated holds exactly the latest valid version of each key.
+    let keys = ints(&raw, "order_id");
+    let quarantined: HashSet<u64> = q_rows.iter().copied().collect();
+    let mut latest: HashMap<i64, usize> = HashMap::new();
+    for r in 0..raw.num_rows() {
+        if quarantined.contains(&(r as u64)) {
+            continue;
+        }
+        let e = latest.entry(keys[r]).or_insert(r);
+        if updated[r] >= updated[*e] {
+            *e = r;
+        }
+    }
+    let cur_keys = ints(&curated, "order_id");
+    assert_eq!(cur_keys.len(), latest.len());
+    assert_eq!(
+        cur_keys.iter().copied().collect::<HashSet<_>>().len(),
+        cur_keys.len(),
+        "duplicate keys in curated"
+    );
+    let cur_updated = strings(&curated, "updated_at");
+    let cur_ops = strings(&curated, "Op");
+    let cur_cards = strings(&curated, "card_number");
+    let cur_email = strings(&curated, "email");
+    let raw_ops = strings(&raw, "Op");
+    let raw_cards = strings(&raw, "card_number");
+    let mut tombstones = 0;
+    for (i, k) in cur_keys.iter().enumerate() {
+        let r = latest[k];
+        assert_eq!(
+            cur_updated[i], updated[r],
+            "order {k}: not the latest version"
+        );
+        assert_eq!(cur_ops[i], raw_ops[r]);
+        tombstones += usize::from(cur_ops[i].as_deref() == Some("D"));
+        // PAN column masked to its last four digits, separators kept.
+        assert_eq!(
+            cur_cards[i].clone(),
+            raw_cards[r].as_deref().map(edp::protect::mask_pan)
+        );
+        if let Some(c) = &cur_cards[i] {
+            assert_eq!(c.chars().filter(char::is_ascii_digit).count(), 4, "{c}");
+        }
+        // PII hashed: 64 letters a-p, stable for equal inputs.
+        let token = cur_email[i].as_deref().unwrap();
+        assert_eq!(
+            token,
+            edp::protect::hash_pii(
+                b"edp-development-key-not-for-production",
+                email[r].as_deref().unwrap()
+            )
+        );
+    }
+    assert!(tombstones > 10);
+    assert_eq!(rep["tombstones"].as_u64().unwrap(), tombstones as u64);
+
+    // Card numbers in free text are masked everywhere, including quarantine.
+    let raw_notes_with_pans = strings(&raw, "notes")
+        .iter()
+        .flatten()
+        .filter(|n| !find_pans(n).is_empty())
+        .count();
+    assert!(raw_notes_with_pans > 5, "generator put cards in notes");
+    assert_no_pans(&curated, "curated");
+    assert_no_pans(&quarantine, "quarantine");
+    let masked = &rep["masked_values"]["curated"];
+    assert!(
+        masked["notes"].as_u64().unwrap() > 0 && masked["card_number"].as_u64().unwrap() > 0,
+        "{masked}"
+    );
+    let report_text = std::fs::read_to_string(out.join("_edp_report.json")).unwrap();
+    assert!(find_pans(&report_text).is_empty());
+}
+
+#[test]
+fn every_dataset_runs_and_balances() {
+    let dir = TempDir::new().unwrap();
+    for dataset in [
+        "customers",
+        "order_items",
+        "products",
+        "inventory",
+        "payments",
+    ] {
+        let raw_path = generate(dir.path(), dataset, 3000, 11, 0.05);
+        let (out, _) = run_stage1(dir.path(), dataset, &raw_path);
+        let rep = report(&out);
+        let curated = read_parquet(&out.join("part-00000.parquet"));
+        let quarantine = read_parquet(&out.join("_quarantine/part-00000.parquet"));
+        let sum = rep["rows_curated"].as_u64().unwrap()
+            + rep["rows_quarantined"].as_u64().unwrap()
+            + rep["duplicates_superseded"].as_u64().unwrap();
+        assert_eq!(sum, 3000, "{dataset}");
+        assert_eq!(
+            rep["rows_curated"].as_u64().unwrap(),
+            curated.num_rows() as u64
+        );
+        assert!(quarantine.num_rows() > 10, "{dataset}: faults quarantined");
+        assert_no_pans(&curated, dataset);
+        assert_no_pans(&quarantine, dataset);
+        if dataset == "inventory" {
+            // Composite key: (product_id, warehouse_id) unique in curated.
+            let p = ints(&curated, "product_id");
+            let w = ints(&curated, "warehouse_id");
+            let pairs: HashSet<(i64, i64)> = p.iter().copied().zip(w.iter().copied()).collect();
+            assert_eq!(pairs.len(), curated.num_rows());
+            assert!(ints(&curated, "quantity_on_hand").iter().all(|&q| q >= 0));
+        }
+        if dataset == "payments" {
+            let ids = strings(&curated, "payment_id");
+            assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+            assert!(strings(&curated, "card_number").iter().flatten().all(|c| c
+                .chars()
+                .filter(char::is_ascii_digit)
+                .count()
+                == 4));
+        }
+        if dataset == "customers" {
+            assert!(strings(&curated, "street")
+                .iter()
+                .all(|s| s.as_deref() == Some("REDACTED")));
+        }
+    }
+}
+
+#[test]
+fn generate_is_deterministic() {
+    let dir = TempDir::new().unwrap();
+    let a = generate(&dir.path().join("a"), "payments", 2000, 5, 0.02);
+    let b = generate(&dir.path().join("b"), "payments", 2000, 5, 0.02);
+    let c = generate(&dir.path().join("c"), "payments", 2000, 6, 0.02);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+    let batch = read_parquet(&a);
+    assert_eq!(batch.num_rows(), 2000);
+    let names = strings(
+        &read_parquet(&generate(dir.path(), "customers", 500, 5, 0.0)),
+        "last_name",
+    );
+    assert!(
+        names.iter().flatten().any(|n| !n.is_ascii()),
+        "names with non-ASCII letters"
+    );
+}
+
+#[test]
+fn validate_writes_nothing_and_exits_8_on_failures() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 2000, 3, 0.05);
+    let o = edp(&[
+        "validate",
+        "--input",
+        raw.to_str().unwrap(),
+        "--contract",
+        contract("orders").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["rows_in"], 2000);
+    assert!(rep["rows_quarantined"].as_u64().unwrap() > 0);
+    assert!(rep["curated"].is_null());
+    let clean = generate(&dir.path().join("clean"), "orders", 2000, 3, 0.0);
+    let o = edp(&[
+        "validate",
+        "--input",
+        clean.to_str().unwrap(),
+        "--contract",
+        contract("orders").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries.len(), 2, "validate wrote something: {entries:?}");
+}
+
+#[test]
+fn pci_can_be_turned_off_loudly() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 1000, 9, 0.0);
+    let out = dir.path().join("out");
+    let o = edp_env(
+        &[
+            "raw-to-curated",
+            "--input",
+            raw.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--contract",
+            contract("orders").to_str().unwrap(),
+        ],
+        &[("PCI_DSS_ENABLED", "false")],
+    );
+    let err = ok(o);
+    assert!(err.contains("PCI DSS protection is OFF"), "{err}");
+    let curated = read_parquet(&out.join("part-00000.parquet"));
+    assert!(strings(&curated, "card_number")
+        .iter()
+        .flatten()
+        .any(|c| !find_pans(c).is_empty()));
+}
+
+#[test]
+fn a_prefix_of_several_files_is_one_job() {
+    let dir = TempDir::new().unwrap();
+    let a = generate(&dir.path().join("a"), "orders", 1500, 21, 0.0);
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // The same rows twice under two names: every key of the second copy supersedes the first.
+    std::fs::copy(&a, input.join("20250116-000000001.parquet")).unwrap();
+    std::fs::copy(&a, input.join("20250116-000000002.parquet")).unwrap();
+    let (out, _) = run_stage1(dir.path(), "orders", &input);
+    let rep = report(&out);
+    let single = generate(&dir.path().join("b"), "orders", 1500, 21, 0.0);
+    let (out1, _) = run_stage1(&dir.path().join("b"), "orders", &single);
+    let rep1 = report(&out1);
+    assert_eq!(rep["rows_in"], 3000);
+    assert_eq!(rep["rows_curated"], rep1["rows_curated"]);
+    assert_eq!(
+        rep["duplicates_superseded"].as_u64().unwrap(),
+        rep1["duplicates_superseded"].as_u64().unwrap() + 1500
+    );
+}
+
+mod bad_input {
+    use super::*;
+
+    fn expect_failure(args: &[&str], code: i32, needle: &str) -> String {
+        let o = edp(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+        err
+    }
+
+    fn stage1(input: &Path, out: &Path, contract_path: &Path) -> Vec<String> {
+        vec![
+            "raw-to-curated".into(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+            "--output".into(),
+            out.to_str().unwrap().into(),
+            "--contract".into(),
+            contract_path.to_str().unwrap().into(),
+        ]
+    }
+
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    /// Writes `batch` as Parquet to `path`.
+    fn write(path: &Path, batch: &arrow::array::RecordBatch) {
+        let f = std::fs::File::create(path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn corrupt_truncated_empty_and_non_parquet_inputs() {
+        let dir = TempDir::new().unwrap();
+        let good = generate(dir.path(), "orders", 500, 1, 0.0);
+        let bytes = std::fs::read(&good).unwrap();
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "truncated.parquet",
+                bytes[..bytes.len() / 2].to_vec(),
+                "not a readable Parquet file",
+            ),
+            ("empty.parquet", Vec::new(), "empty object"),
+            (
+                "text.parquet",
+                b"order_id,status\n1,paid\n".to_vec(),
+                "not a readable Parquet file",
+            ),
+            (
+                "corrupt.parquet",
+                {
+                    let mut b = bytes.clone();
+                    for x in &mut b[8..bytes.len() / 2] {
+                        *x = 0xAB;
+                    }
+                    b
+                },
+                "corrupt Parquet data",
+            ),
+        ];
+        for (name, content, needle) in cases {
+            let input = dir.path().join(name);
+            std::fs::write(&input, content).unwrap();
+            let out = dir.path().join(format!("out-{name}"));
+            let err = expect_failure(&args(&stage1(&input, &out, &contract("orders"))), 4, needle);
+            assert!(err.contains(name), "error names the object: {err}");
+            assert!(
+                !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+                "{name}: partial output"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_column_and_wrong_type() {
+        let dir = TempDir::new().unwrap();
+        let good = generate(dir.path(), "orders", 300, 1, 0.0);
+        let batch = read_parquet(&good);
+        let missing = dir.path().join("missing.parquet");
+        let idx = batch.schema().index_of("status").unwrap();
+        let mut b = batch.clone();
+        b.remove_column(idx);
+        write(&missing, &b);
+        let out = dir.path().join("out1");
+        expect_failure(
+            &args(&stage1(&missing, &out, &contract("orders"))),
+            4,
+            "missing required column `status`",
+        );
+        assert!(!out.exists());
+
+        let wrong = dir.path().join("wrong.parquet");
+        let idx = batch.schema().index_of("order_id").unwrap();
+        let as_text =
+            arrow::compute::cast(batch.column(idx), &arrow::datatypes::DataType::Utf8).unwrap();
+        let mut fields: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[idx] =
+            arrow::datatypes::Field::new("order_id", arrow::datatypes::DataType::Utf8, false);
+        let mut cols = batch.columns().to_vec();
+        cols[idx] = as_text;
+        let b = arrow::array::RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            cols,
+        )
+        .unwrap();
+        write(&wrong, &b);
+        let out = dir.path().join("out2");
+        expect_failure(
+            &args(&stage1(&wrong, &out, &contract("orders"))),
+            4,
+            "column `order_id` has type Utf8, expected an integer type",
+        );
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn malformed_contracts() {
+        let dir = TempDir::new().unwrap();
+        let good = generate(dir.path(), "orders", 100, 1, 0.0);
+        let base = std::fs::read_to_string(contract("orders")).unwrap();
+        let cases = [
+            ("notjson.json", "{ not json".to_string(), "not valid JSON"),
+            (
+                "oneof.json",
+                base.replace(
+                    "\"currency\":         { \"type\": \"string\",",
+                    "\"currency\":         { \"oneOf\": [], \"type\": \"string\",",
+                ),
+                "/properties/currency/oneOf",
+            ),
+            (
+                "badregex.json",
+                base.replace("^[A-Z]{3}$", "^[A-Z{3}$"),
+                "/properties/currency/pattern",
+            ),
+            (
+                "bounds.json",
+                base.replace(
+                    "\"minimum\": 0, \"maximum\": 1000000",
+                    "\"minimum\": 10, \"maximum\": 1",
+                ),
+                "contradictory bounds",
+            ),
+            (
+                "xkey.json",
+                base.replace(
+                    "\"x-cdc-op\": \"Op\"",
+                    "\"x-cdc-op\": \"Op\", \"x-owner\": \"sales\"",
+                ),
+                "unknown extension keyword `x-owner`",
+            ),
+        ];
+        for (name, text, needle) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let out = dir.path().join("out");
+            let err = expect_failure(&args(&stage1(&good, &out, &path)), 3, needle);
+            assert!(err.contains(name), "{err}");
+            assert!(!out.exists());
+        }
+    }
+
+    #[test]
+    fn unreachable_output_leaves_nothing() {
+        let dir = TempDir::new().unwrap();
+        let good = generate(dir.path(), "orders", 500, 1, 0.05);
+        let blocker = dir.path().join("blocker");
+        std::fs::write(&blocker, "a file, not a directory").unwrap();
+        let out = blocker.join("out");
+        let err = expect_failure(
+            &args(&stage1(&good, &out, &contract("orders"))),
+            5,
+            "blocker/out",
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("edp: error")).count(),
+            1,
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_input_and_bad_usage() {
+        let dir = TempDir::new().unwrap();
+        let out = dir.path().join("out");
+        let nothing = dir.path().join("nothing-here");
+        expect_failure(
+            &args(&stage1(&nothing, &out, &contract("orders"))),
+            4,
+            "no objects under it",
+        );
+        let o = edp(&["raw-to-curated", "--output", "x"]);
+        assert_eq!(o.status.code(), Some(2));
+        let o = edp(&["generate", "--dataset", "nope", "--rows", "1", "--out", "x"]);
+        assert_eq!(o.status.code(), Some(2));
+    }
+}

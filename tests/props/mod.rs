@@ -1,0 +1,190 @@
+//! Property tests of the invariants: dedup equals a naive reference, masking never leaves a
+//! card number, conservation holds for any fault rate, Parquet round trips are lossless.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use edp::contract::Contract;
+use edp::dedup::{DedupIndex, DedupPlan};
+use edp::protect::mask_card_numbers;
+use proptest::prelude::*;
+
+use crate::util::{find_pans, read_parquet};
+
+fn dedup_contract() -> Contract {
+    Contract::from_json_str(
+        "p.json",
+        r#"{"title":"p","required":["k","t"],"properties":{
+            "k":{"type":"integer"},"t":{"type":"integer"},"s":{"type":"integer"},
+            "op":{"type":"string","enum":["I","U","D"]}},
+           "x-primary-key":["k"],"x-event-time":"t","x-sequence":"s","x-cdc-op":"op"}"#,
+    )
+    .unwrap()
+}
+
+fn dedup_batch(rows: &[(i64, i64, i64, bool)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("t", DataType::Int64, false),
+        Field::new("s", DataType::Int64, false),
+        Field::new("op", DataType::Utf8, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
+                if r.3 {
+                    "D"
+                } else {
+                    "U"
+                }
+            }))),
+        ],
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The index, fed file by file in batches, keeps exactly the rows a row-by-row reference
+    /// keeps: the greatest (time, sequence, file, row) per key, skipping invalid rows.
+    #[test]
+    fn dedup_equals_naive_reference(
+        files in prop::collection::vec(prop::collection::vec((0i64..20, 0i64..5, 0i64..3, any::<bool>(), prop::bool::weighted(0.1)), 0..60), 1..4),
+        batch in 1usize..17,
+    ) {
+        let contract = dedup_contract();
+        let mut index = None;
+        let mut reference: HashMap<i64, (i64, i64, u32, u64, bool)> = HashMap::new();
+        let mut valid_rows = 0u64;
+        for (f, rows) in files.iter().enumerate() {
+            for (start, chunk) in rows.chunks(batch).enumerate().map(|(i, c)| (i * batch, c)) {
+                let plain: Vec<_> = chunk.iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
+                let b = dedup_batch(&plain);
+                let invalid = BooleanBuffer::from_iter(chunk.iter().map(|r| r.4));
+                let plan = DedupPlan::new(&contract, &b.schema(), "x").unwrap().unwrap();
+                let ix = index.get_or_insert_with(|| DedupIndex::new(&plan).unwrap());
+                ix.offer(&plan, &b, Some(&invalid), f as u32, start as u64).unwrap();
+                for (i, r) in chunk.iter().enumerate() {
+                    if r.4 {
+                        continue;
+                    }
+                    valid_rows += 1;
+                    let cand = (r.1, r.2, f as u32, (start + i) as u64, r.3);
+                    let e = reference.entry(r.0).or_insert(cand);
+                    if (cand.0, cand.1, cand.2, cand.3) >= (e.0, e.1, e.2, e.3) {
+                        *e = cand;
+                    }
+                }
+            }
+        }
+        let winners = index.map(|ix| ix.finish(files.len())).unwrap_or_default();
+        let mut expected = vec![Vec::new(); files.len()];
+        for c in reference.values() {
+            expected[c.2 as usize].push(c.3);
+        }
+        for e in &mut expected {
+            e.sort_unstable();
+        }
+        if !winners.rows.is_empty() {
+            prop_assert_eq!(&winners.rows, &expected);
+        }
+        prop_assert_eq!(winners.superseded, valid_rows - reference.len() as u64);
+        prop_assert_eq!(winners.tombstones, reference.values().filter(|c| c.4).count() as u64);
+    }
+
+    /// No Luhn-valid card number of a major brand survives masking, whatever surrounds it.
+    #[test]
+    fn masking_leaves_no_card_number(
+        parts in prop::collection::vec(prop_oneof![
+            "[a-zA-Zé ]{0,8}",
+            "[0-9]{1,6}",
+            "[ -]",
+            any::<u64>().prop_map(|s| edp::generate::card_number(&mut edp::generate::SplitMix::new(s))),
+        ], 0..12)
+    ) {
+        let text: String = parts.concat();
+        let masked = mask_card_numbers(&text).unwrap_or_else(|| text.clone());
+        prop_assert!(find_pans(&masked).is_empty(), "{:?} -> {:?}", text, masked);
+        prop_assert_eq!(masked.chars().count(), text.chars().count());
+        if find_pans(&text).is_empty() {
+            prop_assert_eq!(&masked, &text);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    /// For generated inputs with any fault rate, the run balances and the outputs hold exactly
+    /// the rows the report says.
+    #[test]
+    fn conservation_holds_for_any_fault_rate(fault_rate in 0.0f64..0.6, rows in 1u64..3000, seed in any::<u64>()) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let raw = crate::util::generate(dir.path(), "orders", rows, seed, fault_rate);
+        let out = dir.path().join("out");
+        crate::util::ok(crate::util::edp(&[
+            "raw-to-curated", "--input", raw.to_str().unwrap(), "--output", out.to_str().unwrap(),
+            "--contract", crate::util::contract("orders").to_str().unwrap(), "--batch-size", "700",
+        ]));
+        let rep = crate::util::report(&out);
+        let curated = read_parquet(&out.join("part-00000.parquet")).num_rows() as u64;
+        let quarantined = read_parquet(&out.join("_quarantine/part-00000.parquet")).num_rows() as u64;
+        let superseded = rep["duplicates_superseded"].as_u64().unwrap();
+        prop_assert_eq!(rep["rows_in"].as_u64().unwrap(), rows);
+        prop_assert_eq!(curated + quarantined + superseded, rows);
+        prop_assert_eq!(rep["rows_curated"].as_u64().unwrap(), curated);
+        prop_assert!(rep["conservation"]["holds"].as_bool().unwrap());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// What the sink writes, Parquet gives back: values, nulls and types.
+    #[test]
+    fn parquet_round_trip_is_lossless(
+        rows in prop::collection::vec((any::<Option<i64>>(), any::<Option<f64>>(), prop::option::of("\\PC{0,12}"), any::<Option<bool>>(), any::<Option<i64>>()), 0..200)
+    ) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef,
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())),
+            Arc::new(BooleanArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>()).with_timezone("UTC")),
+        ]).unwrap();
+        let dir = tempfile::TempDir::new().unwrap();
+        let loc = edp::store::Location::parse(dir.path().join("rt").to_str().unwrap()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let stats = rt.block_on(async {
+            let mut sink = edp::sink::ParquetSink::new(loc.child("x.parquet"), schema.clone(), edp::sink::writer_properties(edp::sink::Codec::Zstd)).unwrap();
+            sink.write(&batch).await.unwrap();
+            sink.finish().await.unwrap()
+        });
+        prop_assert_eq!(stats.rows, rows.len() as u64);
+        let back = read_parquet(&dir.path().join("rt/x.parquet"));
+        let back_schema = back.schema();
+        prop_assert_eq!(back_schema.fields(), schema.fields());
+        // Logical equality: null slots may hold any value, NaN compares by its bits.
+        for (a, b) in back.columns().iter().zip(batch.columns()) {
+            prop_assert!(a.to_data() == b.to_data(), "{:?} != {:?}", a, b);
+        }
+    }
+}

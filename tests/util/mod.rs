@@ -1,0 +1,213 @@
+//! Shared helpers for the integration tests: run the binary, read Parquet back, small
+//! accessors that keep assertions about contents short.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// Path of the built `edp` binary.
+pub fn edp_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_edp"))
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled contract of `dataset`.
+pub fn contract(dataset: &str) -> PathBuf {
+    root()
+        .join("fixtures/contracts")
+        .join(format!("{dataset}.json"))
+}
+
+/// Runs `edp` with `args` (logs as text, no progress bar) and returns its output.
+pub fn edp(args: &[&str]) -> Output {
+    edp_env(args, &[])
+}
+
+/// Runs `edp` with extra environment variables.
+pub fn edp_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(edp_bin());
+    cmd.args(["--log-format", "text", "--progress", "never"])
+        .args(args);
+    cmd.env_remove("PCI_DSS_ENABLED")
+        .env_remove("BATCH_SIZE")
+        .env("RUST_BACKTRACE", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run edp")
+}
+
+/// Stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stderr.
+pub fn ok(o: Output) -> String {
+    let err = stderr(&o);
+    assert!(
+        o.status.success(),
+        "edp failed ({:?}): {err}",
+        o.status.code()
+    );
+    err
+}
+
+/// Generates `rows` rows of `dataset` into `dir/<dataset>/` and returns the object path.
+pub fn generate(dir: &Path, dataset: &str, rows: u64, seed: u64, fault_rate: f64) -> PathBuf {
+    let out = dir.join(dataset);
+    ok(edp(&[
+        "generate",
+        "--dataset",
+        dataset,
+        "--rows",
+        &rows.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        &seed.to_string(),
+        "--fault-rate",
+        &fault_rate.to_string(),
+    ]));
+    out.join("20250116-000000000.parquet")
+}
+
+/// All rows of a Parquet file as one batch.
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+/// A string column as owned optional values.
+pub fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let a = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a = a.as_string::<i32>();
+    (0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+        .collect()
+}
+
+/// An Int64 column.
+pub fn ints(b: &RecordBatch, name: &str) -> Vec<i64> {
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+/// A Float64 column.
+pub fn floats(b: &RecordBatch, name: &str) -> Vec<f64> {
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .values()
+        .to_vec()
+}
+
+/// A UInt64 column.
+pub fn uints(b: &RecordBatch, name: &str) -> Vec<u64> {
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<UInt64Type>()
+        .values()
+        .to_vec()
+}
+
+/// The `_edp_errors` of each quarantine row as (column, rule) pairs.
+pub fn quarantine_errors(b: &RecordBatch) -> Vec<Vec<(String, String)>> {
+    let list = b.column_by_name("_edp_errors").unwrap().as_list::<i32>();
+    (0..list.len())
+        .map(|i| {
+            let s = list.value(i);
+            let s = s.as_struct();
+            let rules = s.column_by_name("rule").unwrap().as_string::<i32>();
+            let cols = s.column_by_name("column").unwrap().as_string::<i32>();
+            (0..s.len())
+                .map(|j| (cols.value(j).to_string(), rules.value(j).to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The run report of an output prefix.
+pub fn report(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("_edp_report.json")).expect("report");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every card number the independent checker finds in `s`: maximal spans of 13–19 digits with
+/// single spaces or dashes between groups, starting and ending at group boundaries, Luhn-valid,
+/// with a major brand's prefix.
+pub fn find_pans(s: &str) -> Vec<String> {
+    let b = s.as_bytes();
+    let mut found = Vec::new();
+    for start in 0..b.len() {
+        if !b[start].is_ascii_digit() || (start > 0 && b[start - 1].is_ascii_digit()) {
+            continue;
+        }
+        let mut digits = Vec::new();
+        let mut i = start;
+        while i < b.len() {
+            if b[i].is_ascii_digit() {
+                digits.push(b[i]);
+                i += 1;
+                let group_end = i >= b.len() || !b[i].is_ascii_digit();
+                if group_end
+                    && (13..=19).contains(&digits.len())
+                    && edp::protect::luhn_valid(&digits)
+                    && edp::protect::brand_prefix(&digits)
+                {
+                    found.push(String::from_utf8(digits.clone()).unwrap());
+                }
+                if digits.len() > 19 {
+                    break;
+                }
+            } else if (b[i] == b' ' || b[i] == b'-')
+                && i + 1 < b.len()
+                && b[i + 1].is_ascii_digit()
+                && i > start
+            {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Asserts no string column of `batch` holds a card number.
+pub fn assert_no_pans(batch: &RecordBatch, what: &str) {
+    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        if let Some(a) = col.as_string_opt::<i32>() {
+            for i in 0..a.len() {
+                if a.is_valid(i) {
+                    let pans = find_pans(a.value(i));
+                    assert!(
+                        pans.is_empty(),
+                        "{what}: column {} row {i} holds a card number",
+                        field.name()
+                    );
+                }
+            }
+        }
+    }
+}
