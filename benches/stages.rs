@@ -67,13 +67,15 @@ fn stages(c: &mut Criterion) {
         .unwrap();
     g.bench_function("dedup", |b| {
         b.iter(|| {
-            let mut index = DedupIndex::new(&plan).unwrap();
+            let mut index = DedupIndex::new(&plan, ROWS, None).unwrap();
             let mut first = 0;
             for batch in &batches {
-                index.offer(&plan, batch, None, 0, first).unwrap();
-                first += batch.num_rows() as u64;
+                let n = batch.num_rows() as u64;
+                let numbers: Vec<u64> = (first..first + n).collect();
+                index.offer(&plan, batch, None, 0, &numbers).unwrap();
+                first += n;
             }
-            criterion::black_box(index.finish(1))
+            criterion::black_box(index.finish(&[ROWS]).unwrap())
         })
     });
     g.finish();
@@ -105,6 +107,10 @@ fn end_to_end(c: &mut Criterion) {
         pci_enabled: true,
         pii_key: b"bench-key".to_vec(),
         progress: false,
+        memory_limit: job::DEFAULT_MEMORY_LIMIT,
+        spill_dir: std::env::temp_dir(),
+        shard: job::Shard::ALL,
+        interrupted: Default::default(),
     };
     let mut g = c.benchmark_group("end_to_end");
     g.sample_size(10);

@@ -7,12 +7,26 @@
 //!
 //! The index holds only keys and positions, never row data: the job's first pass offers the
 //! valid rows of every batch ([`DedupIndex::offer`]), and [`DedupIndex::finish`] returns, per
-//! input file, the sorted row numbers of the winners, which the second pass reads back with a
-//! Parquet row selection. Keys are either one integer (a map keyed by `i64`) or the arrow row
-//! encoding of the key columns (a map keyed by bytes), so entries are fixed-size records that
-//! can later be written to hash-partitioned runs on disk when the index outgrows its budget.
+//! input file, a bitmap of the winning rows (one bit per input row), which the second pass turns
+//! into a Parquet row selection. Keys are either one integer (a map keyed by `i64`) or the arrow
+//! row encoding of the key columns (a map keyed by bytes).
+//!
+//! The index has a memory budget. When the map reaches the number of entries the budget allows,
+//! its entries are appended to [`SPILL_PARTITIONS`] hash-partitioned run files in a temporary
+//! directory under the spill directory, and the map starts empty again. At the end, each
+//! partition is reduced on its own (all runs of one partition hold every version of their keys),
+//! so the result is identical with and without spilling. The run files are deleted when the index
+//! is dropped, whether the job succeeded or not.
+//!
+//! [`key_hashes`] gives every row a hash of its key that is stable across processes and
+//! versions: it picks spill partitions and array-job shards.
 
 use arrow::array::{Array, AsArray, RecordBatch};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use arrow::array::BooleanBufferBuilder;
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, Schema};
@@ -126,62 +140,303 @@ impl DedupPlan {
     }
 }
 
+/// Number of hash partitions the index spills into.
+pub const SPILL_PARTITIONS: usize = 64;
+/// Bytes of one spilled candidate.
+const CANDIDATE_BYTES: usize = 32;
+/// Estimated bytes per entry of an integer-keyed map (slot, control byte, load factor 7/8).
+const INT_ENTRY_BYTES: usize = 48;
+/// Estimated bytes per entry of a byte-keyed map, besides the key bytes themselves.
+const BYTES_ENTRY_BYTES: usize = 80;
+
+/// The index's memory budget and where it spills.
+#[derive(Debug, Clone)]
+pub struct SpillConfig {
+    /// Bytes the index may hold in memory.
+    pub budget: usize,
+    /// Directory for run files (a temporary directory is made inside it).
+    pub dir: PathBuf,
+}
+
+/// FNV-1a over `bytes`, then a SplitMix64 finaliser: stable across processes and versions.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
+}
+
+fn int_hash(k: i64) -> u64 {
+    stable_hash(&k.to_le_bytes())
+}
+
+impl Candidate {
+    fn to_bytes(self) -> [u8; CANDIDATE_BYTES] {
+        let mut out = [0u8; CANDIDATE_BYTES];
+        out[0..8].copy_from_slice(&self.time.to_le_bytes());
+        out[8..16].copy_from_slice(&self.seq_hi.to_le_bytes());
+        out[16..24].copy_from_slice(&self.seq_lo.to_le_bytes());
+        out[24..32].copy_from_slice(&self.pos.to_le_bytes());
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            w
+        };
+        Candidate {
+            time: i64::from_le_bytes(word(0)),
+            seq_hi: i64::from_le_bytes(word(8)),
+            seq_lo: u64::from_le_bytes(word(16)),
+            pos: u64::from_le_bytes(word(24)),
+        }
+    }
+}
+
+fn keep_max<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Candidate>, key: K, c: Candidate) {
+    map.entry(key)
+        .and_modify(|old| {
+            if c > *old {
+                *old = c
+            }
+        })
+        .or_insert(c);
+}
+
 enum Keys {
     Int(HashMap<i64, Candidate>),
-    Bytes(RowConverter, HashMap<Box<[u8]>, Candidate>),
+    Bytes(RowConverter, HashMap<Box<[u8]>, Candidate>, usize),
+}
+
+struct Spill {
+    dir: tempfile::TempDir,
+    files: Vec<BufWriter<File>>,
+    spilled_entries: u64,
+}
+
+impl Spill {
+    fn new(config: &SpillConfig) -> Result<Self> {
+        let err = |e: std::io::Error| {
+            Error::Config(format!("spill directory {}: {e}", config.dir.display()))
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("edp-spill-")
+            .tempdir_in(&config.dir)
+            .map_err(err)?;
+        let files = (0..SPILL_PARTITIONS)
+            .map(|p| {
+                File::create(dir.path().join(format!("part-{p:03}.run")))
+                    .map(|f| BufWriter::with_capacity(32 << 10, f))
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(err)?;
+        Ok(Spill {
+            dir,
+            files,
+            spilled_entries: 0,
+        })
+    }
+
+    fn io_error(&self, e: std::io::Error) -> Error {
+        Error::Spill(format!("{}: {e}", self.dir.path().display()))
+    }
+}
+
+fn partition(hash: u64) -> usize {
+    ((hash >> 20) % SPILL_PARTITIONS as u64) as usize
 }
 
 /// The index of winning rows, fed batch by batch.
 pub struct DedupIndex {
     keys: Keys,
     offered: u64,
+    max_entries: usize,
+    key_bytes_budget: usize,
+    config: Option<SpillConfig>,
+    spill: Option<Spill>,
 }
 
 /// The result of deduplication.
 #[derive(Debug, Default)]
 pub struct Winners {
-    /// Sorted winning row numbers, per input file.
-    pub rows: Vec<Vec<u64>>,
+    /// Per input file, one bit per row: set for the winners.
+    pub rows: Vec<BooleanBuffer>,
+    pub kept: u64,
     pub superseded: u64,
     pub tombstones: u64,
+    /// Entries written to spill files (0 when the index fit its budget).
+    pub spilled_entries: u64,
+}
+
+impl DedupPlan {
+    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<arrow::array::ArrayRef>> {
+        Ok(self
+            .keys
+            .iter()
+            .zip(&self.key_types)
+            .map(|(&i, t)| cast(batch.column(i), t))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Per-row stable hashes of the key columns of `batch` (see the module docs).
+    pub fn key_hashes(&self, batch: &RecordBatch) -> Result<Vec<u64>> {
+        self.hash_key_columns(&self.key_columns(batch)?)
+    }
+
+    /// Per-row stable hashes of key columns given in primary-key order.
+    pub fn hash_key_columns(&self, cols: &[arrow::array::ArrayRef]) -> Result<Vec<u64>> {
+        let n = cols.first().map_or(0, |c| c.len());
+        let cols = cols
+            .iter()
+            .zip(&self.key_types)
+            .map(|(c, t)| cast(c, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.key_types == [DataType::Int64] {
+            let k = cols[0].as_primitive::<Int64Type>();
+            return Ok((0..n)
+                .map(|r| {
+                    if k.is_valid(r) {
+                        int_hash(k.value(r))
+                    } else {
+                        0
+                    }
+                })
+                .collect());
+        }
+        let conv = RowConverter::new(self.key_types.iter().cloned().map(SortField::new).collect())?;
+        let rows = conv.convert_columns(&cols)?;
+        Ok((0..n).map(|r| stable_hash(rows.row(r).as_ref())).collect())
+    }
 }
 
 impl DedupIndex {
-    /// An empty index for keys shaped like `plan`'s.
-    pub fn new(plan: &DedupPlan) -> Result<Self> {
-        let keys = if plan.key_types == [DataType::Int64] {
-            Keys::Int(HashMap::new())
+    /// An empty index for keys shaped like `plan`'s, expecting at most `rows` offers. With a
+    /// spill configuration, the map holds at most what `budget` allows and spills the rest;
+    /// without, it grows as needed.
+    pub fn new(plan: &DedupPlan, rows: u64, spill: Option<SpillConfig>) -> Result<Self> {
+        let int = plan.key_types == [DataType::Int64];
+        let entry = if int {
+            INT_ENTRY_BYTES
+        } else {
+            BYTES_ENTRY_BYTES
+        };
+        let max_entries = spill
+            .as_ref()
+            .map_or(usize::MAX, |c| (c.budget / entry).max(16));
+        let capacity = usize::try_from(rows)
+            .unwrap_or(usize::MAX)
+            .min(max_entries)
+            .min(1 << 26);
+        let keys = if int {
+            Keys::Int(HashMap::with_capacity(capacity))
         } else {
             let fields = plan.key_types.iter().cloned().map(SortField::new).collect();
-            Keys::Bytes(RowConverter::new(fields)?, HashMap::new())
+            Keys::Bytes(
+                RowConverter::new(fields)?,
+                HashMap::with_capacity(capacity),
+                0,
+            )
         };
-        Ok(DedupIndex { keys, offered: 0 })
+        Ok(DedupIndex {
+            keys,
+            offered: 0,
+            max_entries,
+            key_bytes_budget: spill.as_ref().map_or(usize::MAX, |c| c.budget / 2),
+            config: spill,
+            spill: None,
+        })
     }
 
-    /// Number of distinct keys held.
+    /// Number of distinct keys held in memory.
     pub fn len(&self) -> usize {
         match &self.keys {
             Keys::Int(m) => m.len(),
-            Keys::Bytes(_, m) => m.len(),
+            Keys::Bytes(_, m, _) => m.len(),
         }
     }
 
-    /// True when no key has been offered.
+    /// True when no key is held in memory.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Offers the rows of `batch` not marked in `invalid`; `first_row` is the position of the
-    /// batch's first row in file number `file`.
+    fn over_budget(&self) -> bool {
+        match &self.keys {
+            Keys::Int(m) => m.len() >= self.max_entries,
+            Keys::Bytes(_, m, bytes) => {
+                m.len() >= self.max_entries || *bytes >= self.key_bytes_budget
+            }
+        }
+    }
+
+    /// Appends every in-memory entry to the partition run files and empties the map.
+    fn spill_all(&mut self) -> Result<()> {
+        let Some(config) = &self.config else {
+            return Ok(());
+        };
+        if self.spill.is_none() {
+            self.spill = Some(Spill::new(config)?);
+        }
+        let spill = self
+            .spill
+            .as_mut()
+            .ok_or_else(|| Error::Internal("spill not set".into()))?;
+        let mut written = 0u64;
+        let result: std::io::Result<()> = (|| {
+            match &mut self.keys {
+                Keys::Int(map) => {
+                    for (k, c) in map.drain() {
+                        let f = &mut spill.files[partition(int_hash(k))];
+                        f.write_all(&k.to_le_bytes())?;
+                        f.write_all(&c.to_bytes())?;
+                        written += 1;
+                    }
+                }
+                Keys::Bytes(_, map, bytes) => {
+                    for (k, c) in map.drain() {
+                        let f = &mut spill.files[partition(stable_hash(&k))];
+                        f.write_all(&(k.len() as u32).to_le_bytes())?;
+                        f.write_all(&k)?;
+                        f.write_all(&c.to_bytes())?;
+                        written += 1;
+                    }
+                    *bytes = 0;
+                }
+            }
+            Ok(())
+        })();
+        spill.spilled_entries += written;
+        result.map_err(|e| spill.io_error(e))
+    }
+
+    /// Offers the rows of `batch` not marked in `invalid`; `rows[i]` is the row number of the
+    /// batch's row `i` in file number `file`.
     pub fn offer(
         &mut self,
         plan: &DedupPlan,
         batch: &RecordBatch,
         invalid: Option<&BooleanBuffer>,
         file: u32,
-        first_row: u64,
+        rows: &[u64],
     ) -> Result<()> {
         let n = batch.num_rows();
+        if rows.len() != n {
+            return Err(Error::Internal(format!(
+                "{} row numbers for {n} rows",
+                rows.len()
+            )));
+        }
+        if file >= 1 << 23 || rows.last().is_some_and(|&r| r >= 1 << ROW_BITS) {
+            return Err(Error::Config(
+                "more than 2^23 input objects or 2^40 rows in one object".into(),
+            ));
+        }
         let times: Vec<i64> = match plan.time {
             None => vec![i64::MIN; n],
             Some((i, format)) => {
@@ -236,53 +491,46 @@ impl DedupIndex {
             None => None,
         };
         let ops = ops.as_ref().map(|a| a.as_string::<i32>());
-        if file >= 1 << 23 || first_row + n as u64 >= 1 << ROW_BITS {
-            return Err(Error::Config(
-                "more than 2^23 input objects or 2^40 rows in one object".into(),
-            ));
-        }
         let candidate = |r: usize| {
             let tombstone =
                 ops.is_some_and(|o| o.is_valid(r) && o.value(r).eq_ignore_ascii_case("D"));
-            Candidate::new(times[r], seqs[r], file, first_row + r as u64, tombstone)
+            Candidate::new(times[r], seqs[r], file, rows[r], tombstone)
         };
         let keep = |r: usize| invalid.is_none_or(|m| !m.value(r));
-        match &mut self.keys {
-            Keys::Int(map) => {
+        match &self.keys {
+            Keys::Int(_) => {
                 let k = cast(batch.column(plan.keys[0]), &DataType::Int64)?;
                 let k = k.as_primitive::<Int64Type>();
                 for r in (0..n).filter(|&r| keep(r)) {
+                    if self.over_budget() {
+                        self.spill_all()?;
+                    }
                     self.offered += 1;
-                    let c = candidate(r);
-                    map.entry(k.value(r))
-                        .and_modify(|old| {
-                            if c > *old {
-                                *old = c
-                            }
-                        })
-                        .or_insert(c);
+                    if let Keys::Int(map) = &mut self.keys {
+                        keep_max(map, k.value(r), candidate(r));
+                    }
                 }
             }
-            Keys::Bytes(conv, map) => {
-                let cols = plan
-                    .keys
-                    .iter()
-                    .zip(&plan.key_types)
-                    .map(|(&i, t)| cast(batch.column(i), t))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let rows = conv.convert_columns(&cols)?;
+            Keys::Bytes(conv, _, _) => {
+                let encoded = conv.convert_columns(&plan.key_columns(batch)?)?;
                 for r in (0..n).filter(|&r| keep(r)) {
+                    if self.over_budget() {
+                        self.spill_all()?;
+                    }
                     self.offered += 1;
-                    let c = candidate(r);
-                    let key = rows.row(r);
-                    match map.get_mut(key.as_ref()) {
-                        Some(old) => {
-                            if c > *old {
-                                *old = c
+                    if let Keys::Bytes(_, map, bytes) = &mut self.keys {
+                        let key = encoded.row(r);
+                        let c = candidate(r);
+                        match map.get_mut(key.as_ref()) {
+                            Some(old) => {
+                                if c > *old {
+                                    *old = c
+                                }
                             }
-                        }
-                        None => {
-                            map.insert(key.as_ref().into(), c);
+                            None => {
+                                *bytes += key.as_ref().len();
+                                map.insert(key.as_ref().into(), c);
+                            }
                         }
                     }
                 }
@@ -291,31 +539,84 @@ impl DedupIndex {
         Ok(())
     }
 
-    /// The winners per file (sorted), with the counts of superseded rows and tombstones.
-    pub fn finish(self, files: usize) -> Winners {
-        let mut out = Winners {
-            rows: vec![Vec::new(); files],
-            ..Default::default()
-        };
-        let mut add = |c: &Candidate| {
-            out.rows[c.file() as usize].push(c.row());
+    /// The winners per file as bitmaps over `file_rows[f]` rows, with the counts of
+    /// superseded rows and tombstones. Reads the spill partitions back one at a time.
+    pub fn finish(mut self, file_rows: &[u64]) -> Result<Winners> {
+        let mut bits: Vec<BooleanBufferBuilder> = file_rows
+            .iter()
+            .map(|&n| {
+                let mut b = BooleanBufferBuilder::new(n as usize);
+                b.append_n(n as usize, false);
+                b
+            })
+            .collect();
+        let mut out = Winners::default();
+        let mut add = |c: &Candidate, out: &mut Winners| -> Result<()> {
+            let file = bits
+                .get_mut(c.file() as usize)
+                .ok_or_else(|| Error::Internal(format!("winner in unknown file {}", c.file())))?;
+            file.set_bit(c.row() as usize, true);
+            out.kept += 1;
             out.tombstones += u64::from(c.tombstone());
+            Ok(())
         };
-        let kept = match &self.keys {
-            Keys::Int(m) => {
-                m.values().for_each(&mut add);
-                m.len()
-            }
-            Keys::Bytes(_, m) => {
-                m.values().for_each(&mut add);
-                m.len()
-            }
-        };
-        for rows in &mut out.rows {
-            rows.sort_unstable();
+        if self.spill.is_some() {
+            self.spill_all()?;
         }
-        out.superseded = self.offered - kept as u64;
-        out
+        match self.spill.take() {
+            None => match &self.keys {
+                Keys::Int(m) => m.values().try_for_each(|c| add(c, &mut out))?,
+                Keys::Bytes(_, m, _) => m.values().try_for_each(|c| add(c, &mut out))?,
+            },
+            Some(mut spill) => {
+                out.spilled_entries = spill.spilled_entries;
+                for f in &mut spill.files {
+                    f.flush().map_err(|e| {
+                        Error::Spill(format!("{}: {e}", spill.dir.path().display()))
+                    })?;
+                }
+                for p in 0..SPILL_PARTITIONS {
+                    let path = spill.dir.path().join(format!("part-{p:03}.run"));
+                    let data = std::fs::read(&path).map_err(|e| spill.io_error(e))?;
+                    match &mut self.keys {
+                        Keys::Int(map) => {
+                            for rec in data.chunks_exact(8 + CANDIDATE_BYTES) {
+                                let mut k = [0u8; 8];
+                                k.copy_from_slice(&rec[..8]);
+                                keep_max(
+                                    map,
+                                    i64::from_le_bytes(k),
+                                    Candidate::from_bytes(&rec[8..]),
+                                );
+                            }
+                            map.values().try_for_each(|c| add(c, &mut out))?;
+                            map.clear();
+                        }
+                        Keys::Bytes(_, map, _) => {
+                            let mut at = 0;
+                            while at + 4 <= data.len() {
+                                let mut len = [0u8; 4];
+                                len.copy_from_slice(&data[at..at + 4]);
+                                let len = u32::from_le_bytes(len) as usize;
+                                let key: Box<[u8]> = data[at + 4..at + 4 + len].into();
+                                let c = Candidate::from_bytes(
+                                    &data[at + 4 + len..at + 4 + len + CANDIDATE_BYTES],
+                                );
+                                keep_max(map, key, c);
+                                at += 4 + len + CANDIDATE_BYTES;
+                            }
+                            map.values().try_for_each(|c| add(c, &mut out))?;
+                            map.clear();
+                        }
+                    }
+                    // Free each partition's disk space as soon as it is reduced.
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        out.rows = bits.iter_mut().map(BooleanBufferBuilder::finish).collect();
+        out.superseded = self.offered - out.kept;
+        Ok(out)
     }
 }
 
@@ -371,10 +672,12 @@ mod tests {
             &["I", "U", "I", "U", "I", "D"],
         );
         let plan = DedupPlan::new(&c, &b.schema(), "x").unwrap().unwrap();
-        let mut index = DedupIndex::new(&plan).unwrap();
-        index.offer(&plan, &b, None, 0, 0).unwrap();
-        let w = index.finish(1);
-        assert_eq!(w.rows, vec![vec![0, 3, 5]]);
+        let mut index = DedupIndex::new(&plan, 6, None).unwrap();
+        index
+            .offer(&plan, &b, None, 0, &[0, 1, 2, 3, 4, 5])
+            .unwrap();
+        let w = index.finish(&[6]).unwrap();
+        assert_eq!(w.rows[0].set_indices().collect::<Vec<_>>(), vec![0, 3, 5]);
         assert_eq!(w.superseded, 3);
         assert_eq!(w.tombstones, 1);
     }

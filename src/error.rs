@@ -38,6 +38,12 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// Writing or reading the dedup index's spill files failed (disk full, permissions).
+    #[error("spill: {0}")]
+    Spill(String),
+    /// The run was interrupted by a signal; outputs were aborted.
+    #[error("interrupted by {0}: outputs aborted, nothing published")]
+    Interrupted(&'static str),
     /// The run report does not balance: a row was lost or counted twice.
     #[error("conservation check failed: {0}")]
     Conservation(String),
@@ -69,7 +75,8 @@ impl Error {
         match self {
             Error::Contract { .. } | Error::Config(_) => 3,
             Error::BadInput { .. } | Error::Parquet { .. } => 4,
-            Error::Store { .. } => 5,
+            Error::Store { .. } | Error::Spill(_) => 5,
+            Error::Interrupted(_) => 143,
             Error::Conservation(_) => 6,
             Error::Internal(_) => 70,
         }

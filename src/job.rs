@@ -8,27 +8,41 @@
 //! 2. Each input is read again with a Parquet row selection of its winning rows only, which are
 //!    protected and written to curated.
 //!
-//! File-level problems (unreadable footer, missing column, wrong type, schemas that differ
-//! between inputs) are found from the footers before any data is read. Any error aborts both
+//! With `--shard INDEX/COUNT` a pass 0 first decodes only the key columns to find the rows whose
+//! key hash falls in this shard; passes 1 and 2 then decode only those rows (a Parquet row
+//! selection), so COUNT processes together produce exactly what one process would.
+//!
+//! File-level problems (unreadable footer, missing column, wrong type, schemas that cannot be
+//! reconciled) are found from the footers before any data is read. Inputs whose schemas differ
+//! only by added nullable columns are reconciled into one output schema, the missing columns read
+//! as nulls. Any error aborts both
 //! uploads, so nothing partial becomes visible; the conservation check runs before the outputs
 //! are completed, so an unbalanced run publishes nothing either.
+//!
+//! Memory: the dedup index gets [`INDEX_BUDGET_SHARE`] of `--memory-limit` and spills past it;
+//! winners are kept as one bit per input row. The rest of the budget covers what is bounded by
+//! construction: `--read-ahead` compressed row groups in flight, two decoded row groups in the
+//! pass 2 pipeline, each output's row group buffer (flushed at 1/16 of the limit, at most
+//! 32 MiB) and its multipart parts (3 × 10 MiB).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::{new_null_array, ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ParquetRecordBatchReader, RowSelection, RowSelector,
-};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader};
+use parquet::arrow::ProjectionMask;
 
 use crate::contract::Contract;
-use crate::dedup::{DedupIndex, DedupPlan};
+use crate::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use crate::protect::{MaskCounts, Protector};
 use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers};
 use crate::sink::{writer_properties, Codec, ParquetSink};
@@ -41,12 +55,73 @@ use crate::{Error, Result};
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
 /// Default number of row groups fetched ahead of decoding.
 pub const DEFAULT_READ_AHEAD: usize = 2;
-/// Name of the curated (and quarantine) object under its output prefix.
-pub const PART_NAME: &str = "part-00000.parquet";
+/// Default memory limit: the original pipeline's budget.
+pub const DEFAULT_MEMORY_LIMIT: usize = 2 << 30;
+/// The dedup index's share of the memory limit (1/32: spilling is sequential and cheap).
+pub const INDEX_BUDGET_SHARE: usize = 32;
 /// Name of the quarantine prefix under the output when `--errors` is not given.
 pub const QUARANTINE_DIR: &str = "_quarantine";
-/// Name of the run report under the output prefix.
-pub const REPORT_NAME: &str = "_edp_report.json";
+
+/// This process's part of an array job: it owns the keys whose hash modulo `count` is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// The single shard of an unsharded job.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `INDEX/COUNT` with `INDEX < COUNT`.
+    pub fn parse(s: &str) -> std::result::Result<Shard, String> {
+        let (i, c) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: expected INDEX/COUNT, e.g. 0/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: INDEX is not a number"))?;
+        let count: u32 = c
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: COUNT is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!(
+                "`{s}`: INDEX must be below COUNT and COUNT at least 1"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    fn owns(&self, hash: u64) -> bool {
+        hash % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// Name of this shard's data object under an output prefix.
+    pub fn part_name(&self) -> String {
+        if self.count == 1 {
+            "part-00000.parquet".to_string()
+        } else {
+            format!("part-{:05}-of-{:05}.parquet", self.index, self.count)
+        }
+    }
+
+    /// Name of this shard's run report under the output prefix.
+    pub fn report_name(&self) -> String {
+        if self.count == 1 {
+            "_edp_report.json".to_string()
+        } else {
+            format!("_edp_report-{:05}-of-{:05}.json", self.index, self.count)
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
 
 /// Everything a stage 1 run needs, validated.
 #[derive(Debug, Clone)]
@@ -63,14 +138,26 @@ pub struct JobSpec {
     pub pci_enabled: bool,
     pub pii_key: Vec<u8>,
     pub progress: bool,
+    /// Bytes the whole job may use (see the module docs for how it is shared).
+    pub memory_limit: usize,
+    /// Where the dedup index spills.
+    pub spill_dir: PathBuf,
+    pub shard: Shard,
+    /// Set by a signal handler: the job stops at the next row group and aborts its outputs.
+    pub interrupted: Arc<AtomicBool>,
 }
 
 struct Prepared {
     input: InputObject,
     meta: ArrowReaderMetadata,
+    /// Validator and dedup plan resolved against the job's (reconciled) schema.
     validator: Validator,
     plan: Option<DedupPlan>,
+    /// Rows in the file.
     rows: u64,
+    /// This shard's rows of the file (all rows when unsharded).
+    owned: Option<Arc<BooleanBuffer>>,
+    owned_rows: u64,
 }
 
 struct Counters {
@@ -78,8 +165,8 @@ struct Counters {
     failures: BTreeMap<(String, &'static str), u64>,
     quarantined: u64,
     masked: Masked,
-    /// Invalid row numbers per file, only when there is no primary key to deduplicate on.
-    invalid_rows: Vec<Vec<u64>>,
+    /// Valid rows per file, only when there is no primary key to deduplicate on.
+    valid: Vec<BooleanBuffer>,
 }
 
 fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
@@ -88,74 +175,108 @@ fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
     }
 }
 
-/// Row selection keeping exactly the sorted `rows` of a file of `total` rows.
-pub fn select_rows(rows: &[u64], total: u64) -> RowSelection {
-    let mut selectors = Vec::new();
-    let mut pos = 0u64;
-    let mut i = 0;
-    while i < rows.len() {
-        let start = rows[i];
-        let mut end = start + 1;
-        i += 1;
-        while i < rows.len() && rows[i] == end {
-            end += 1;
-            i += 1;
-        }
-        if start > pos {
-            selectors.push(RowSelector::skip((start - pos) as usize));
-        }
-        selectors.push(RowSelector::select((end - start) as usize));
-        pos = end;
-    }
-    if pos < total {
-        selectors.push(RowSelector::skip((total - pos) as usize));
-    }
-    RowSelection::from(selectors)
-}
-
-/// The sorted complement of sorted `rows` in `0..total`.
-fn complement(rows: &[u64], total: u64) -> Vec<u64> {
-    let mut out = Vec::with_capacity((total as usize).saturating_sub(rows.len()));
-    let mut j = 0;
-    for r in 0..total {
-        if j < rows.len() && rows[j] == r {
-            j += 1;
-        } else {
-            out.push(r);
+/// The job's output schema: the first input's columns, then columns that later inputs add. A
+/// column missing from some input must be nullable and not required; a column present in two
+/// inputs must have one type.
+fn reconcile(contract: &Contract, inputs: &[(String, SchemaRef)]) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = Vec::new();
+    for (url, schema) in inputs {
+        for f in schema.fields() {
+            match fields.iter_mut().find(|g| g.name() == f.name()) {
+                Some(g) if g.data_type() != f.data_type() => {
+                    return Err(Error::bad_input(
+                        url,
+                        format!(
+                            "column `{}` has type {} here but {} in an earlier input",
+                            f.name(),
+                            f.data_type(),
+                            g.data_type()
+                        ),
+                    ))
+                }
+                Some(g) => {
+                    if f.is_nullable() {
+                        *g = g.clone().with_nullable(true);
+                    }
+                }
+                None => fields.push(f.as_ref().clone()),
+            }
         }
     }
-    out
-}
-
-async fn prepare(spec: &JobSpec) -> Result<Vec<Prepared>> {
-    let inputs = source::resolve(&spec.inputs).await?;
-    let mut prepared: Vec<Prepared> = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let meta = source::open(&input).await?;
-        let url = &input.location.url;
-        if let Some(first) = prepared.first() {
-            if first.meta.schema() != meta.schema() {
+    for field in &mut fields {
+        let missing: Vec<&String> = inputs
+            .iter()
+            .filter(|(_, s)| s.field_with_name(field.name()).is_err())
+            .map(|(u, _)| u)
+            .collect();
+        if let Some(url) = missing.first() {
+            let required = contract.column(field.name()).is_some_and(|c| c.required);
+            if required || !field.is_nullable() {
                 return Err(Error::bad_input(
                     url,
                     format!(
-                        "schema differs from the first input {}",
-                        first.input.location.url
+                        "lacks column `{}`, which other inputs have and which is {}",
+                        field.name(),
+                        if required {
+                            "required by the contract"
+                        } else {
+                            "not nullable"
+                        }
                     ),
                 ));
             }
+            *field = field.clone().with_nullable(true);
         }
-        let validator = Validator::new(&spec.contract, meta.schema(), url)?;
-        let plan = DedupPlan::new(&spec.contract, meta.schema(), url)?;
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `batch` in the job's schema: columns in order, absent ones as nulls.
+fn adapt(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let n = batch.num_rows();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => new_null_array(f.data_type(), n),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+async fn prepare(spec: &JobSpec) -> Result<(Vec<Prepared>, SchemaRef)> {
+    let inputs = source::resolve(&spec.inputs).await?;
+    let mut opened = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let meta = source::open(&input).await?;
+        // File-level checks against the file's own schema: required columns, types.
+        Validator::new(&spec.contract, meta.schema(), &input.location.url)?;
+        opened.push((input, meta));
+    }
+    let schemas: Vec<(String, SchemaRef)> = opened
+        .iter()
+        .map(|(i, m)| (i.location.url.clone(), m.schema().clone()))
+        .collect();
+    let schema = reconcile(&spec.contract, &schemas)?;
+    let mut prepared = Vec::with_capacity(opened.len());
+    for (input, meta) in opened {
+        let url = input.location.url.clone();
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
         prepared.push(Prepared {
+            validator: Validator::new(&spec.contract, &schema, &url)?,
+            plan: DedupPlan::new(&spec.contract, &schema, &url)?,
             input,
             meta,
-            validator,
-            plan,
             rows,
+            owned: None,
+            owned_rows: rows,
         });
     }
-    Ok(prepared)
+    Ok((prepared, schema))
 }
 
 struct Outputs {
@@ -191,10 +312,112 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
     bar
 }
 
+/// Fails early when the spill directory is missing or not writable, before any output starts.
+fn check_spill_dir(dir: &std::path::Path) -> Result<()> {
+    let probe = tempfile::Builder::new()
+        .prefix(".edp-probe-")
+        .tempfile_in(dir);
+    probe.map(drop).map_err(|e| {
+        Error::Config(format!(
+            "spill directory {} is not a writable directory: {e}",
+            dir.display()
+        ))
+    })
+}
+
+fn check_interrupted(spec: &JobSpec) -> Result<()> {
+    if spec.interrupted.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("signal"));
+    }
+    Ok(())
+}
+
+/// Pass 0 of a sharded job: decode only the key columns of `p` and mark the rows this shard
+/// owns. Without a primary key, rows are owned by a hash of their position.
+async fn own_rows(spec: &JobSpec, file: u32, p: &mut Prepared, c: &mut Counters) -> Result<()> {
+    let url = p.input.location.url.clone();
+    let mut bits = BooleanBufferBuilder::new(p.rows as usize);
+    match &p.plan {
+        None => {
+            for row in 0..p.rows {
+                let mut key = [0u8; 12];
+                key[..4].copy_from_slice(&file.to_le_bytes());
+                key[4..].copy_from_slice(&row.to_le_bytes());
+                bits.append(spec.shard.owns(crate::dedup::stable_hash(&key)));
+            }
+        }
+        Some(plan) => {
+            let file_schema = p.meta.schema().clone();
+            let names: Vec<&str> = spec
+                .contract
+                .primary_key
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let roots: Vec<usize> = names
+                .iter()
+                .map(|n| file_schema.index_of(n))
+                .collect::<Result<_, _>>()?;
+            let mask =
+                ProjectionMask::roots(p.meta.metadata().file_metadata().schema_descr(), roots);
+            let mut rx = source::row_groups_projected(
+                &p.input,
+                p.meta.clone(),
+                spec.batch_size.get(),
+                mask,
+                spec.read_ahead,
+            );
+            while let Some(reader) = rx.recv().await {
+                check_interrupted(spec)?;
+                let reader = reader?;
+                let t = Instant::now();
+                tokio::task::block_in_place(|| -> Result<()> {
+                    for batch in reader {
+                        let batch = batch.map_err(|e| decode_error(&url, e))?;
+                        for h in plan.hash_key_columns(&key_columns(&batch, &names)?)? {
+                            bits.append(spec.shard.owns(h));
+                        }
+                    }
+                    Ok(())
+                })?;
+                c.timers.decode += t.elapsed();
+            }
+        }
+    }
+    if bits.len() as u64 != p.rows {
+        return Err(decode_error(
+            &url,
+            format!(
+                "footer declares {} rows but {} were decoded",
+                p.rows,
+                bits.len()
+            ),
+        ));
+    }
+    let owned = bits.finish();
+    p.owned_rows = owned.count_set_bits() as u64;
+    p.owned = Some(Arc::new(owned));
+    Ok(())
+}
+
+/// The key columns of a key-only batch, in primary-key order.
+fn key_columns(batch: &RecordBatch, names: &[&str]) -> Result<Vec<ArrayRef>> {
+    names
+        .iter()
+        .map(|n| {
+            batch
+                .column_by_name(n)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("key column {n} not decoded")))
+        })
+        .collect()
+}
+
 /// Pass 1 over one file: validate, quarantine, index.
 #[allow(clippy::too_many_arguments)]
 async fn check_file(
     spec: &JobSpec,
+    schema: &SchemaRef,
     file: u32,
     p: &Prepared,
     index: &mut Option<DedupIndex>,
@@ -209,12 +432,28 @@ async fn check_file(
         &p.input,
         p.meta.clone(),
         spec.batch_size.get(),
-        None,
+        p.owned.clone(),
         spec.read_ahead,
     );
-    let mut first_row = 0u64;
-    let mut invalid_rows = Vec::new();
+    // Row numbers in the file of the rows decoded, in order.
+    let mut numbers: Box<dyn Iterator<Item = u64> + Send> = match &p.owned {
+        Some(bits) => {
+            let bits = bits.clone();
+            Box::new(
+                (0..bits.len())
+                    .filter(move |&i| bits.value(i))
+                    .map(|i| i as u64),
+            )
+        }
+        None => Box::new(0..p.rows),
+    };
+    let mut decoded = 0u64;
+    let mut valid = BooleanBufferBuilder::new(if p.plan.is_none() { p.rows as usize } else { 0 });
+    if p.plan.is_none() {
+        valid.append_n(p.rows as usize, false);
+    }
     loop {
+        check_interrupted(spec)?;
         let t = Instant::now();
         let Some(reader) = rx.recv().await else { break };
         c.timers.read_wait += t.elapsed();
@@ -226,8 +465,16 @@ async fn check_file(
                 let t = Instant::now();
                 let Some(batch) = reader.next() else { break };
                 c.timers.decode += t.elapsed();
-                let batch = batch.map_err(|e| decode_error(url, e))?;
-                let n = batch.num_rows() as u64;
+                let batch = adapt(batch.map_err(|e| decode_error(url, e))?, schema)?;
+                let n = batch.num_rows();
+                let rows: Vec<u64> = numbers.by_ref().take(n).collect();
+                if rows.len() != n {
+                    return Err(decode_error(
+                        url,
+                        "more rows decoded than the footer declares",
+                    ));
+                }
+                decoded += n as u64;
 
                 let t = Instant::now();
                 let verdict = p.validator.validate(&batch, &spec.contract)?;
@@ -241,11 +488,13 @@ async fn check_file(
                 let t = Instant::now();
                 match (index.as_mut(), &p.plan) {
                     (Some(ix), Some(plan)) => {
-                        ix.offer(plan, &batch, verdict.invalid.as_ref(), file, first_row)?
+                        ix.offer(plan, &batch, verdict.invalid.as_ref(), file, &rows)?
                     }
                     _ => {
-                        if let Some(inv) = &verdict.invalid {
-                            invalid_rows.extend(inv.set_indices().map(|r| first_row + r as u64));
+                        for (i, &r) in rows.iter().enumerate() {
+                            if verdict.invalid.as_ref().is_none_or(|inv| !inv.value(i)) {
+                                valid.set_bit(r as usize, true);
+                            }
                         }
                     }
                 }
@@ -255,20 +504,18 @@ async fn check_file(
                     c.quarantined += verdict.invalid_count() as u64;
                     if quarantine.is_some() {
                         let t = Instant::now();
-                        let rows =
+                        let failing =
                             filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
-                        let (rows, counts) = protector.protect(&rows)?;
+                        let (failing, counts) = protector.protect(&failing)?;
                         add_counts(&mut c.masked.quarantine, counts);
                         c.timers.protect += t.elapsed();
-                        if let Some(q) =
-                            quarantine_batch(&rows, &verdict, url, first_row, q_schema)?
+                        if let Some(q) = quarantine_batch(&failing, &verdict, url, &rows, q_schema)?
                         {
                             out.push(q);
                         }
                     }
                 }
-                first_row += n;
-                bar.inc(n);
+                bar.inc(n as u64);
             }
             Ok(out)
         })?;
@@ -280,16 +527,18 @@ async fn check_file(
             c.timers.write += t.elapsed();
         }
     }
-    if first_row != p.rows {
+    if decoded != p.owned_rows {
         return Err(decode_error(
             url,
             format!(
-                "footer declares {} rows but {} were decoded",
-                p.rows, first_row
+                "expected {} rows but {} were decoded",
+                p.owned_rows, decoded
             ),
         ));
     }
-    c.invalid_rows.push(invalid_rows);
+    if p.plan.is_none() {
+        c.valid.push(valid.finish());
+    }
     Ok(())
 }
 
@@ -304,6 +553,7 @@ struct Protected {
 fn protect_row_group(
     url: &str,
     reader: ParquetRecordBatchReader,
+    schema: &SchemaRef,
     protector: &Protector,
 ) -> Result<Protected> {
     let mut out = Protected {
@@ -317,7 +567,7 @@ fn protect_row_group(
         let t = Instant::now();
         let Some(batch) = reader.next() else { break };
         out.decode += t.elapsed();
-        let batch = batch.map_err(|e| decode_error(url, e))?;
+        let batch = adapt(batch.map_err(|e| decode_error(url, e))?, schema)?;
         let t = Instant::now();
         let (batch, counts) = protector.protect(&batch)?;
         out.counts.extend(counts);
@@ -329,38 +579,40 @@ fn protect_row_group(
 
 /// Pass 2 over one file: read the kept rows, protect, write curated. Decoding and protecting
 /// row group N+1 (on a blocking thread) overlaps with encoding and uploading row group N.
+#[allow(clippy::too_many_arguments)]
 async fn write_file(
     spec: &JobSpec,
+    schema: &SchemaRef,
     p: &Prepared,
-    keep: &[u64],
+    keep: BooleanBuffer,
     curated: &mut ParquetSink,
     protector: &Arc<Protector>,
     c: &mut Counters,
     bar: &ProgressBar,
 ) -> Result<()> {
-    if keep.is_empty() {
+    if keep.count_set_bits() == 0 {
         return Ok(());
     }
     let url = p.input.location.url.clone();
-    let selection = select_rows(keep, p.rows);
     let mut rx = source::row_groups(
         &p.input,
         p.meta.clone(),
         spec.batch_size.get(),
-        Some(selection),
+        Some(Arc::new(keep)),
         spec.read_ahead,
     );
     let mut pending: Option<tokio::task::JoinHandle<Result<Protected>>> = None;
     loop {
+        check_interrupted(spec)?;
         let t = Instant::now();
         let next = rx.recv().await;
         c.timers.read_wait += t.elapsed();
         let handle = match next {
             Some(reader) => {
                 let reader = reader?;
-                let (url, protector) = (url.clone(), protector.clone());
+                let (url, protector, schema) = (url.clone(), protector.clone(), schema.clone());
                 Some(tokio::task::spawn_blocking(move || {
-                    protect_row_group(&url, reader, &protector)
+                    protect_row_group(&url, reader, &schema, &protector)
                 }))
             }
             None => None,
@@ -390,11 +642,8 @@ async fn write_file(
 /// Runs stage 1 (or, without an output, the check-only `validate`) and returns its report.
 pub async fn run(spec: &JobSpec) -> Result<Report> {
     let started = Instant::now();
-    let prepared = prepare(spec).await?;
-    let Some(first) = prepared.first() else {
-        return Err(Error::Internal("no inputs resolved".into()));
-    };
-    let schema = first.meta.schema().clone();
+    check_spill_dir(&spec.spill_dir)?;
+    let (mut prepared, schema) = prepare(spec).await?;
     let q_schema = quarantine_schema(&schema);
     let protector = Arc::new(Protector::new(
         &spec.contract,
@@ -402,7 +651,19 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         spec.pci_enabled,
         &spec.pii_key,
     ));
-    let rows_in: u64 = prepared.iter().map(|p| p.rows).sum();
+    let mut counters = Counters {
+        timers: Timers::default(),
+        failures: BTreeMap::new(),
+        quarantined: 0,
+        masked: Masked::default(),
+        valid: Vec::new(),
+    };
+    if spec.shard.count > 1 {
+        for (i, p) in prepared.iter_mut().enumerate() {
+            own_rows(spec, i as u32, p, &mut counters).await?;
+        }
+    }
+    let rows_in: u64 = prepared.iter().map(|p| p.owned_rows).sum();
 
     let output = spec.output.as_deref().map(Location::parse).transpose()?;
     let errors = match (&spec.errors, &output) {
@@ -411,26 +672,27 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         (None, None) => None,
     };
     let props = writer_properties(spec.codec);
+    let part = spec.shard.part_name();
+    let flush_bytes = (spec.memory_limit / 16).clamp(1 << 20, crate::sink::ROW_GROUP_FLUSH_BYTES);
     let mut outputs = Outputs {
         curated: output
             .as_ref()
-            .map(|o| ParquetSink::new(o.child(PART_NAME), schema.clone(), props.clone()))
+            .map(|o| {
+                ParquetSink::new(o.child(&part), schema.clone(), props.clone())
+                    .map(|s| s.with_flush_bytes(flush_bytes))
+            })
             .transpose()?,
         quarantine: errors
             .as_ref()
             .filter(|_| output.is_some())
-            .map(|e| ParquetSink::new(e.child(PART_NAME), q_schema.clone(), props.clone()))
+            .map(|e| {
+                ParquetSink::new(e.child(&part), q_schema.clone(), props.clone())
+                    .map(|s| s.with_flush_bytes(flush_bytes))
+            })
             .transpose()?,
     };
     let passes = if output.is_some() { 2 } else { 1 };
     let bar = progress_bar(spec.progress, rows_in * passes);
-    let mut counters = Counters {
-        timers: Timers::default(),
-        failures: BTreeMap::new(),
-        quarantined: 0,
-        masked: Masked::default(),
-        invalid_rows: Vec::new(),
-    };
     let mut report = Report {
         edp_version: env!("CARGO_PKG_VERSION"),
         command: if output.is_some() {
@@ -441,12 +703,13 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         .to_string(),
         dataset: spec.contract.dataset.clone(),
         contract: spec.contract.file.clone(),
+        shard: spec.shard.to_string(),
         pci_dss_enabled: spec.pci_enabled,
         inputs: prepared
             .iter()
             .map(|p| InputStats {
                 url: p.input.location.url.clone(),
-                rows: p.rows,
+                rows: p.owned_rows,
                 bytes: p.input.size,
             })
             .collect(),
@@ -457,6 +720,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         rows_quarantined: 0,
         duplicates_superseded: 0,
         tombstones: 0,
+        dedup_spilled_entries: 0,
         failures: Vec::new(),
         masked_values: Masked::default(),
         bytes_in: prepared.iter().map(|p| p.input.size).sum(),
@@ -471,6 +735,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
 
     let result = execute(
         spec,
+        &schema,
         &prepared,
         &mut outputs,
         &q_schema,
@@ -508,7 +773,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     report.durations = counters.timers.to_stage_times(total);
     report.rows_per_second = rows_in as f64 / total.as_secs_f64().max(1e-9);
     if let Some(out) = &output {
-        write_report(out, &report).await?;
+        write_report(&out.child(&spec.shard.report_name()), &report).await?;
     }
     Ok(report)
 }
@@ -516,6 +781,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     spec: &JobSpec,
+    schema: &SchemaRef,
     prepared: &[Prepared],
     outputs: &mut Outputs,
     q_schema: &SchemaRef,
@@ -524,8 +790,13 @@ async fn execute(
     report: &mut Report,
     bar: &ProgressBar,
 ) -> Result<()> {
+    let rows_in: u64 = prepared.iter().map(|p| p.owned_rows).sum();
+    let spill = SpillConfig {
+        budget: spec.memory_limit / INDEX_BUDGET_SHARE,
+        dir: spec.spill_dir.clone(),
+    };
     let mut index = match &prepared[0].plan {
-        Some(plan) => Some(DedupIndex::new(plan)?),
+        Some(plan) => Some(DedupIndex::new(plan, rows_in, Some(spill))?),
         None => None,
     };
     bar.set_message("checking");
@@ -533,6 +804,7 @@ async fn execute(
         let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
         check_file(
             spec,
+            schema,
             file,
             p,
             &mut index,
@@ -545,21 +817,19 @@ async fn execute(
         .await?;
     }
     let t = Instant::now();
-    let keep: Vec<Vec<u64>> = match index {
+    let file_rows: Vec<u64> = prepared.iter().map(|p| p.rows).collect();
+    let keep: Vec<BooleanBuffer> = match index {
         Some(ix) => {
-            let winners = ix.finish(prepared.len());
+            let winners = tokio::task::block_in_place(|| ix.finish(&file_rows))?;
             report.duplicates_superseded = winners.superseded;
             report.tombstones = winners.tombstones;
+            report.dedup_spilled_entries = winners.spilled_entries;
             winners.rows
         }
-        None => prepared
-            .iter()
-            .zip(&c.invalid_rows)
-            .map(|(p, inv)| complement(inv, p.rows))
-            .collect(),
+        None => std::mem::take(&mut c.valid),
     };
     c.timers.dedup += t.elapsed();
-    report.rows_curated = keep.iter().map(|k| k.len() as u64).sum();
+    report.rows_curated = keep.iter().map(|k| k.count_set_bits() as u64).sum();
     report.rows_quarantined = c.quarantined;
     report.failures = c
         .failures
@@ -574,8 +844,8 @@ async fn execute(
 
     if let Some(curated) = outputs.curated.as_mut() {
         bar.set_message("writing");
-        for (p, rows) in prepared.iter().zip(&keep) {
-            write_file(spec, p, rows, curated, protector, c, bar).await?;
+        for (p, bits) in prepared.iter().zip(keep) {
+            write_file(spec, schema, p, bits, curated, protector, c, bar).await?;
         }
         if curated.rows() != report.rows_curated {
             return Err(Error::Conservation(format!(
@@ -589,8 +859,7 @@ async fn execute(
     Ok(())
 }
 
-async fn write_report(output: &Location, report: &Report) -> Result<()> {
-    let loc = output.child(REPORT_NAME);
+async fn write_report(loc: &Location, report: &Report) -> Result<()> {
     let mut json =
         serde_json::to_vec_pretty(report).map_err(|e| Error::Internal(format!("report: {e}")))?;
     json.push(b'\n');

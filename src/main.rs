@@ -4,13 +4,14 @@ use std::io::IsTerminal;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edp::contract::{Contract, Pii};
 use edp::generate::{self, Dataset, GenSpec, World};
-use edp::job::{self, JobSpec, DEFAULT_BATCH_SIZE, DEFAULT_READ_AHEAD};
+use edp::job::{self, JobSpec, Shard, DEFAULT_BATCH_SIZE, DEFAULT_READ_AHEAD};
 use edp::sink::Codec;
 use edp::store::Location;
 use edp::Error;
@@ -44,6 +45,54 @@ struct Global {
     /// Progress bar on stderr: auto shows it only on a terminal.
     #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
     progress: Progress,
+    /// Memory budget of the whole job, e.g. 512MiB or 2GiB; the dedup index spills past its share.
+    #[arg(long, global = true, env = "MEMORY_LIMIT", default_value = "2GiB", value_parser = parse_bytes)]
+    memory_limit: usize,
+}
+
+/// Parses a byte size: a number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 512MiB or 2GiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit; use B, KiB, MiB, GiB, KB, MB or GB"
+            ))
+        }
+    };
+    let bytes = value * scale;
+    if bytes < f64::from(1 << 20) {
+        return Err(format!("`{s}` is below the minimum of 1MiB"));
+    }
+    Ok(bytes as usize)
+}
+
+/// The array-job shard from AWS Batch's environment, if any.
+fn shard_from_env() -> Result<Option<Shard>, String> {
+    match (
+        std::env::var("AWS_BATCH_JOB_ARRAY_INDEX"),
+        std::env::var("AWS_BATCH_JOB_ARRAY_SIZE"),
+    ) {
+        (Ok(i), Ok(n)) => Shard::parse(&format!("{i}/{n}")).map(Some),
+        (Ok(_), Err(_)) => {
+            Err("AWS_BATCH_JOB_ARRAY_INDEX is set but AWS_BATCH_JOB_ARRAY_SIZE is not".into())
+        }
+        _ => Ok(None),
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +132,13 @@ struct InputArgs {
     /// Mask card numbers (x-pci columns and free text). Turning it off is logged as a warning.
     #[arg(long, env = "PCI_DSS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pci_dss: bool,
+    /// Directory where the dedup index spills when it outgrows its memory share (default: the system temp dir).
+    #[arg(long, env = "SPILL_DIR")]
+    spill_dir: Option<PathBuf>,
+    /// Process only the keys of shard INDEX of COUNT (an AWS Batch array child); default from
+    /// AWS_BATCH_JOB_ARRAY_INDEX/AWS_BATCH_JOB_ARRAY_SIZE, else the whole input.
+    #[arg(long, value_parser = Shard::parse)]
+    shard: Option<Shard>,
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +219,7 @@ fn job_spec(
     output: Option<String>,
     errors: Option<String>,
     codec: Codec,
+    interrupted: Arc<AtomicBool>,
 ) -> Result<JobSpec, Error> {
     let contract = Contract::from_path(&input.contract)?;
     if !input.pci_dss {
@@ -194,6 +251,15 @@ fn job_spec(
         pci_enabled: input.pci_dss,
         pii_key,
         progress,
+        memory_limit: global.memory_limit,
+        spill_dir: input.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+        shard: match input.shard {
+            Some(s) => s,
+            None => shard_from_env()
+                .map_err(Error::Config)?
+                .unwrap_or(Shard::ALL),
+        },
+        interrupted,
     })
 }
 
@@ -254,7 +320,27 @@ async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets `flag` on SIGTERM (AWS Batch's stop) or Ctrl-C; the job then aborts its outputs.
+fn watch_signals(flag: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let name = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        };
+        tracing::warn!("{name} received: stopping, aborting uploads, removing spill files");
+        flag.store(true, Ordering::Relaxed);
+    });
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_signals(interrupted.clone());
     match &cli.command {
         Command::RawToCurated(args) => {
             let spec = job_spec(
@@ -263,13 +349,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Some(args.output.clone()),
                 args.errors.clone(),
                 args.compression,
+                interrupted,
             )?;
             let report = job::run(&spec).await?;
             eprint!("{}", report.summary());
             Ok(0)
         }
         Command::Validate(args) => {
-            let spec = job_spec(&cli.global, &args.input, None, None, Codec::Snappy)?;
+            let spec = job_spec(
+                &cli.global,
+                &args.input,
+                None,
+                None,
+                Codec::Snappy,
+                interrupted,
+            )?;
             let report = job::run(&spec).await?;
             eprint!("{}", report.summary());
             println!(

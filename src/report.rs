@@ -92,6 +92,8 @@ pub struct Report {
     pub command: String,
     pub dataset: String,
     pub contract: String,
+    /// `INDEX/COUNT` of an array job; `0/1` when unsharded.
+    pub shard: String,
     pub pci_dss_enabled: bool,
     pub inputs: Vec<InputStats>,
     pub curated: Option<OutputStats>,
@@ -101,6 +103,8 @@ pub struct Report {
     pub rows_quarantined: u64,
     pub duplicates_superseded: u64,
     pub tombstones: u64,
+    /// Dedup index entries written to spill files (0 when the index fit its budget).
+    pub dedup_spilled_entries: u64,
     /// Rows failing each (column, rule); a row breaking two rules counts under both.
     pub failures: Vec<RuleCount>,
     pub masked_values: Masked,

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 pub const PART_BYTES: usize = 10 << 20;
 /// Parts uploaded concurrently per output.
 pub const PART_CONCURRENCY: usize = 2;
-/// The row group in progress is flushed past this many encoded bytes.
+/// The row group in progress is flushed past this many encoded bytes at most.
 pub const ROW_GROUP_FLUSH_BYTES: usize = 32 << 20;
 /// Rows per row group at most.
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -62,6 +62,7 @@ pub struct ParquetSink {
     writer: AsyncArrowWriter<BufWriter>,
     location: Location,
     rows: u64,
+    flush_bytes: usize,
 }
 
 impl ParquetSink {
@@ -80,7 +81,14 @@ impl ParquetSink {
             writer,
             location,
             rows: 0,
+            flush_bytes: ROW_GROUP_FLUSH_BYTES,
         })
+    }
+
+    /// Flushes the row group in progress once its encoded size passes `bytes`.
+    pub fn with_flush_bytes(mut self, bytes: usize) -> Self {
+        self.flush_bytes = bytes;
+        self
     }
 
     fn err(&self, source: parquet::errors::ParquetError) -> Error {
@@ -108,7 +116,7 @@ impl ParquetSink {
         if let Err(e) = self.writer.write(batch).await {
             return Err(self.err(e));
         }
-        if self.writer.in_progress_size() > ROW_GROUP_FLUSH_BYTES {
+        if self.writer.in_progress_size() > self.flush_bytes {
             if let Err(e) = self.writer.flush().await {
                 return Err(self.err(e));
             }
@@ -119,11 +127,6 @@ impl ParquetSink {
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
         self.rows
-    }
-
-    /// Buffered memory of this writer, for accounting.
-    pub fn memory_size(&self) -> usize {
-        self.writer.memory_size()
     }
 
     /// Writes the footer and completes the upload: only now does the object become visible.

@@ -10,6 +10,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow::array::BooleanArray;
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -20,6 +22,7 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, RowSelection,
 };
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::mpsc;
@@ -203,25 +206,96 @@ pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
     Error::bad_input(object, format!("corrupt Parquet data: {e}"))
 }
 
-/// Streams the row groups of `input` (only the rows in `selection`, if given) as synchronous
-/// readers of `batch_size`-row batches, fetching up to `read_ahead` row groups ahead.
+/// Streams the row groups of `input` as synchronous readers of `batch_size`-row batches,
+/// fetching up to `read_ahead` row groups ahead. With `keep` (one bit per row of the file), only
+/// the set rows are decoded, and row groups with no set row are not fetched at all; the
+/// selection is built one row group at a time, so its size does not grow with the file.
 pub fn row_groups(
     input: &InputObject,
     meta: ArrowReaderMetadata,
     batch_size: usize,
-    selection: Option<RowSelection>,
+    keep: Option<Arc<BooleanBuffer>>,
     read_ahead: usize,
 ) -> mpsc::Receiver<Result<ParquetRecordBatchReader>> {
     let (tx, rx) = mpsc::channel(read_ahead.max(1));
     let reader = input.reader();
     let url = input.location.url.clone();
     tokio::spawn(async move {
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
-            .with_batch_size(batch_size);
-        if let Some(sel) = selection {
-            builder = builder.with_row_selection(sel);
+        let map_err = |e: ParquetError| match e {
+            ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+                Ok(store) => store_error(&url, *store),
+                Err(other) => decode_error(&url, other),
+            },
+            e => decode_error(&url, e),
+        };
+        let mut offset = 0usize;
+        let groups: Vec<usize> = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows().max(0) as usize)
+            .collect();
+        for (index, rows) in groups.into_iter().enumerate() {
+            let start = offset;
+            offset += rows;
+            let mut builder =
+                ParquetRecordBatchStreamBuilder::new_with_metadata(reader.clone(), meta.clone())
+                    .with_batch_size(batch_size)
+                    .with_row_groups(vec![index]);
+            if let Some(bits) = &keep {
+                if start + rows > bits.len() {
+                    let _ = tx
+                        .send(Err(Error::Internal(
+                            "selection shorter than the file".into(),
+                        )))
+                        .await;
+                    return;
+                }
+                let slice = bits.slice(start, rows);
+                if slice.count_set_bits() == 0 {
+                    continue;
+                }
+                if slice.count_set_bits() < rows {
+                    builder = builder.with_row_selection(RowSelection::from_filters(&[
+                        BooleanArray::new(slice, None),
+                    ]));
+                }
+            }
+            let item = match builder.build() {
+                Ok(mut stream) => match stream.next_row_group().await {
+                    Ok(Some(r)) => Ok(r),
+                    Ok(None) => continue,
+                    Err(e) => Err(map_err(e)),
+                },
+                Err(e) => Err(map_err(e)),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
         }
-        let mut stream = match builder.build() {
+    });
+    rx
+}
+
+/// Streams the row groups of `input` decoding only the columns in `projection` (the cheap
+/// key-only pass of sharding), fetching up to `read_ahead` row groups ahead.
+pub fn row_groups_projected(
+    input: &InputObject,
+    meta: ArrowReaderMetadata,
+    batch_size: usize,
+    projection: ProjectionMask,
+    read_ahead: usize,
+) -> mpsc::Receiver<Result<ParquetRecordBatchReader>> {
+    let (tx, rx) = mpsc::channel(read_ahead.max(1));
+    let reader = input.reader();
+    let url = input.location.url.clone();
+    tokio::spawn(async move {
+        let built = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+            .with_batch_size(batch_size)
+            .with_projection(projection)
+            .build();
+        let mut stream = match built {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Err(decode_error(&url, e))).await;
@@ -229,15 +303,9 @@ pub fn row_groups(
             }
         };
         loop {
-            let next = stream.next_row_group().await;
-            let item = match next {
+            let item = match stream.next_row_group().await {
                 Ok(Some(r)) => Ok(r),
                 Ok(None) => return,
-                Err(ParquetError::External(inner)) => match inner.downcast::<object_store::Error>()
-                {
-                    Ok(store) => Err(store_error(&url, *store)),
-                    Err(other) => Err(decode_error(&url, other)),
-                },
                 Err(e) => Err(decode_error(&url, e)),
             };
             let failed = item.is_err();

@@ -537,13 +537,13 @@ fn error_fields() -> Fields {
 
 /// Quarantine rows: `rows` are the failing rows of a batch (already filtered by
 /// `verdict.invalid`, and protected), extended with their source object, row numbers
-/// (`first_row` is the position of the batch's first row in the object) and every rule each
+/// (`numbers[i]` is the position of the batch's row `i` in the object) and every rule each
 /// broke.
 pub fn quarantine_batch(
     rows: &RecordBatch,
     verdict: &Verdict,
     source: &str,
-    first_row: u64,
+    numbers: &[u64],
     schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>> {
     let Some(invalid) = &verdict.invalid else {
@@ -553,9 +553,10 @@ pub fn quarantine_batch(
     let mut offsets = Vec::with_capacity(n + 1);
     offsets.push(0i32);
     let (mut rules, mut cols, mut msgs) = (Vec::new(), Vec::new(), Vec::new());
+    let numbers_in = numbers;
     let mut numbers = Vec::with_capacity(n);
     for row in invalid.set_indices() {
-        numbers.push(first_row + row as u64);
+        numbers.push(numbers_in[row]);
         for f in &verdict.failures {
             if f.rows.value(row) {
                 rules.push(f.rule);

@@ -528,3 +528,222 @@ mod bad_input {
         assert_eq!(o.status.code(), Some(2));
     }
 }
+
+/// Rows of a curated output sorted by `key`, rendered as text for comparison.
+fn sorted_rows(batch: &arrow::array::RecordBatch, key: &str) -> Vec<String> {
+    let keys = ints(batch, key);
+    let mut order: Vec<usize> = (0..batch.num_rows()).collect();
+    order.sort_by_key(|&i| keys[i]);
+    let cols: Vec<_> = (0..batch.num_columns())
+        .map(|c| {
+            arrow::util::display::ArrayFormatter::try_new(
+                batch.column(c).as_ref(),
+                &Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    order
+        .iter()
+        .map(|&i| {
+            cols.iter()
+                .map(|f| f.value(i).to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+#[test]
+fn spilling_gives_identical_output() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 20_000, 13, 0.05);
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let run = |out: &str, limit: &str| {
+        let out = dir.path().join(out);
+        ok(edp(&[
+            "--memory-limit",
+            limit,
+            "raw-to-curated",
+            "--input",
+            raw.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--contract",
+            contract("orders").to_str().unwrap(),
+            "--spill-dir",
+            spill.to_str().unwrap(),
+        ]));
+        out
+    };
+    let a = run("big", "2GiB");
+    let b = run("tiny", "1MiB");
+    assert_eq!(report(&a)["dedup_spilled_entries"], 0);
+    assert!(
+        report(&b)["dedup_spilled_entries"].as_u64().unwrap() > 10_000,
+        "{}",
+        report(&b)
+    );
+    let ca = read_parquet(&a.join("part-00000.parquet"));
+    let cb = read_parquet(&b.join("part-00000.parquet"));
+    assert_eq!(sorted_rows(&ca, "order_id"), sorted_rows(&cb, "order_id"));
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "spill files left behind"
+    );
+}
+
+#[test]
+fn shards_together_equal_one_process() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "payments", 6000, 17, 0.05);
+    let single = dir.path().join("single");
+    ok(edp(&[
+        "raw-to-curated",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        single.to_str().unwrap(),
+        "--contract",
+        contract("payments").to_str().unwrap(),
+    ]));
+    let sharded = dir.path().join("sharded");
+    for i in 0..3 {
+        let o = edp_env(
+            &[
+                "raw-to-curated",
+                "--input",
+                raw.to_str().unwrap(),
+                "--output",
+                sharded.to_str().unwrap(),
+                "--contract",
+                contract("payments").to_str().unwrap(),
+            ],
+            &[
+                ("AWS_BATCH_JOB_ARRAY_INDEX", &i.to_string()),
+                ("AWS_BATCH_JOB_ARRAY_SIZE", "3"),
+            ],
+        );
+        ok(o);
+    }
+    let one = read_parquet(&single.join("part-00000.parquet"));
+    let mut union: Vec<String> = Vec::new();
+    let mut quarantined = 0;
+    let mut rows_in = 0;
+    for i in 0..3 {
+        let part = read_parquet(&sharded.join(format!("part-{i:05}-of-00003.parquet")));
+        assert!(part.num_rows() > 0);
+        union.extend(
+            strings(&part, "payment_id")
+                .into_iter()
+                .flatten()
+                .zip(strings(&part, "updated_at").into_iter().flatten())
+                .map(|(a, b)| format!("{a} {b}")),
+        );
+        quarantined +=
+            read_parquet(&sharded.join(format!("_quarantine/part-{i:05}-of-00003.parquet")))
+                .num_rows();
+        let rep: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(sharded.join(format!("_edp_report-{i:05}-of-00003.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rep["shard"], format!("{i}/3"));
+        rows_in += rep["rows_in"].as_u64().unwrap();
+    }
+    let mut expected: Vec<String> = strings(&one, "payment_id")
+        .into_iter()
+        .flatten()
+        .zip(strings(&one, "updated_at").into_iter().flatten())
+        .map(|(a, b)| format!("{a} {b}"))
+        .collect();
+    union.sort();
+    expected.sort();
+    assert_eq!(union, expected);
+    assert_eq!(rows_in, 6000);
+    assert_eq!(
+        quarantined,
+        read_parquet(&single.join("_quarantine/part-00000.parquet")).num_rows()
+    );
+}
+
+#[test]
+fn inputs_with_added_nullable_columns_are_reconciled() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 1000, 23, 0.0);
+    let batch = read_parquet(&raw);
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    // The older full load lacks the nullable `notes` column; the CDC file has it.
+    let mut old = batch.slice(0, 500);
+    old.remove_column(old.schema().index_of("notes").unwrap());
+    let write = |path: std::path::PathBuf, b: &arrow::array::RecordBatch| {
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(path).unwrap(),
+            b.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(b).unwrap();
+        w.close().unwrap();
+    };
+    write(input.join("LOAD00000001.parquet"), &old);
+    write(
+        input.join("20250116-000000000.parquet"),
+        &batch.slice(500, 500),
+    );
+    let (out, _) = run_stage1(dir.path(), "orders", &input);
+    let curated = read_parquet(&out.join("part-00000.parquet"));
+    assert!(curated
+        .schema()
+        .field_with_name("notes")
+        .unwrap()
+        .is_nullable());
+    assert_eq!(report(&out)["rows_in"], 1000);
+
+    // A missing required column cannot be reconciled.
+    let mut bad = batch.slice(0, 10);
+    bad.remove_column(bad.schema().index_of("status").unwrap());
+    write(input.join("LOAD00000002.parquet"), &bad);
+    let o = edp(&[
+        "raw-to-curated",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("o2").to_str().unwrap(),
+        "--contract",
+        contract("orders").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("LOAD00000002.parquet"));
+}
+
+#[test]
+fn bad_spill_dir_and_shard_specs() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 100, 1, 0.0);
+    let out = dir.path().join("out");
+    let base = [
+        "raw-to-curated",
+        "--input",
+        raw.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--contract",
+    ];
+    let c = contract("orders");
+    let o = edp(&[
+        &base[..],
+        &[c.to_str().unwrap(), "--spill-dir", "/nonexistent/spill"],
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("spill directory /nonexistent/spill"));
+    assert!(!out.exists());
+    for bad in ["3/2", "x/4", "1/0", "2"] {
+        let o = edp(&[&base[..], &[c.to_str().unwrap(), "--shard", bad]].concat());
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+    }
+}

@@ -11,7 +11,7 @@ use arrow::array::{
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use edp::contract::Contract;
-use edp::dedup::{DedupIndex, DedupPlan};
+use edp::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use edp::protect::mask_card_numbers;
 use proptest::prelude::*;
 
@@ -57,13 +57,17 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// The index, fed file by file in batches, keeps exactly the rows a row-by-row reference
-    /// keeps: the greatest (time, sequence, file, row) per key, skipping invalid rows.
+    /// keeps: the greatest (time, sequence, file, row) per key, skipping invalid rows. With a
+    /// budget so small that it spills all the time, the result is the same.
     #[test]
     fn dedup_equals_naive_reference(
         files in prop::collection::vec(prop::collection::vec((0i64..20, 0i64..5, 0i64..3, any::<bool>(), prop::bool::weighted(0.1)), 0..60), 1..4),
         batch in 1usize..17,
+        spill in any::<bool>(),
     ) {
         let contract = dedup_contract();
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = spill.then(|| SpillConfig { budget: 1, dir: dir.path().to_path_buf() });
         let mut index = None;
         let mut reference: HashMap<i64, (i64, i64, u32, u64, bool)> = HashMap::new();
         let mut valid_rows = 0u64;
@@ -73,8 +77,9 @@ proptest! {
                 let b = dedup_batch(&plain);
                 let invalid = BooleanBuffer::from_iter(chunk.iter().map(|r| r.4));
                 let plan = DedupPlan::new(&contract, &b.schema(), "x").unwrap().unwrap();
-                let ix = index.get_or_insert_with(|| DedupIndex::new(&plan).unwrap());
-                ix.offer(&plan, &b, Some(&invalid), f as u32, start as u64).unwrap();
+                let ix = index.get_or_insert_with(|| DedupIndex::new(&plan, 100, config.clone()).unwrap());
+                let numbers: Vec<u64> = (start as u64..(start + chunk.len()) as u64).collect();
+                ix.offer(&plan, &b, Some(&invalid), f as u32, &numbers).unwrap();
                 for (i, r) in chunk.iter().enumerate() {
                     if r.4 {
                         continue;
@@ -88,19 +93,24 @@ proptest! {
                 }
             }
         }
-        let winners = index.map(|ix| ix.finish(files.len())).unwrap_or_default();
+        let file_rows: Vec<u64> = files.iter().map(|f| f.len() as u64).collect();
+        let Some(index) = index else { return Ok(()) };
+        let winners = index.finish(&file_rows).unwrap();
         let mut expected = vec![Vec::new(); files.len()];
         for c in reference.values() {
-            expected[c.2 as usize].push(c.3);
+            expected[c.2 as usize].push(c.3 as usize);
         }
         for e in &mut expected {
             e.sort_unstable();
         }
-        if !winners.rows.is_empty() {
-            prop_assert_eq!(&winners.rows, &expected);
-        }
+        let got: Vec<Vec<usize>> = winners.rows.iter().map(|b| b.set_indices().collect()).collect();
+        prop_assert_eq!(got, expected);
         prop_assert_eq!(winners.superseded, valid_rows - reference.len() as u64);
         prop_assert_eq!(winners.tombstones, reference.values().filter(|c| c.4).count() as u64);
+        if spill && reference.len() > 16 {
+            prop_assert!(winners.spilled_entries > 0);
+        }
+        prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "spill files left behind");
     }
 
     /// No Luhn-valid card number of a major brand survives masking, whatever surrounds it.
