@@ -747,3 +747,76 @@ fn bad_spill_dir_and_shard_specs() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn sigterm_aborts_outputs_and_removes_spill_files() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 400_000, 29, 0.02);
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let out = dir.path().join("out");
+    let child = std::process::Command::new(edp_bin())
+        .args([
+            "--progress",
+            "never",
+            "--log-format",
+            "text",
+            "--memory-limit",
+            "1MiB",
+            "raw-to-curated",
+            "--input",
+        ])
+        .arg(&raw)
+        .arg("--output")
+        .arg(&out)
+        .args([
+            "--contract",
+            contract("orders").to_str().unwrap(),
+            "--spill-dir",
+            spill.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the index has spilled, so the signal lands mid-run with files on disk.
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&spill).unwrap().count() == 0 {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no spill directory appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "spill files left behind"
+    );
+    let visible: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet" || e == "json"))
+        .collect();
+    assert!(visible.is_empty(), "partial outputs: {visible:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p]
+            }
+        })
+        .collect()
+}
