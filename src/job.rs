@@ -151,7 +151,7 @@ struct Prepared {
     input: InputObject,
     meta: ArrowReaderMetadata,
     /// Validator and dedup plan resolved against the job's (reconciled) schema.
-    validator: Validator,
+    validator: Arc<Validator>,
     plan: Option<DedupPlan>,
     /// Rows in the file.
     rows: u64,
@@ -267,7 +267,7 @@ async fn prepare(spec: &JobSpec) -> Result<(Vec<Prepared>, SchemaRef)> {
         let url = input.location.url.clone();
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
         prepared.push(Prepared {
-            validator: Validator::new(&spec.contract, &schema, &url)?,
+            validator: Arc::new(Validator::new(&spec.contract, &schema, &url)?),
             plan: DedupPlan::new(&spec.contract, &schema, &url)?,
             input,
             meta,
@@ -413,7 +413,90 @@ fn key_columns(batch: &RecordBatch, names: &[&str]) -> Result<Vec<ArrayRef>> {
         .collect()
 }
 
-/// Pass 1 over one file: validate, quarantine, index.
+/// Depth of the channel between a batch worker and its consumer, in batches.
+const WORKER_DEPTH: usize = 4;
+
+/// A worker's result for one batch, with the time spent decoding it and working on it.
+struct Worked<T> {
+    value: T,
+    decode: Duration,
+    work: Duration,
+}
+
+/// Runs `work` on every batch of every row group from `readers`, on blocking threads, and sends
+/// the results in order through a channel [`WORKER_DEPTH`] batches deep. Decoding and `work` for
+/// later batches thus overlap with the consumer's handling of earlier ones, and at most a few
+/// batches are in flight. Dropping the receiver stops the worker.
+fn spawn_batch_worker<T, W>(
+    url: String,
+    mut readers: tokio::sync::mpsc::Receiver<Result<ParquetRecordBatchReader>>,
+    work: W,
+) -> tokio::sync::mpsc::Receiver<Result<Worked<T>>>
+where
+    T: Send + 'static,
+    W: FnMut(RecordBatch) -> Result<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(WORKER_DEPTH);
+    tokio::spawn(async move {
+        let mut work = Some(work);
+        while let Some(reader) = readers.recv().await {
+            let reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some(mut w) = work.take() else { return };
+            let (btx, url) = (tx.clone(), url.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let mut reader = reader;
+                loop {
+                    let t = Instant::now();
+                    let Some(batch) = reader.next() else {
+                        return Some(w);
+                    };
+                    let decode = t.elapsed();
+                    let t = Instant::now();
+                    let item = batch
+                        .map_err(|e| decode_error(&url, e))
+                        .and_then(&mut w)
+                        .map(|value| Worked {
+                            value,
+                            decode,
+                            work: t.elapsed(),
+                        });
+                    let failed = item.is_err();
+                    if btx.blocking_send(item).is_err() || failed {
+                        return None;
+                    }
+                }
+            })
+            .await;
+            match done {
+                Ok(Some(w)) => work = Some(w),
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Error::Internal(format!("worker failed: {e}"))))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// What pass 1's worker produces for one batch.
+struct Checked {
+    batch: RecordBatch,
+    verdict: crate::validate::Verdict,
+    rows: Vec<u64>,
+    quarantine: Option<(RecordBatch, MaskCounts)>,
+}
+
+/// Pass 1 over one file: validate and build quarantine rows on a worker; index and write here.
 #[allow(clippy::too_many_arguments)]
 async fn check_file(
     spec: &JobSpec,
@@ -423,12 +506,12 @@ async fn check_file(
     index: &mut Option<DedupIndex>,
     quarantine: &mut Option<ParquetSink>,
     q_schema: &SchemaRef,
-    protector: &Protector,
+    protector: &Arc<Protector>,
     c: &mut Counters,
     bar: &ProgressBar,
 ) -> Result<()> {
-    let url = p.input.location.url.as_str();
-    let mut rx = source::row_groups(
+    let url = p.input.location.url.clone();
+    let readers = source::row_groups(
         &p.input,
         p.meta.clone(),
         spec.batch_size.get(),
@@ -447,6 +530,40 @@ async fn check_file(
         }
         None => Box::new(0..p.rows),
     };
+    let (validator, contract, protector2) = (
+        p.validator.clone(),
+        spec.contract.clone(),
+        protector.clone(),
+    );
+    let (schema2, q_schema2, url2) = (schema.clone(), q_schema.clone(), url.clone());
+    let write_quarantine = quarantine.is_some();
+    let mut results = spawn_batch_worker(url.clone(), readers, move |batch| {
+        let batch = adapt(batch, &schema2)?;
+        let n = batch.num_rows();
+        let rows: Vec<u64> = numbers.by_ref().take(n).collect();
+        if rows.len() != n {
+            return Err(decode_error(
+                &url2,
+                "more rows decoded than the footer declares",
+            ));
+        }
+        let verdict = validator.validate(&batch, &contract)?;
+        let quarantine = match &verdict.invalid {
+            Some(invalid) if write_quarantine => {
+                let failing =
+                    filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
+                let (failing, counts) = protector2.protect(&failing)?;
+                quarantine_batch(&failing, &verdict, &url2, &rows, &q_schema2)?.map(|q| (q, counts))
+            }
+            _ => None,
+        };
+        Ok(Checked {
+            batch,
+            verdict,
+            rows,
+            quarantine,
+        })
+    });
     let mut decoded = 0u64;
     let mut valid = BooleanBufferBuilder::new(if p.plan.is_none() { p.rows as usize } else { 0 });
     if p.plan.is_none() {
@@ -455,81 +572,55 @@ async fn check_file(
     loop {
         check_interrupted(spec)?;
         let t = Instant::now();
-        let Some(reader) = rx.recv().await else { break };
+        let Some(item) = results.recv().await else {
+            break;
+        };
         c.timers.read_wait += t.elapsed();
-        let reader = reader?;
-        let batches = tokio::task::block_in_place(|| -> Result<Vec<RecordBatch>> {
-            let mut out = Vec::new();
-            let mut reader = reader;
-            loop {
-                let t = Instant::now();
-                let Some(batch) = reader.next() else { break };
-                c.timers.decode += t.elapsed();
-                let batch = adapt(batch.map_err(|e| decode_error(url, e))?, schema)?;
-                let n = batch.num_rows();
-                let rows: Vec<u64> = numbers.by_ref().take(n).collect();
-                if rows.len() != n {
-                    return Err(decode_error(
-                        url,
-                        "more rows decoded than the footer declares",
-                    ));
-                }
-                decoded += n as u64;
-
-                let t = Instant::now();
-                let verdict = p.validator.validate(&batch, &spec.contract)?;
-                c.timers.validate += t.elapsed();
-                for f in &verdict.failures {
-                    *c.failures
-                        .entry((f.column.to_string(), f.rule))
-                        .or_default() += f.count as u64;
-                }
-
-                let t = Instant::now();
-                match (index.as_mut(), &p.plan) {
-                    (Some(ix), Some(plan)) => {
-                        ix.offer(plan, &batch, verdict.invalid.as_ref(), file, &rows)?
-                    }
-                    _ => {
-                        for (i, &r) in rows.iter().enumerate() {
-                            if verdict.invalid.as_ref().is_none_or(|inv| !inv.value(i)) {
-                                valid.set_bit(r as usize, true);
-                            }
-                        }
+        let Worked {
+            value: checked,
+            decode,
+            work,
+        } = item?;
+        c.timers.decode += decode;
+        c.timers.validate += work;
+        let n = checked.rows.len() as u64;
+        decoded += n;
+        let verdict = &checked.verdict;
+        for f in &verdict.failures {
+            *c.failures
+                .entry((f.column.to_string(), f.rule))
+                .or_default() += f.count as u64;
+        }
+        let t = Instant::now();
+        match (index.as_mut(), &p.plan) {
+            (Some(ix), Some(plan)) => ix.offer(
+                plan,
+                &checked.batch,
+                verdict.invalid.as_ref(),
+                file,
+                &checked.rows,
+            )?,
+            _ => {
+                for (i, &r) in checked.rows.iter().enumerate() {
+                    if verdict.invalid.as_ref().is_none_or(|inv| !inv.value(i)) {
+                        valid.set_bit(r as usize, true);
                     }
                 }
-                c.timers.dedup += t.elapsed();
-
-                if let Some(invalid) = &verdict.invalid {
-                    c.quarantined += verdict.invalid_count() as u64;
-                    if quarantine.is_some() {
-                        let t = Instant::now();
-                        let failing =
-                            filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
-                        let (failing, counts) = protector.protect(&failing)?;
-                        add_counts(&mut c.masked.quarantine, counts);
-                        c.timers.protect += t.elapsed();
-                        if let Some(q) = quarantine_batch(&failing, &verdict, url, &rows, q_schema)?
-                        {
-                            out.push(q);
-                        }
-                    }
-                }
-                bar.inc(n as u64);
             }
-            Ok(out)
-        })?;
-        if let Some(q) = quarantine.as_mut() {
+        }
+        c.timers.dedup += t.elapsed();
+        c.quarantined += verdict.invalid_count() as u64;
+        if let (Some(q), Some((rows, counts))) = (quarantine.as_mut(), checked.quarantine) {
+            add_counts(&mut c.masked.quarantine, counts);
             let t = Instant::now();
-            for b in &batches {
-                q.write(b).await?;
-            }
+            q.write(&rows).await?;
             c.timers.write += t.elapsed();
         }
+        bar.inc(n);
     }
     if decoded != p.owned_rows {
         return Err(decode_error(
-            url,
+            &url,
             format!(
                 "expected {} rows but {} were decoded",
                 p.owned_rows, decoded
@@ -542,43 +633,7 @@ async fn check_file(
     Ok(())
 }
 
-/// One row group of pass 2, decoded and protected.
-struct Protected {
-    batches: Vec<RecordBatch>,
-    counts: MaskCounts,
-    decode: Duration,
-    protect: Duration,
-}
-
-fn protect_row_group(
-    url: &str,
-    reader: ParquetRecordBatchReader,
-    schema: &SchemaRef,
-    protector: &Protector,
-) -> Result<Protected> {
-    let mut out = Protected {
-        batches: Vec::new(),
-        counts: Vec::new(),
-        decode: Duration::ZERO,
-        protect: Duration::ZERO,
-    };
-    let mut reader = reader;
-    loop {
-        let t = Instant::now();
-        let Some(batch) = reader.next() else { break };
-        out.decode += t.elapsed();
-        let batch = adapt(batch.map_err(|e| decode_error(url, e))?, schema)?;
-        let t = Instant::now();
-        let (batch, counts) = protector.protect(&batch)?;
-        out.counts.extend(counts);
-        out.protect += t.elapsed();
-        out.batches.push(batch);
-    }
-    Ok(out)
-}
-
-/// Pass 2 over one file: read the kept rows, protect, write curated. Decoding and protecting
-/// row group N+1 (on a blocking thread) overlaps with encoding and uploading row group N.
+/// Pass 2 over one file: read the kept rows, protect them on a worker, write curated here.
 #[allow(clippy::too_many_arguments)]
 async fn write_file(
     spec: &JobSpec,
@@ -594,47 +649,36 @@ async fn write_file(
         return Ok(());
     }
     let url = p.input.location.url.clone();
-    let mut rx = source::row_groups(
+    let readers = source::row_groups(
         &p.input,
         p.meta.clone(),
         spec.batch_size.get(),
         Some(Arc::new(keep)),
         spec.read_ahead,
     );
-    let mut pending: Option<tokio::task::JoinHandle<Result<Protected>>> = None;
+    let (protector, schema) = (protector.clone(), schema.clone());
+    let mut results = spawn_batch_worker(url, readers, move |batch| {
+        protector.protect(&adapt(batch, &schema)?)
+    });
     loop {
         check_interrupted(spec)?;
         let t = Instant::now();
-        let next = rx.recv().await;
-        c.timers.read_wait += t.elapsed();
-        let handle = match next {
-            Some(reader) => {
-                let reader = reader?;
-                let (url, protector, schema) = (url.clone(), protector.clone(), schema.clone());
-                Some(tokio::task::spawn_blocking(move || {
-                    protect_row_group(&url, reader, &schema, &protector)
-                }))
-            }
-            None => None,
+        let Some(item) = results.recv().await else {
+            break;
         };
-        if let Some(done) = pending.take() {
-            let done = done
-                .await
-                .map_err(|e| Error::Internal(format!("protect task failed: {e}")))??;
-            c.timers.decode += done.decode;
-            c.timers.protect += done.protect;
-            add_counts(&mut c.masked.curated, done.counts);
-            let t = Instant::now();
-            for b in &done.batches {
-                curated.write(b).await?;
-                bar.inc(b.num_rows() as u64);
-            }
-            c.timers.write += t.elapsed();
-        }
-        match handle {
-            Some(h) => pending = Some(h),
-            None => break,
-        }
+        c.timers.read_wait += t.elapsed();
+        let Worked {
+            value: (batch, counts),
+            decode,
+            work,
+        } = item?;
+        c.timers.decode += decode;
+        c.timers.protect += work;
+        add_counts(&mut c.masked.curated, counts);
+        let t = Instant::now();
+        curated.write(&batch).await?;
+        c.timers.write += t.elapsed();
+        bar.inc(batch.num_rows() as u64);
     }
     Ok(())
 }
