@@ -41,7 +41,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader};
 use parquet::arrow::ProjectionMask;
 
-use crate::contract::Contract;
+use crate::contract::{Contract, Format, Pci, Pii};
 use crate::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use crate::protect::{MaskCounts, Protector};
 use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers};
@@ -715,7 +715,19 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         (None, Some(o)) => Some(o.child(QUARANTINE_DIR)),
         (None, None) => None,
     };
-    let props = writer_properties(spec.codec);
+    // Near-unique string columns are written without a dictionary.
+    let plain: Vec<String> = spec
+        .contract
+        .columns
+        .iter()
+        .filter(|c| {
+            c.pii == Some(Pii::Hash)
+                || c.pci == Pci::Pan
+                || matches!(c.format, Some(Format::DateTime | Format::Uuid | Format::Email))
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    let props = writer_properties(spec.codec, &plain);
     let part = spec.shard.part_name();
     let flush_bytes = (spec.memory_limit / 16).clamp(1 << 20, crate::sink::ROW_GROUP_FLUSH_BYTES);
     let mut outputs = Outputs {

@@ -222,10 +222,19 @@ pub fn mask_pii(s: &str) -> String {
         .collect()
 }
 
+/// The HMAC state after absorbing `key`: cloning it per value saves hashing the key each time.
+pub fn keyed_mac(key: &[u8]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+}
+
 /// PII `hash`: HMAC-SHA-256 of `s` under `key`, one letter `a`–`p` per nibble.
 pub fn hash_pii(key: &[u8], s: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    hash_pii_with(&keyed_mac(key), s)
+}
+
+/// [`hash_pii`] with a precomputed keyed state.
+pub fn hash_pii_with(mac: &Hmac<Sha256>, s: &str) -> String {
+    let mut mac = mac.clone();
     mac.update(s.as_bytes());
     let out = mac.finalize().into_bytes();
     let mut token = String::with_capacity(64);
@@ -247,7 +256,7 @@ enum Action {
 #[derive(Debug, Clone)]
 pub struct Protector {
     columns: Vec<(usize, Arc<str>, Action)>,
-    key: Arc<[u8]>,
+    mac: Hmac<Sha256>,
 }
 
 /// Values changed in one batch, per column name.
@@ -275,7 +284,7 @@ impl Protector {
         }
         Protector {
             columns,
-            key: pii_key.into(),
+            mac: keyed_mac(pii_key),
         }
     }
 
@@ -293,7 +302,7 @@ impl Protector {
                         let m = mask_pan(s);
                         (m != s).then_some(m)
                     }),
-                    Action::Pii(Pii::Hash) => map_column(a, |s| Some(hash_pii(&self.key, s))),
+                    Action::Pii(Pii::Hash) => map_column(a, |s| Some(hash_pii_with(&self.mac, s))),
                     Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
                     Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
                 };

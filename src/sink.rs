@@ -12,6 +12,7 @@ use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::store::Location;
 use crate::{Error, Result};
@@ -34,19 +35,24 @@ pub enum Codec {
     None,
 }
 
-/// Writer properties for outputs: the codec, statistics per page, bounded row groups.
-pub fn writer_properties(codec: Codec) -> WriterProperties {
+/// Writer properties for outputs: the codec, statistics per page, bounded row groups, and no
+/// dictionary for `plain_columns` (near-unique values such as hashes, masked card numbers and
+/// timestamps, where building a dictionary only to abandon it costs time).
+pub fn writer_properties(codec: Codec, plain_columns: &[String]) -> WriterProperties {
     let compression = match codec {
         Codec::Snappy => Compression::SNAPPY,
         Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
         Codec::None => Compression::UNCOMPRESSED,
     };
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(compression)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!("edp {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("edp {}", env!("CARGO_PKG_VERSION")));
+    for column in plain_columns {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false);
+    }
+    builder.build()
 }
 
 /// What a finished output holds.
