@@ -144,8 +144,8 @@ impl DedupPlan {
 pub const SPILL_PARTITIONS: usize = 64;
 /// Bytes of one spilled candidate.
 const CANDIDATE_BYTES: usize = 32;
-/// Estimated bytes per entry of an integer-keyed map (slot, control byte, load factor 7/8).
-const INT_ENTRY_BYTES: usize = 48;
+/// Bytes per slot of an integer-keyed map (key, candidate, control byte).
+const INT_ENTRY_BYTES: usize = 41;
 /// Estimated bytes per entry of a byte-keyed map, besides the key bytes themselves.
 const BYTES_ENTRY_BYTES: usize = 80;
 
@@ -326,9 +326,17 @@ impl DedupIndex {
         } else {
             BYTES_ENTRY_BYTES
         };
-        let max_entries = spill
-            .as_ref()
-            .map_or(usize::MAX, |c| (c.budget / entry).max(16));
+        // A hash table has a power-of-two number of slots, at most 7/8 full: size the table
+        // so that all its slots fit the budget, and spill once it is full.
+        let max_entries = spill.as_ref().map_or(usize::MAX, |c| {
+            let slots = (c.budget / entry).max(16);
+            let slots = if slots.is_power_of_two() {
+                slots
+            } else {
+                slots.next_power_of_two() / 2
+            };
+            slots / 8 * 7
+        });
         let capacity = usize::try_from(rows)
             .unwrap_or(usize::MAX)
             .min(max_entries)

@@ -723,7 +723,10 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         .filter(|c| {
             c.pii == Some(Pii::Hash)
                 || c.pci == Pci::Pan
-                || matches!(c.format, Some(Format::DateTime | Format::Uuid | Format::Email))
+                || matches!(
+                    c.format,
+                    Some(Format::DateTime | Format::Uuid | Format::Email)
+                )
         })
         .map(|c| c.name.clone())
         .collect();

@@ -391,7 +391,7 @@ fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }

@@ -224,7 +224,8 @@ pub fn mask_pii(s: &str) -> String {
 
 /// The HMAC state after absorbing `key`: cloning it per value saves hashing the key each time.
 pub fn keyed_mac(key: &[u8]) -> Hmac<Sha256> {
-    Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
 /// PII `hash`: HMAC-SHA-256 of `s` under `key`, one letter `a`–`p` per nibble.
