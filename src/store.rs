@@ -66,10 +66,16 @@ impl Location {
                     "`{url}`: an s3:// URL needs a bucket"
                 )));
             }
+            // `with_client_options` replaces what `from_env` read, so carry AWS_ALLOW_HTTP over.
+            let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
             let store = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())
-                .with_client_options(ClientOptions::new().with_timeout(Duration::from_secs(300)))
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_timeout(Duration::from_secs(300))
+                        .with_allow_http(allow_http),
+                )
                 .build()
                 .map_err(|e| Error::Config(format!("`{url}`: {e}")))?;
             return Ok(Location {
