@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (see README): formatting, lints, then every test (unit, property and the
-# end-to-end tests that run the built `edp` binary). Needs only the Rust toolchain; crates come
-# from the registry through Cargo.lock.
+# end-to-end tests that run the built `edp` binary, some against an S3-protocol server).
+# Sets up what the tests need on a fresh machine: the `moto[server]` Python package (installed
+# with pip if missing), started on a free loopback port for the duration of the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,29 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "scripts/test.sh: cargo not found; install Rust with rustup first" >&2
     exit 1
 fi
+python=${PYTHON:-python3}
+if ! "$python" -c "import moto.server, flask_cors" >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing moto[server]" >&2
+    "$python" -m pip install --quiet 'moto[server]'
+fi
+
+port=$("$python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+log=$(mktemp)
+"$python" -m moto.server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 1 100); do
+    if "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+        break
+    fi
+    sleep 0.2
+done
+if ! kill -0 "$moto_pid" 2>/dev/null; then
+    echo "scripts/test.sh: moto server failed to start:" >&2
+    cat "$log" >&2
+    exit 1
+fi
+export EDP_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings

@@ -67,7 +67,8 @@ impl Location {
                 )));
             }
             // `with_client_options` replaces what `from_env` read, so carry AWS_ALLOW_HTTP over.
-            let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+            let allow_http =
+                std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
             let store = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())

@@ -820,3 +820,84 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+#[test]
+fn s3_in_s3_out_with_multipart_and_no_partial_objects() {
+    let s3 = S3Server::start();
+    s3.create_bucket("raw");
+    s3.create_bucket("curated");
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(edp_env(
+        &[
+            "generate",
+            "--dataset",
+            "orders",
+            "--rows",
+            "250000",
+            "--out",
+            "s3://raw/ecommerce/orders-raw/",
+            "--seed",
+            "3",
+        ],
+        &env,
+    ));
+    let args = |input: &str, output: &str| {
+        edp_env(
+            &[
+                "raw-to-curated",
+                "--input",
+                input,
+                "--output",
+                output,
+                "--contract",
+                contract("orders").to_str().unwrap(),
+            ],
+            &env,
+        )
+    };
+    ok(args(
+        "s3://raw/ecommerce/orders-raw/",
+        "s3://curated/ecommerce/orders/",
+    ));
+    let objects = s3.list("curated");
+    let names: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ecommerce/orders/_edp_report.json",
+            "ecommerce/orders/_quarantine/part-00000.parquet",
+            "ecommerce/orders/part-00000.parquet"
+        ]
+    );
+    let curated_size = objects[2].1;
+    assert!(
+        curated_size > 2 * edp::sink::PART_BYTES as u64,
+        "curated object of {curated_size} bytes needed several parts"
+    );
+    let curated = s3.read_parquet("curated", "ecommerce/orders/part-00000.parquet");
+    let quarantine = s3.read_parquet("curated", "ecommerce/orders/_quarantine/part-00000.parquet");
+    let raw = s3.read_parquet("raw", "ecommerce/orders-raw/20250116-000000000.parquet");
+    assert_eq!(raw.num_rows(), 250_000);
+    assert!(curated.num_rows() > 200_000);
+    assert!(quarantine.num_rows() > 1000);
+    assert_no_pans(&curated, "s3 curated");
+
+    // A bad object fails the run and leaves nothing behind in the output bucket.
+    s3.create_bucket("curated2");
+    let store = s3.store("raw");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(object_store::ObjectStoreExt::put(
+        &store,
+        &object_store::path::Path::from("bad/x.parquet"),
+        b"not parquet at all".to_vec().into(),
+    ))
+    .unwrap();
+    let o = args("s3://raw/bad/", "s3://curated2/orders/");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("s3://raw/bad/x.parquet"));
+    assert!(s3.list("curated2").is_empty());
+}
