@@ -383,9 +383,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Tunes glibc malloc for a streaming workload: batch-sized buffers (tens of MiB) are reused
-/// from the heap instead of being mapped and page-faulted anew for every batch, and at most
-/// four arenas are kept. Measured on 2M orders rows: 1.9 s less system time, 40 MiB less peak.
+/// Tunes glibc malloc for a streaming workload: batch-sized buffers (up to tens of MiB) are
+/// reused from the heap instead of being mapped and page-faulted anew for every batch, at most
+/// four arenas are kept, and free heap past 32 MiB is returned. Measured on 2M orders rows:
+/// system time 2.2 s → 1.2 s, peak RSS 400 → 350 MiB (before the batch workers).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
