@@ -15,6 +15,7 @@ use edp::job::{self, JobSpec, Shard, DEFAULT_BATCH_SIZE, DEFAULT_READ_AHEAD};
 use edp::sink::Codec;
 use edp::store::Location;
 use edp::Error;
+use edp::{event, metrics};
 
 /// Exit code of `edp validate` when at least one row broke a rule.
 const EXIT_ROWS_FAILED: u8 = 8;
@@ -116,6 +117,26 @@ enum Command {
     Validate(ValidateArgs),
     /// Write realistic synthetic raw data with known injected faults.
     Generate(GenerateArgs),
+    /// The AWS Batch entry point: process the object named by an S3 or EventBridge event.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The event: a JSON file, or - for stdin. Seed format {"bucket","key","event_type"}, an
+    /// EventBridge "Object Created" event, or an S3 notification with Records[].
+    event: String,
+    /// Bucket for curated output: s3://BUCKET/<prefix>/<dataset>/<object>/part-00000.parquet.
+    #[arg(long, env = "CURATED_BUCKET")]
+    curated_bucket: String,
+    /// Bucket for quarantined rows, same layout as curated.
+    #[arg(long, env = "ERROR_BUCKET")]
+    errors_bucket: String,
+    /// Directory holding one contract per dataset, named <dataset>.json.
+    #[arg(long, env = "CONTRACTS_DIR", default_value = "/app/config/contracts")]
+    contracts_dir: PathBuf,
+    #[command(flatten)]
+    process: ProcessArgs,
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +147,12 @@ struct InputArgs {
     /// The dataset contract (JSON Schema with x- keywords).
     #[arg(long)]
     contract: PathBuf,
+    #[command(flatten)]
+    process: ProcessArgs,
+}
+
+#[derive(Args, Debug)]
+struct ProcessArgs {
     /// Row groups fetched ahead of decoding.
     #[arg(long, default_value_t = DEFAULT_READ_AHEAD)]
     read_ahead: usize,
@@ -213,15 +240,18 @@ fn init_logging(format: Option<LogFormat>) -> bool {
     json
 }
 
+#[allow(clippy::too_many_arguments)]
 fn job_spec(
     global: &Global,
-    input: &InputArgs,
+    inputs: Vec<String>,
+    contract_path: &std::path::Path,
+    input: &ProcessArgs,
     output: Option<String>,
     errors: Option<String>,
     codec: Codec,
     interrupted: Arc<AtomicBool>,
 ) -> Result<JobSpec, Error> {
-    let contract = Contract::from_path(&input.contract)?;
+    let contract = Contract::from_path(contract_path)?;
     if !input.pci_dss {
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
     }
@@ -241,7 +271,7 @@ fn job_spec(
         Progress::Auto => std::io::stderr().is_terminal(),
     };
     Ok(JobSpec {
-        inputs: input.inputs.clone(),
+        inputs,
         output,
         errors,
         contract: Arc::new(contract),
@@ -338,6 +368,90 @@ fn watch_signals(flag: Arc<AtomicBool>) {
     });
 }
 
+/// `edp run`: every object of the event, one after the other; EMF metrics for each on stdout.
+async fn run_event(
+    global: &Global,
+    args: &RunArgs,
+    interrupted: Arc<AtomicBool>,
+) -> anyhow::Result<u8> {
+    let (doc, source) = if args.event == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the event from stdin")?;
+        (text, "stdin".to_string())
+    } else {
+        let text = std::fs::read_to_string(&args.event)
+            .map_err(|e| Error::Config(format!("event {}: cannot read: {e}", args.event)))?;
+        (text, args.event.clone())
+    };
+    let request_id = std::env::var("AWS_BATCH_JOB_ID").unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("local-{:x}-{:x}", std::process::id(), nanos)
+    });
+    for object in event::parse_event(&doc, &source)? {
+        let route = event::route(&object.key)?;
+        let span = tracing::info_span!(
+            "job",
+            request_id = %request_id,
+            bucket = %object.bucket,
+            key = %object.key,
+            dataset = %route.dataset,
+            stage = route.stage.name()
+        );
+        let _guard = span.enter();
+        if route.stage != event::Stage::RawToCurated {
+            return Err(Error::Config(format!(
+                "key `{}`: stage {} is not implemented yet",
+                object.key,
+                route.stage.name()
+            ))
+            .into());
+        }
+        let contract = args.contracts_dir.join(format!("{}.json", route.dataset));
+        let spec = job_spec(
+            global,
+            vec![format!("s3://{}/{}", object.bucket, object.key)],
+            &contract,
+            &args.process,
+            Some(format!(
+                "s3://{}/{}",
+                args.curated_bucket, route.output_prefix
+            )),
+            Some(format!(
+                "s3://{}/{}",
+                args.errors_bucket, route.output_prefix
+            )),
+            Codec::Snappy,
+            interrupted.clone(),
+        )?;
+        tracing::info!("processing");
+        let started = std::time::Instant::now();
+        let result = job::run(&spec).await;
+        let elapsed = started.elapsed();
+        println!(
+            "{}",
+            metrics::emf(
+                route.stage.name(),
+                &route.dataset,
+                result.as_ref().ok(),
+                elapsed
+            )
+        );
+        let report = result?;
+        tracing::info!(
+            rows_in = report.rows_in,
+            rows_curated = report.rows_curated,
+            rows_quarantined = report.rows_quarantined,
+            duplicates_superseded = report.duplicates_superseded,
+            "done"
+        );
+        eprint!("{}", report.summary());
+    }
+    Ok(0)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_signals(interrupted.clone());
@@ -345,7 +459,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::RawToCurated(args) => {
             let spec = job_spec(
                 &cli.global,
-                &args.input,
+                args.input.inputs.clone(),
+                &args.input.contract,
+                &args.input.process,
                 Some(args.output.clone()),
                 args.errors.clone(),
                 args.compression,
@@ -358,7 +474,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate(args) => {
             let spec = job_spec(
                 &cli.global,
-                &args.input,
+                args.input.inputs.clone(),
+                &args.input.contract,
+                &args.input.process,
                 None,
                 None,
                 Codec::Snappy,
@@ -380,6 +498,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             run_generate(args).await?;
             Ok(0)
         }
+        Command::Run(args) => run_event(&cli.global, args, interrupted).await,
     }
 }
 

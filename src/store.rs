@@ -79,9 +79,13 @@ impl Location {
                 )
                 .build()
                 .map_err(|e| Error::Config(format!("`{url}`: {e}")))?;
+            // Keys are taken as they are (Path::parse), not percent-encoded (Path::from): an
+            // object DMS wrote as `é.parquet` must be read as `é.parquet`.
+            let path = Path::parse(key.trim_end_matches('/'))
+                .map_err(|e| Error::Config(format!("`{url}`: not a usable S3 key: {e}")))?;
             return Ok(Location {
                 store: Arc::new(store),
-                path: Path::from(key),
+                path,
                 url: url.to_string(),
                 scheme: Scheme::S3,
                 bucket: bucket.to_string(),
@@ -122,7 +126,19 @@ impl Location {
     pub fn child(&self, name: &str) -> Location {
         let mut path = self.path.clone();
         for part in name.split('/').filter(|p| !p.is_empty()) {
-            path = path.clone().join(part);
+            path = match self.scheme {
+                // Object keys verbatim; local paths keep object_store's encoding, which
+                // LocalFileSystem decodes back into file names.
+                Scheme::S3 | Scheme::Memory => {
+                    let joined = if path.as_ref().is_empty() {
+                        part.to_string()
+                    } else {
+                        format!("{path}/{part}")
+                    };
+                    Path::parse(&joined).unwrap_or_else(|_| path.clone().join(part))
+                }
+                Scheme::File => path.clone().join(part),
+            };
         }
         Location {
             store: self.store.clone(),

@@ -901,3 +901,110 @@ fn s3_in_s3_out_with_multipart_and_no_partial_objects() {
     assert!(stderr(&o).contains("s3://raw/bad/x.parquet"));
     assert!(s3.list("curated2").is_empty());
 }
+
+#[test]
+fn run_event_routes_decodes_and_is_idempotent() {
+    let s3 = S3Server::start();
+    s3.create_bucket("raw-ev");
+    s3.create_bucket("cur-ev");
+    s3.create_bucket("err-ev");
+    let mut env = s3.env();
+    env.push(("CURATED_BUCKET", "cur-ev".into()));
+    env.push(("ERROR_BUCKET", "err-ev".into()));
+    env.push((
+        "CONTRACTS_DIR",
+        root().join("fixtures/contracts").to_str().unwrap().into(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let key = "ecommerce/orders-raw/year=2025/month=01/day=16/dms load+1 é.parquet";
+    let encoded =
+        "ecommerce/orders-raw/year%3D2025/month%3D01/day%3D16/dms+load%2B1+%C3%A9.parquet";
+    ok(edp_env(
+        &[
+            "generate",
+            "--dataset",
+            "orders",
+            "--rows",
+            "3000",
+            "--out",
+            &format!("s3://raw-ev/{key}"),
+            "--seed",
+            "8",
+        ],
+        &env,
+    ));
+
+    let dir = TempDir::new().unwrap();
+    let events = [
+        format!(r#"{{"bucket":"raw-ev","key":"{encoded}","event_type":"ObjectCreated:Put"}}"#),
+        format!(
+            r#"{{"version":"0","detail-type":"Object Created","source":"aws.s3","detail":{{"bucket":{{"name":"raw-ev"}},"object":{{"key":"{encoded}","size":1}}}}}}"#
+        ),
+        format!(
+            r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"raw-ev"}},"object":{{"key":"{encoded}"}}}}}}]}}"#
+        ),
+    ];
+    let mut listings = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let path = dir.path().join(format!("event-{i}.json"));
+        std::fs::write(&path, ev).unwrap();
+        let o = edp_env(
+            &["--log-format", "json", "run", path.to_str().unwrap()],
+            &env,
+        );
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        // Structured logs carry the request context; EMF metrics arrive on stdout.
+        assert!(
+            err.lines()
+                .any(|l| l.contains("\"dataset\":\"orders\"") && l.contains("request_id")),
+            "{err}"
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let emf: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["Stage", "Dataset"]])
+        );
+        assert_eq!(emf["RecordsProcessed"], 3000);
+        assert_eq!(emf["Dataset"], "orders");
+        assert_eq!(emf["ErrorCount"], 0);
+        assert!(emf["ValidationFailureRate"].as_f64().unwrap() > 0.0);
+        listings.push((s3.list("cur-ev"), s3.list("err-ev")));
+    }
+    let prefix = "ecommerce/orders/year=2025/month=01/day=16/dms load+1 é";
+    let (cur, err) = &listings[0];
+    let cur_keys: Vec<&str> = cur.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        cur_keys,
+        [
+            format!("{prefix}/_edp_report.json"),
+            format!("{prefix}/part-00000.parquet")
+        ]
+    );
+    assert_eq!(
+        err.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        [format!("{prefix}/part-00000.parquet")]
+    );
+    // The same event three times (in three shapes) leaves the same objects, nothing duplicated.
+    assert!(listings
+        .iter()
+        .all(|(c, e)| c.iter().map(|x| &x.0).eq(cur.iter().map(|x| &x.0)) && e.len() == 1));
+    let curated = s3.read_parquet("cur-ev", &format!("{prefix}/part-00000.parquet"));
+    assert!(curated.num_rows() > 2000);
+
+    // Keys that try to escape the configured prefixes are rejected.
+    let path = dir.path().join("escape.json");
+    std::fs::write(
+        &path,
+        r#"{"bucket":"raw-ev","key":"ecommerce/orders-raw/..%2F..%2Fetc/x.parquet"}"#,
+    )
+    .unwrap();
+    let o = edp_env(&["run", path.to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`..` segments are rejected"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -27,7 +27,7 @@ pub fn contract(dataset: &str) -> PathBuf {
         .join(format!("{dataset}.json"))
 }
 
-/// Runs `edp` with `args` (logs as text, no progress bar) and returns its output.
+/// Runs `edp` with `args` (logs as text unless `args` say otherwise, no progress bar).
 pub fn edp(args: &[&str]) -> Output {
     edp_env(args, &[])
 }
@@ -35,8 +35,10 @@ pub fn edp(args: &[&str]) -> Output {
 /// Runs `edp` with extra environment variables.
 pub fn edp_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(edp_bin());
-    cmd.args(["--log-format", "text", "--progress", "never"])
-        .args(args);
+    if !args.contains(&"--log-format") {
+        cmd.args(["--log-format", "text"]);
+    }
+    cmd.args(["--progress", "never"]).args(args);
     cmd.env_remove("PCI_DSS_ENABLED")
         .env_remove("BATCH_SIZE")
         .env("RUST_BACKTRACE", "0");
@@ -338,7 +340,7 @@ impl S3Server {
         let bytes = rt
             .block_on(async {
                 store
-                    .get(&object_store::path::Path::from(key))
+                    .get(&object_store::path::Path::parse(key).unwrap())
                     .await
                     .unwrap()
                     .bytes()

@@ -1,0 +1,60 @@
+//! CloudWatch Embedded Metric Format: one JSON line on stdout per processed object, which the
+//! CloudWatch agent (or the awslogs driver of AWS Batch) turns into metrics without API calls.
+//!
+//! Dimensions are `Stage` and `Dataset` only: a job id as a dimension would create a new metric
+//! per run. A failed run still emits its line, with `ErrorCount` 1.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::report::Report;
+
+/// Metric namespace.
+pub const NAMESPACE: &str = "edp";
+
+/// The EMF line for one run of `stage` on `dataset`; `report` is `None` when the run failed.
+pub fn emf(stage: &str, dataset: &str, report: Option<&Report>, elapsed: Duration) -> String {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let minutes = elapsed.as_secs_f64().max(1e-9) / 60.0;
+    let (records, failure_rate, dedup_rate, errors) = match report {
+        Some(r) => {
+            let rows = r.rows_in.max(1) as f64;
+            (
+                r.rows_in,
+                100.0 * r.rows_quarantined as f64 / rows,
+                100.0 * r.duplicates_superseded as f64 / rows,
+                0,
+            )
+        }
+        None => (0, 0.0, 0.0, 1),
+    };
+    json!({
+        "_aws": {
+            "Timestamp": timestamp,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Stage", "Dataset"]],
+                "Metrics": [
+                    {"Name": "RecordsProcessed", "Unit": "Count"},
+                    {"Name": "RecordsPerMinute", "Unit": "None"},
+                    {"Name": "ValidationFailureRate", "Unit": "Percent"},
+                    {"Name": "DeduplicationRate", "Unit": "Percent"},
+                    {"Name": "Duration", "Unit": "Milliseconds"},
+                    {"Name": "ErrorCount", "Unit": "Count"}
+                ]
+            }]
+        },
+        "Stage": stage,
+        "Dataset": dataset,
+        "RecordsProcessed": records,
+        "RecordsPerMinute": records as f64 / minutes,
+        "ValidationFailureRate": failure_rate,
+        "DeduplicationRate": dedup_rate,
+        "Duration": elapsed.as_millis() as u64,
+        "ErrorCount": errors,
+    })
+    .to_string()
+}
