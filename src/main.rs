@@ -125,7 +125,15 @@ enum Command {
 struct RunArgs {
     /// The event: a JSON file, or - for stdin. Seed format {"bucket","key","event_type"}, an
     /// EventBridge "Object Created" event, or an S3 notification with Records[].
-    event: String,
+    #[arg(required_unless_present = "key", conflicts_with_all = ["bucket", "key"])]
+    event: Option<String>,
+    /// Instead of an event document: the bucket of the object (AWS Batch passes it as a job
+    /// parameter from the EventBridge rule).
+    #[arg(long, requires = "key")]
+    bucket: Option<String>,
+    /// Instead of an event document: the URL-encoded key of the object, as events carry it.
+    #[arg(long, requires = "bucket")]
+    key: Option<String>,
     /// Bucket for curated output: s3://BUCKET/<prefix>/<dataset>/<object>/part-00000.parquet.
     #[arg(long, env = "CURATED_BUCKET")]
     curated_bucket: String,
@@ -374,15 +382,22 @@ async fn run_event(
     args: &RunArgs,
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<u8> {
-    let (doc, source) = if args.event == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .context("reading the event from stdin")?;
-        (text, "stdin".to_string())
-    } else {
-        let text = std::fs::read_to_string(&args.event)
-            .map_err(|e| Error::Config(format!("event {}: cannot read: {e}", args.event)))?;
-        (text, args.event.clone())
+    let (doc, source) = match (&args.event, &args.bucket, &args.key) {
+        (Some(e), _, _) if e == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the event from stdin")?;
+            (text, "stdin".to_string())
+        }
+        (Some(path), _, _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("event {path}: cannot read: {e}")))?;
+            (text, path.clone())
+        }
+        (None, Some(bucket), Some(key)) => (
+            serde_json::json!({"bucket": bucket, "key": key}).to_string(),
+            "--bucket/--key".to_string(),
+        ),
+        _ => return Err(Error::Config("give an EVENT file or --bucket and --key".into()).into()),
     };
     let request_id = std::env::var("AWS_BATCH_JOB_ID").unwrap_or_else(|_| {
         let nanos = std::time::SystemTime::now()

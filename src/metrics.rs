@@ -1,8 +1,9 @@
 //! CloudWatch Embedded Metric Format: one JSON line on stdout per processed object, which the
 //! CloudWatch agent (or the awslogs driver of AWS Batch) turns into metrics without API calls.
 //!
-//! Dimensions are `Stage` and `Dataset` only: a job id as a dimension would create a new metric
-//! per run. A failed run still emits its line, with `ErrorCount` 1.
+//! Dimension sets are (`Stage`, `Dataset`) and (`Stage`) alone, the roll-up alarms watch; never a
+//! job id, which would create a new metric per run. A failed run still emits its line, with
+//! `ErrorCount` 1.
 
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ pub fn emf(stage: &str, dataset: &str, report: Option<&Report>, elapsed: Duratio
             "Timestamp": timestamp,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["Stage", "Dataset"]],
+                "Dimensions": [["Stage", "Dataset"], ["Stage"]],
                 "Metrics": [
                     {"Name": "RecordsProcessed", "Unit": "Count"},
                     {"Name": "RecordsPerMinute", "Unit": "None"},

@@ -964,7 +964,7 @@ fn run_event_routes_decodes_and_is_idempotent() {
         let emf: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         assert_eq!(
             emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            serde_json::json!([["Stage", "Dataset"]])
+            serde_json::json!([["Stage", "Dataset"], ["Stage"]])
         );
         assert_eq!(emf["RecordsProcessed"], 3000);
         assert_eq!(emf["Dataset"], "orders");
@@ -986,7 +986,10 @@ fn run_event_routes_decodes_and_is_idempotent() {
         err.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         [format!("{prefix}/part-00000.parquet")]
     );
-    // The same event three times (in three shapes) leaves the same objects, nothing duplicated.
+    // The AWS Batch job definition passes bucket and key as parameters instead of a document.
+    ok(edp_env(&["run", "--bucket", "raw-ev", "--key", encoded], &env));
+    listings.push((s3.list("cur-ev"), s3.list("err-ev")));
+    // The same event four times (in four shapes) leaves the same objects, nothing duplicated.
     assert!(listings
         .iter()
         .all(|(c, e)| c.iter().map(|x| &x.0).eq(cur.iter().map(|x| &x.0)) && e.len() == 1));
