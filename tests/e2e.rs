@@ -972,6 +972,9 @@ fn run_event_routes_decodes_and_is_idempotent() {
         assert!(emf["ValidationFailureRate"].as_f64().unwrap() > 0.0);
         listings.push((s3.list("cur-ev"), s3.list("err-ev")));
     }
+    // The AWS Batch job definition passes bucket and key as parameters instead of a document.
+    ok(edp_env(&["run", "--bucket", "raw-ev", "--key", encoded], &env));
+    listings.push((s3.list("cur-ev"), s3.list("err-ev")));
     let prefix = "ecommerce/orders/year=2025/month=01/day=16/dms load+1 é";
     let (cur, err) = &listings[0];
     let cur_keys: Vec<&str> = cur.iter().map(|(k, _)| k.as_str()).collect();
@@ -986,9 +989,6 @@ fn run_event_routes_decodes_and_is_idempotent() {
         err.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         [format!("{prefix}/part-00000.parquet")]
     );
-    // The AWS Batch job definition passes bucket and key as parameters instead of a document.
-    ok(edp_env(&["run", "--bucket", "raw-ev", "--key", encoded], &env));
-    listings.push((s3.list("cur-ev"), s3.list("err-ev")));
     // The same event four times (in four shapes) leaves the same objects, nothing duplicated.
     assert!(listings
         .iter()
