@@ -2,7 +2,8 @@
 # The test command (see README): formatting, lints, then every test (unit, property and the
 # end-to-end tests that run the built `edp` binary, some against an S3-protocol server).
 # Sets up what the tests need on a fresh machine: the `moto[server]` Python package (installed
-# with pip if missing), started on a free loopback port for the duration of the run.
+# with pip if missing), started on a free loopback port for the duration of the run, and
+# cfn-lint (likewise), which checks the CloudFormation template in deploy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,11 @@ if ! "$python" -c "import moto.server, flask_cors" >/dev/null 2>&1; then
     echo "scripts/test.sh: installing moto[server]" >&2
     "$python" -m pip install --quiet 'moto[server]'
 fi
+if ! "$python" -c "import cfnlint.runner" >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing cfn-lint" >&2
+    "$python" -m pip install --quiet cfn-lint
+fi
+"$python" -c "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())" deploy/edp.yaml
 
 port=$("$python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 log=$(mktemp)

@@ -6,8 +6,10 @@
 //! them (`+` is a space, `%2B` a plus) and are decoded in all three shapes.
 //!
 //! The key decides the dataset and the stage: `<prefix>/<dataset>-raw/<rest>` is stage 1,
-//! `<prefix>/<dataset>-curated/<rest>` stage 2. Output locations are a pure function of the key,
-//! `<prefix>/<dataset>/<rest without extension>/` in the configured buckets, so a repeated event
+//! `<prefix>/<dataset>-curated/<rest>` stage 2. Output locations are a pure function of the key:
+//! stage 1 of `<prefix>/<dataset>-raw/<dirs>/<name>.parquet` writes under
+//! `<prefix>/<dataset>-curated/<dirs>/<name>/` in the curated bucket (where stage 2 picks it up)
+//! and `<prefix>/<dataset>-errors/<dirs>/<name>/` in the error bucket. A repeated event
 //! (EventBridge delivers at least once) overwrites the same objects instead of adding new ones.
 //! Keys with `.` or `..` segments, empty segments or a leading `/` are rejected: they could
 //! escape the configured prefixes.
@@ -46,8 +48,10 @@ impl Stage {
 pub struct Route {
     pub dataset: String,
     pub stage: Stage,
-    /// `<prefix>/<dataset>/<rest without extension>`: the output prefix inside a bucket.
-    pub output_prefix: String,
+    /// Output prefix in the curated bucket.
+    pub curated_prefix: String,
+    /// Output prefix in the error bucket.
+    pub errors_prefix: String,
 }
 
 /// Decodes `%XX` escapes and `+` (a space), as S3 encodes keys in events.
@@ -190,14 +194,18 @@ pub fn route(key: &str) -> Result<Route> {
         return Err(bad("no object name after the dataset segment"));
     };
     let stem = file.rsplit_once('.').map_or(*file, |(s, _)| s);
-    let mut out: Vec<&str> = parts[..at].to_vec();
-    out.push(dataset);
-    out.extend_from_slice(dirs);
-    out.push(stem);
+    let prefix = |suffix: &str| {
+        let mut out: Vec<String> = parts[..at].iter().map(|p| p.to_string()).collect();
+        out.push(format!("{dataset}-{suffix}"));
+        out.extend(dirs.iter().map(|p| p.to_string()));
+        out.push(stem.to_string());
+        out.join("/")
+    };
     Ok(Route {
         dataset: dataset.to_string(),
         stage,
-        output_prefix: out.join("/"),
+        curated_prefix: prefix("curated"),
+        errors_prefix: prefix("errors"),
     })
 }
 
@@ -246,8 +254,12 @@ mod tests {
         assert_eq!(r.dataset, "orders");
         assert_eq!(r.stage, Stage::RawToCurated);
         assert_eq!(
-            r.output_prefix,
-            "ecommerce/orders/year=2025/month=01/day=16/x"
+            r.curated_prefix,
+            "ecommerce/orders-curated/year=2025/month=01/day=16/x"
+        );
+        assert_eq!(
+            r.errors_prefix,
+            "ecommerce/orders-errors/year=2025/month=01/day=16/x"
         );
         assert_eq!(
             route("order_items-curated/f.parquet").unwrap().stage,

@@ -134,10 +134,10 @@ struct RunArgs {
     /// Instead of an event document: the URL-encoded key of the object, as events carry it.
     #[arg(long, requires = "bucket")]
     key: Option<String>,
-    /// Bucket for curated output: s3://BUCKET/<prefix>/<dataset>/<object>/part-00000.parquet.
+    /// Bucket for curated output: s3://BUCKET/<prefix>/<dataset>-curated/<dirs>/<object>/part-00000.parquet.
     #[arg(long, env = "CURATED_BUCKET")]
     curated_bucket: String,
-    /// Bucket for quarantined rows, same layout as curated.
+    /// Bucket for quarantined rows: s3://BUCKET/<prefix>/<dataset>-errors/<dirs>/<object>/part-00000.parquet.
     #[arg(long, env = "ERROR_BUCKET")]
     errors_bucket: String,
     /// Directory holding one contract per dataset, named <dataset>.json.
@@ -385,7 +385,8 @@ async fn run_event(
     let (doc, source) = match (&args.event, &args.bucket, &args.key) {
         (Some(e), _, _) if e == "-" => {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the event from stdin")?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the event from stdin")?;
             (text, "stdin".to_string())
         }
         (Some(path), _, _) => {
@@ -432,11 +433,11 @@ async fn run_event(
             &args.process,
             Some(format!(
                 "s3://{}/{}",
-                args.curated_bucket, route.output_prefix
+                args.curated_bucket, route.curated_prefix
             )),
             Some(format!(
                 "s3://{}/{}",
-                args.errors_bucket, route.output_prefix
+                args.errors_bucket, route.errors_prefix
             )),
             Codec::Snappy,
             interrupted.clone(),

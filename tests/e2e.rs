@@ -973,9 +973,13 @@ fn run_event_routes_decodes_and_is_idempotent() {
         listings.push((s3.list("cur-ev"), s3.list("err-ev")));
     }
     // The AWS Batch job definition passes bucket and key as parameters instead of a document.
-    ok(edp_env(&["run", "--bucket", "raw-ev", "--key", encoded], &env));
+    ok(edp_env(
+        &["run", "--bucket", "raw-ev", "--key", encoded],
+        &env,
+    ));
     listings.push((s3.list("cur-ev"), s3.list("err-ev")));
-    let prefix = "ecommerce/orders/year=2025/month=01/day=16/dms load+1 é";
+    let prefix = "ecommerce/orders-curated/year=2025/month=01/day=16/dms load+1 é";
+    let errors = "ecommerce/orders-errors/year=2025/month=01/day=16/dms load+1 é";
     let (cur, err) = &listings[0];
     let cur_keys: Vec<&str> = cur.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -987,7 +991,7 @@ fn run_event_routes_decodes_and_is_idempotent() {
     );
     assert_eq!(
         err.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-        [format!("{prefix}/part-00000.parquet")]
+        [format!("{errors}/part-00000.parquet")]
     );
     // The same event four times (in four shapes) leaves the same objects, nothing duplicated.
     assert!(listings
