@@ -1015,3 +1015,51 @@ fn run_event_routes_decodes_and_is_idempotent() {
         stderr(&o)
     );
 }
+
+#[test]
+fn transient_storage_errors_are_retried_and_logged() {
+    let s3 = S3Server::start();
+    s3.create_bucket("raw-rt");
+    s3.create_bucket("cur-rt");
+    let env = s3.env();
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(edp_env(&["generate", "--dataset", "orders", "--rows", "2000", "--out", "s3://raw-rt/orders-raw/", "--seed", "4"], &env_ref));
+
+    let proxy = FaultyProxy::start(&s3.endpoint, 2);
+    let mut env = env.clone();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT");
+    env.push(("AWS_ENDPOINT", proxy.endpoint.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = edp_env(
+        &["raw-to-curated", "--input", "s3://raw-rt/orders-raw/", "--output", "s3://cur-rt/orders/", "--contract", contract("orders").to_str().unwrap()],
+        &env,
+    );
+    let err = ok(o);
+    assert_eq!(proxy.faults_served.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let retries = err.lines().filter(|l| l.contains("503") && l.contains("retry")).count();
+    assert_eq!(retries, 2, "each retry is logged: {err}");
+    assert_eq!(s3.read_parquet("cur-rt", "orders/part-00000.parquet").num_rows() as u64, report_rows(&s3));
+
+    // More faults than the 3 retries allow: the run fails with a storage error, writing nothing.
+    let proxy = FaultyProxy::start(&s3.endpoint, 100);
+    let env: Vec<(&str, String)> = s3.env().into_iter().filter(|(k, _)| *k != "AWS_ENDPOINT").chain([("AWS_ENDPOINT", proxy.endpoint.clone())]).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = edp_env(
+        &["raw-to-curated", "--input", "s3://raw-rt/orders-raw/", "--output", "s3://cur-rt/again/", "--contract", contract("orders").to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(proxy.faults_served.load(std::sync::atomic::Ordering::SeqCst), 4, "1 try + 3 retries");
+    assert!(s3.list("cur-rt").iter().all(|(k, _)| k.starts_with("orders/")));
+}
+
+fn report_rows(s3: &S3Server) -> u64 {
+    use object_store::ObjectStoreExt;
+    let store = s3.store("cur-rt");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bytes = rt
+        .block_on(async { store.get(&object_store::path::Path::parse("orders/_edp_report.json").unwrap()).await.unwrap().bytes().await })
+        .unwrap();
+    let rep: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    rep["rows_curated"].as_u64().unwrap()
+}

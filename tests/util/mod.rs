@@ -356,3 +356,58 @@ impl S3Server {
         concat_batches(&schema, &batches).unwrap()
     }
 }
+
+/// A TCP proxy in front of the S3 server that answers the first `fail_first` requests with
+/// `503 Slow Down` and forwards everything after: an injected transient fault.
+pub struct FaultyProxy {
+    pub endpoint: String,
+    pub faults_served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultyProxy {
+    pub fn start(upstream: &str, fail_first: usize) -> FaultyProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let faults = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let served = faults.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { return };
+                if served.load(Ordering::SeqCst) < fail_first {
+                    // Read the request head, then refuse it the way S3 does under load.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                    let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { return };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c1, mut s1) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        FaultyProxy {
+            endpoint,
+            faults_served: faults,
+        }
+    }
+}
