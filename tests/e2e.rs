@@ -1023,7 +1023,20 @@ fn transient_storage_errors_are_retried_and_logged() {
     s3.create_bucket("cur-rt");
     let env = s3.env();
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ok(edp_env(&["generate", "--dataset", "orders", "--rows", "2000", "--out", "s3://raw-rt/orders-raw/", "--seed", "4"], &env_ref));
+    ok(edp_env(
+        &[
+            "generate",
+            "--dataset",
+            "orders",
+            "--rows",
+            "2000",
+            "--out",
+            "s3://raw-rt/orders-raw/",
+            "--seed",
+            "4",
+        ],
+        &env_ref,
+    ));
 
     let proxy = FaultyProxy::start(&s3.endpoint, 2);
     let mut env = env.clone();
@@ -1031,35 +1044,155 @@ fn transient_storage_errors_are_retried_and_logged() {
     env.push(("AWS_ENDPOINT", proxy.endpoint.clone()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let o = edp_env(
-        &["raw-to-curated", "--input", "s3://raw-rt/orders-raw/", "--output", "s3://cur-rt/orders/", "--contract", contract("orders").to_str().unwrap()],
+        &[
+            "raw-to-curated",
+            "--input",
+            "s3://raw-rt/orders-raw/",
+            "--output",
+            "s3://cur-rt/orders/",
+            "--contract",
+            contract("orders").to_str().unwrap(),
+        ],
         &env,
     );
     let err = ok(o);
-    assert_eq!(proxy.faults_served.load(std::sync::atomic::Ordering::SeqCst), 2);
-    let retries = err.lines().filter(|l| l.contains("503") && l.contains("retry")).count();
+    assert_eq!(
+        proxy
+            .faults_served
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    let retries = err
+        .lines()
+        .filter(|l| l.contains("503") && l.contains("retry"))
+        .count();
     assert_eq!(retries, 2, "each retry is logged: {err}");
-    assert_eq!(s3.read_parquet("cur-rt", "orders/part-00000.parquet").num_rows() as u64, report_rows(&s3));
+    assert_eq!(
+        s3.read_parquet("cur-rt", "orders/part-00000.parquet")
+            .num_rows() as u64,
+        report_rows(&s3)
+    );
 
     // More faults than the 3 retries allow: the run fails with a storage error, writing nothing.
     let proxy = FaultyProxy::start(&s3.endpoint, 100);
-    let env: Vec<(&str, String)> = s3.env().into_iter().filter(|(k, _)| *k != "AWS_ENDPOINT").chain([("AWS_ENDPOINT", proxy.endpoint.clone())]).collect();
+    let env: Vec<(&str, String)> = s3
+        .env()
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT")
+        .chain([("AWS_ENDPOINT", proxy.endpoint.clone())])
+        .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let o = edp_env(
-        &["raw-to-curated", "--input", "s3://raw-rt/orders-raw/", "--output", "s3://cur-rt/again/", "--contract", contract("orders").to_str().unwrap()],
+        &[
+            "raw-to-curated",
+            "--input",
+            "s3://raw-rt/orders-raw/",
+            "--output",
+            "s3://cur-rt/again/",
+            "--contract",
+            contract("orders").to_str().unwrap(),
+        ],
         &env,
     );
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert_eq!(proxy.faults_served.load(std::sync::atomic::Ordering::SeqCst), 4, "1 try + 3 retries");
-    assert!(s3.list("cur-rt").iter().all(|(k, _)| k.starts_with("orders/")));
+    assert_eq!(
+        proxy
+            .faults_served
+            .load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "1 try + 3 retries"
+    );
+    assert!(s3
+        .list("cur-rt")
+        .iter()
+        .all(|(k, _)| k.starts_with("orders/")));
 }
 
 fn report_rows(s3: &S3Server) -> u64 {
     use object_store::ObjectStoreExt;
     let store = s3.store("cur-rt");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let bytes = rt
-        .block_on(async { store.get(&object_store::path::Path::parse("orders/_edp_report.json").unwrap()).await.unwrap().bytes().await })
+        .block_on(async {
+            store
+                .get(&object_store::path::Path::parse("orders/_edp_report.json").unwrap())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+        })
         .unwrap();
     let rep: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     rep["rows_curated"].as_u64().unwrap()
+}
+
+#[test]
+fn sigterm_during_a_multipart_upload_leaves_no_object() {
+    let s3 = S3Server::start();
+    s3.create_bucket("raw-term");
+    s3.create_bucket("cur-term");
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(edp_env(
+        &[
+            "generate",
+            "--dataset",
+            "orders",
+            "--rows",
+            "600000",
+            "--out",
+            "s3://raw-term/orders-raw/",
+            "--seed",
+            "6",
+        ],
+        &env,
+    ));
+    let mut cmd = std::process::Command::new(edp_bin());
+    cmd.args([
+        "--progress",
+        "never",
+        "--log-format",
+        "text",
+        "raw-to-curated",
+        "--input",
+        "s3://raw-term/orders-raw/",
+        "--output",
+        "s3://cur-term/orders/",
+    ])
+    .args(["--contract", contract("orders").to_str().unwrap()])
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while s3.multipart_uploads("cur-term") == 0 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no multipart upload started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        s3.list("cur-term").is_empty(),
+        "objects left: {:?}",
+        s3.list("cur-term")
+    );
+    assert_eq!(
+        s3.multipart_uploads("cur-term"),
+        0,
+        "the multipart upload was not aborted"
+    );
 }

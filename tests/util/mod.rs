@@ -297,6 +297,21 @@ impl S3Server {
         );
     }
 
+    /// Number of multipart uploads in progress in `bucket` (S3 `GET /bucket?uploads`).
+    pub fn multipart_uploads(&self, bucket: &str) -> usize {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /{bucket}?uploads HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp.matches("<Upload>").count()
+    }
+
     /// An object store client for `bucket`.
     pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
         object_store::aws::AmazonS3Builder::new()
@@ -392,7 +407,9 @@ impl FaultyProxy {
                     );
                     continue;
                 }
-                let Ok(server) = std::net::TcpStream::connect(&upstream) else { return };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
                 let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (mut c1, mut s1) = (client, server);
                 std::thread::spawn(move || {
