@@ -110,6 +110,20 @@ impl World {
     }
 }
 
+impl World {
+    /// Rows of `dataset` in this shop (orders and payments: one per order; about 2.5 lines per
+    /// order; one inventory row per product and warehouse).
+    pub fn rows_of(&self, dataset: Dataset) -> u64 {
+        match dataset {
+            Dataset::Customers => self.customers,
+            Dataset::Products => self.products,
+            Dataset::Inventory => self.products * WAREHOUSES,
+            Dataset::Orders | Dataset::Payments => self.orders,
+            Dataset::OrderItems => self.orders * 5 / 2,
+        }
+    }
+}
+
 /// SplitMix64: small, fast, and stable forever.
 #[derive(Debug, Clone)]
 pub struct SplitMix(u64);

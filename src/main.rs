@@ -197,24 +197,28 @@ struct ValidateArgs {
     input: InputArgs,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-#[value(rename_all = "snake_case")]
-enum DatasetArg {
-    Customers,
-    Orders,
-    OrderItems,
-    Products,
-    Inventory,
-    Payments,
-    /// Every dataset, consistent with each other, each under <out>/<dataset>/.
+/// What `generate` writes: one dataset, or all six consistent with each other.
+#[derive(Clone, Copy, Debug)]
+enum Selection {
+    One(Dataset),
     All,
+}
+
+fn parse_selection(s: &str) -> Result<Selection, String> {
+    if s == "all" {
+        return Ok(Selection::All);
+    }
+    Dataset::from_str(s, false).map(Selection::One).map_err(|_| {
+        format!("`{s}`: expected customers, orders, order_items, products, inventory, payments or all")
+    })
 }
 
 #[derive(Args, Debug)]
 struct GenerateArgs {
-    /// Dataset to generate.
-    #[arg(long, value_enum)]
-    dataset: DatasetArg,
+    /// Dataset to generate: customers, orders, order_items, products, inventory, payments, or
+    /// all (each under <out>/<dataset>/, consistent with each other).
+    #[arg(long, value_parser = parse_selection)]
+    dataset: Selection,
     /// Rows to generate (for `all`: the number of orders; the other datasets are sized to match).
     #[arg(long)]
     rows: u64,
@@ -311,33 +315,14 @@ async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     }
     let out = Location::parse(&args.out)?;
     let plan: Vec<(Dataset, u64, Location)> = match args.dataset {
-        DatasetArg::All => {
-            let w = World::for_rows(Dataset::Orders, args.rows);
+        Selection::All => {
+            let world = World::for_rows(Dataset::Orders, args.rows);
             Dataset::ALL
                 .iter()
-                .map(|&d| {
-                    let rows = match d {
-                        Dataset::Customers => w.customers,
-                        Dataset::Products => w.products,
-                        Dataset::Inventory => w.products * 4,
-                        Dataset::Orders | Dataset::Payments => args.rows,
-                        Dataset::OrderItems => args.rows * 5 / 2,
-                    };
-                    (d, rows, out.child(d.name()))
-                })
+                .map(|&d| (d, world.rows_of(d), out.child(d.name())))
                 .collect()
         }
-        one => {
-            let d = match one {
-                DatasetArg::Customers => Dataset::Customers,
-                DatasetArg::Orders => Dataset::Orders,
-                DatasetArg::OrderItems => Dataset::OrderItems,
-                DatasetArg::Products => Dataset::Products,
-                DatasetArg::Inventory => Dataset::Inventory,
-                DatasetArg::Payments | DatasetArg::All => Dataset::Payments,
-            };
-            vec![(d, args.rows, out.clone())]
-        }
+        Selection::One(d) => vec![(d, args.rows, out.clone())],
     };
     for (dataset, rows, loc) in plan {
         let spec = GenSpec {

@@ -828,20 +828,7 @@ fn s3_in_s3_out_with_multipart_and_no_partial_objects() {
     s3.create_bucket("curated");
     let env = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ok(edp_env(
-        &[
-            "generate",
-            "--dataset",
-            "orders",
-            "--rows",
-            "250000",
-            "--out",
-            "s3://raw/ecommerce/orders-raw/",
-            "--seed",
-            "3",
-        ],
-        &env,
-    ));
+    s3.generate_orders(250000, "s3://raw/ecommerce/orders-raw/", 3);
     let args = |input: &str, output: &str| {
         edp_env(
             &[
@@ -919,20 +906,7 @@ fn run_event_routes_decodes_and_is_idempotent() {
     let key = "ecommerce/orders-raw/year=2025/month=01/day=16/dms load+1 é.parquet";
     let encoded =
         "ecommerce/orders-raw/year%3D2025/month%3D01/day%3D16/dms+load%2B1+%C3%A9.parquet";
-    ok(edp_env(
-        &[
-            "generate",
-            "--dataset",
-            "orders",
-            "--rows",
-            "3000",
-            "--out",
-            &format!("s3://raw-ev/{key}"),
-            "--seed",
-            "8",
-        ],
-        &env,
-    ));
+    s3.generate_orders(3000, &format!("s3://raw-ev/{key}"), 8);
 
     let dir = TempDir::new().unwrap();
     let events = [
@@ -1022,21 +996,7 @@ fn transient_storage_errors_are_retried_and_logged() {
     s3.create_bucket("raw-rt");
     s3.create_bucket("cur-rt");
     let env = s3.env();
-    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ok(edp_env(
-        &[
-            "generate",
-            "--dataset",
-            "orders",
-            "--rows",
-            "2000",
-            "--out",
-            "s3://raw-rt/orders-raw/",
-            "--seed",
-            "4",
-        ],
-        &env_ref,
-    ));
+    s3.generate_orders(2000, "s3://raw-rt/orders-raw/", 4);
 
     let proxy = FaultyProxy::start(&s3.endpoint, 2);
     let mut env = env.clone();
@@ -1136,20 +1096,7 @@ fn sigterm_during_a_multipart_upload_leaves_no_object() {
     s3.create_bucket("cur-term");
     let env = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ok(edp_env(
-        &[
-            "generate",
-            "--dataset",
-            "orders",
-            "--rows",
-            "600000",
-            "--out",
-            "s3://raw-term/orders-raw/",
-            "--seed",
-            "6",
-        ],
-        &env,
-    ));
+    s3.generate_orders(600000, "s3://raw-term/orders-raw/", 6);
     let mut cmd = std::process::Command::new(edp_bin());
     cmd.args([
         "--progress",

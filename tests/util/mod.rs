@@ -283,6 +283,26 @@ impl S3Server {
         ]
     }
 
+    /// Generates `rows` orders rows into the S3 URL `out`.
+    pub fn generate_orders(&self, rows: u64, out: &str, seed: u64) {
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ok(edp_env(
+            &[
+                "generate",
+                "--dataset",
+                "orders",
+                "--rows",
+                &rows.to_string(),
+                "--out",
+                out,
+                "--seed",
+                &seed.to_string(),
+            ],
+            &env,
+        ));
+    }
+
     /// Creates `bucket` with a plain S3 `PUT /bucket` (the server does not check signatures).
     pub fn create_bucket(&self, bucket: &str) {
         use std::io::{Read, Write};
