@@ -105,6 +105,8 @@ fn end_to_end(c: &mut Criterion) {
         read_ahead: job::DEFAULT_READ_AHEAD,
         codec: Codec::Snappy,
         pci_enabled: true,
+        validation_enabled: true,
+        deduplication_enabled: true,
         pii_key: b"bench-key".to_vec(),
         progress: false,
         memory_limit: job::DEFAULT_MEMORY_LIMIT,

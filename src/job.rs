@@ -136,6 +136,10 @@ pub struct JobSpec {
     pub read_ahead: usize,
     pub codec: Codec,
     pub pci_enabled: bool,
+    /// Check row rules (file-level checks always run).
+    pub validation_enabled: bool,
+    /// Keep only the latest version per primary key.
+    pub deduplication_enabled: bool,
     pub pii_key: Vec<u8>,
     pub progress: bool,
     /// Bytes the whole job may use (see the module docs for how it is shared).
@@ -268,7 +272,11 @@ async fn prepare(spec: &JobSpec) -> Result<(Vec<Prepared>, SchemaRef)> {
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
         prepared.push(Prepared {
             validator: Arc::new(Validator::new(&spec.contract, &schema, &url)?),
-            plan: DedupPlan::new(&spec.contract, &schema, &url)?,
+            plan: if spec.deduplication_enabled {
+                DedupPlan::new(&spec.contract, &schema, &url)?
+            } else {
+                None
+            },
             input,
             meta,
             rows,
@@ -537,6 +545,7 @@ async fn check_file(
     );
     let (schema2, q_schema2, url2) = (schema.clone(), q_schema.clone(), url.clone());
     let write_quarantine = quarantine.is_some();
+    let validation = spec.validation_enabled;
     let mut results = spawn_batch_worker(url.clone(), readers, move |batch| {
         let batch = adapt(batch, &schema2)?;
         let n = batch.num_rows();
@@ -547,7 +556,11 @@ async fn check_file(
                 "more rows decoded than the footer declares",
             ));
         }
-        let verdict = validator.validate(&batch, &contract)?;
+        let verdict = if validation {
+            validator.validate(&batch, &contract)?
+        } else {
+            crate::validate::Verdict::default()
+        };
         let quarantine = match &verdict.invalid {
             Some(invalid) if write_quarantine => {
                 let failing =

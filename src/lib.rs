@@ -15,6 +15,7 @@
 //! Every stage works on Arrow `RecordBatch`es through a plain per-batch function, so tests and
 //! benches call the same code the job runs.
 
+pub mod config;
 pub mod contract;
 pub mod datetime;
 pub mod dedup;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use edp::config::Config;
 use edp::contract::{Contract, Pii};
 use edp::generate::{self, Dataset, GenSpec, World};
 use edp::job::{self, JobSpec, Shard, DEFAULT_BATCH_SIZE, DEFAULT_READ_AHEAD};
@@ -37,18 +38,22 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct Global {
-    /// Rows per record batch read from Parquet.
-    #[arg(long, global = true, env = "BATCH_SIZE", default_value_t = NonZeroUsize::new(DEFAULT_BATCH_SIZE).unwrap_or(NonZeroUsize::MIN))]
-    batch_size: NonZeroUsize,
+    /// Config file (flat JSON of settings; see `edp config show`). Default: /app/config/config.json if it exists.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Rows per record batch read from Parquet [config batch_size, env BATCH_SIZE, default 8192].
+    #[arg(long, global = true)]
+    batch_size: Option<NonZeroUsize>,
     /// Log format on stderr; default: text on a terminal, json otherwise.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
     /// Progress bar on stderr: auto shows it only on a terminal.
     #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
     progress: Progress,
-    /// Memory budget of the whole job, e.g. 512MiB or 2GiB; the dedup index spills past its share.
-    #[arg(long, global = true, env = "MEMORY_LIMIT", default_value = "2GiB", value_parser = parse_bytes)]
-    memory_limit: usize,
+    /// Memory budget of the whole job, e.g. 512MiB or 2GiB; the dedup index spills past its
+    /// share [config memory_limit, env MEMORY_LIMIT, default 2GiB].
+    #[arg(long, global = true, value_parser = parse_bytes)]
+    memory_limit: Option<usize>,
 }
 
 /// Parses a byte size: a number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB).
@@ -119,6 +124,17 @@ enum Command {
     Generate(GenerateArgs),
     /// The AWS Batch entry point: process the object named by an S3 or EventBridge event.
     Run(RunArgs),
+    /// Configuration: `edp config show` prints every setting, its value and where it came from.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the effective configuration (secrets redacted) and the source of each value.
+    Show,
 }
 
 #[derive(Args, Debug)]
@@ -134,15 +150,18 @@ struct RunArgs {
     /// Instead of an event document: the URL-encoded key of the object, as events carry it.
     #[arg(long, requires = "bucket")]
     key: Option<String>,
-    /// Bucket for curated output: s3://BUCKET/<prefix>/<dataset>-curated/<dirs>/<object>/part-00000.parquet.
-    #[arg(long, env = "CURATED_BUCKET")]
-    curated_bucket: String,
-    /// Bucket for quarantined rows: s3://BUCKET/<prefix>/<dataset>-errors/<dirs>/<object>/part-00000.parquet.
-    #[arg(long, env = "ERROR_BUCKET")]
-    errors_bucket: String,
-    /// Directory holding one contract per dataset, named <dataset>.json.
-    #[arg(long, env = "CONTRACTS_DIR", default_value = "/app/config/contracts")]
-    contracts_dir: PathBuf,
+    /// Bucket for curated output: s3://BUCKET/<prefix>/<dataset>-curated/<dirs>/<object>/part-00000.parquet
+    /// [config curated_bucket, env CURATED_BUCKET].
+    #[arg(long)]
+    curated_bucket: Option<String>,
+    /// Bucket for quarantined rows: s3://BUCKET/<prefix>/<dataset>-errors/<dirs>/<object>/part-00000.parquet
+    /// [config error_bucket, env ERROR_BUCKET].
+    #[arg(long)]
+    errors_bucket: Option<String>,
+    /// Directory holding one contract per dataset, named <dataset>.json [config contracts_dir,
+    /// env CONTRACTS_DIR, default /app/config/contracts].
+    #[arg(long)]
+    contracts_dir: Option<PathBuf>,
     #[command(flatten)]
     process: ProcessArgs,
 }
@@ -161,14 +180,24 @@ struct InputArgs {
 
 #[derive(Args, Debug)]
 struct ProcessArgs {
-    /// Row groups fetched ahead of decoding.
-    #[arg(long, default_value_t = DEFAULT_READ_AHEAD)]
-    read_ahead: usize,
-    /// Mask card numbers (x-pci columns and free text). Turning it off is logged as a warning.
-    #[arg(long, env = "PCI_DSS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
-    pci_dss: bool,
-    /// Directory where the dedup index spills when it outgrows its memory share (default: the system temp dir).
-    #[arg(long, env = "SPILL_DIR")]
+    /// Row groups fetched ahead of decoding [config read_ahead, env READ_AHEAD, default 2].
+    #[arg(long)]
+    read_ahead: Option<usize>,
+    /// Mask card numbers (x-pci columns and free text); turning it off is logged as a warning
+    /// [config pci_dss_enabled, env PCI_DSS_ENABLED, default true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pci_dss: Option<bool>,
+    /// Check row rules; with false only file-level checks run [config validation_enabled, env
+    /// VALIDATION_ENABLED, default true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    validation: Option<bool>,
+    /// Keep only the latest version per primary key [config deduplication_enabled, env
+    /// DEDUPLICATION_ENABLED, default true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    deduplication: Option<bool>,
+    /// Directory where the dedup index spills when it outgrows its memory share [config
+    /// spill_dir, env SPILL_DIR, default: the system temp dir].
+    #[arg(long)]
     spill_dir: Option<PathBuf>,
     /// Process only the keys of shard INDEX of COUNT (an AWS Batch array child); default from
     /// AWS_BATCH_JOB_ARRAY_INDEX/AWS_BATCH_JOB_ARRAY_SIZE, else the whole input.
@@ -186,9 +215,9 @@ struct RawToCurated {
     /// Quarantine prefix for failing rows; default <output>/_quarantine.
     #[arg(long)]
     errors: Option<String>,
-    /// Compression of the outputs.
-    #[arg(long, value_enum, default_value_t = Codec::Snappy)]
-    compression: Codec,
+    /// Compression of the outputs [config compression, env COMPRESSION, default snappy].
+    #[arg(long, value_enum)]
+    compression: Option<Codec>,
 }
 
 #[derive(Args, Debug)]
@@ -233,10 +262,11 @@ struct GenerateArgs {
     fault_rate: f64,
 }
 
-/// Sets up logging on stderr; returns true when logs are JSON.
-fn init_logging(format: Option<LogFormat>) -> bool {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Sets up logging on stderr with the `log_level` filter; returns true when logs are JSON.
+fn init_logging(format: Option<LogFormat>, config: &Config) -> Result<bool, Error> {
+    let level = config.get("log_level").map_or("info", |(v, _)| v.as_str());
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| Error::Config(format!("log_level `{level}`: {e}")))?;
     let json = match format {
         Some(f) => f == LogFormat::Json,
         None => !std::io::stderr().is_terminal(),
@@ -249,27 +279,72 @@ fn init_logging(format: Option<LogFormat>) -> bool {
     } else {
         builder.init();
     }
-    json
+    Ok(json)
 }
 
+/// The command-line layer of the configuration: (key, value) of every flag given.
+fn flag_layer(cli: &Cli) -> Vec<(&'static str, Option<String>)> {
+    let g = &cli.global;
+    let mut flags = vec![
+        ("batch_size", g.batch_size.map(|v| v.to_string())),
+        ("memory_limit", g.memory_limit.map(|v| v.to_string())),
+    ];
+    let process = match &cli.command {
+        Command::RawToCurated(a) => {
+            flags.push((
+                "compression",
+                a.compression.map(|c| format!("{c:?}").to_lowercase()),
+            ));
+            Some(&a.input.process)
+        }
+        Command::Validate(a) => Some(&a.input.process),
+        Command::Run(a) => {
+            flags.push(("curated_bucket", a.curated_bucket.clone()));
+            flags.push(("error_bucket", a.errors_bucket.clone()));
+            flags.push((
+                "contracts_dir",
+                a.contracts_dir.as_ref().map(|p| p.display().to_string()),
+            ));
+            Some(&a.process)
+        }
+        Command::Generate(_) | Command::Config { .. } => None,
+    };
+    if let Some(p) = process {
+        flags.push(("read_ahead", p.read_ahead.map(|v| v.to_string())));
+        flags.push(("pci_dss_enabled", p.pci_dss.map(|v| v.to_string())));
+        flags.push(("validation_enabled", p.validation.map(|v| v.to_string())));
+        flags.push((
+            "deduplication_enabled",
+            p.deduplication.map(|v| v.to_string()),
+        ));
+        flags.push((
+            "spill_dir",
+            p.spill_dir.as_ref().map(|p| p.display().to_string()),
+        ));
+    }
+    flags
+}
+
+/// Everything a job needs that comes from the layered configuration.
 #[allow(clippy::too_many_arguments)]
 fn job_spec(
+    config: &Config,
     global: &Global,
     inputs: Vec<String>,
     contract_path: &std::path::Path,
-    input: &ProcessArgs,
+    process: &ProcessArgs,
     output: Option<String>,
     errors: Option<String>,
-    codec: Codec,
     interrupted: Arc<AtomicBool>,
 ) -> Result<JobSpec, Error> {
     let contract = Contract::from_path(contract_path)?;
-    if !input.pci_dss {
+    let pci_enabled = config.flag("pci_dss_enabled")?;
+    if !pci_enabled {
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
     }
     let needs_key = contract.columns.iter().any(|c| c.pii == Some(Pii::Hash));
-    let pii_key = match std::env::var("PII_HASH_KEY") {
-        Ok(k) if !k.is_empty() => k.into_bytes(),
+    let pii_key = match config.get("pii_hash_key") {
+        Some((k, _)) if !k.is_empty() => k.clone().into_bytes(),
         _ => {
             if needs_key {
                 tracing::warn!("PII_HASH_KEY is not set: hashing PII with the built-in development key; set PII_HASH_KEY in production");
@@ -282,20 +357,39 @@ fn job_spec(
         Progress::Never => false,
         Progress::Auto => std::io::stderr().is_terminal(),
     };
+    let codec = config
+        .parse_with("compression", "snappy, zstd or none", |s| {
+            Codec::from_str(s, true).ok()
+        })?
+        .unwrap_or(Codec::Snappy);
     Ok(JobSpec {
         inputs,
         output,
         errors,
         contract: Arc::new(contract),
-        batch_size: global.batch_size,
-        read_ahead: input.read_ahead,
+        batch_size: config
+            .parse::<NonZeroUsize>("batch_size", "a positive integer")?
+            .unwrap_or(NonZeroUsize::new(DEFAULT_BATCH_SIZE).unwrap_or(NonZeroUsize::MIN)),
+        read_ahead: config
+            .parse("read_ahead", "a non-negative integer")?
+            .unwrap_or(DEFAULT_READ_AHEAD),
         codec,
-        pci_enabled: input.pci_dss,
+        pci_enabled,
+        validation_enabled: config.flag("validation_enabled")?,
+        deduplication_enabled: config.flag("deduplication_enabled")?,
         pii_key,
         progress,
-        memory_limit: global.memory_limit,
-        spill_dir: input.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
-        shard: match input.shard {
+        memory_limit: config
+            .parse_with(
+                "memory_limit",
+                "a size of at least 1MiB, like 512MiB or 2GiB",
+                |s| parse_bytes(s).ok(),
+            )?
+            .unwrap_or(job::DEFAULT_MEMORY_LIMIT),
+        spill_dir: config
+            .get("spill_dir")
+            .map_or_else(std::env::temp_dir, |(v, _)| PathBuf::from(v)),
+        shard: match process.shard {
             Some(s) => s,
             None => shard_from_env()
                 .map_err(Error::Config)?
@@ -363,6 +457,7 @@ fn watch_signals(flag: Arc<AtomicBool>) {
 
 /// `edp run`: every object of the event, one after the other; EMF metrics for each on stdout.
 async fn run_event(
+    config: &Config,
     global: &Global,
     args: &RunArgs,
     interrupted: Arc<AtomicBool>,
@@ -410,21 +505,26 @@ async fn run_event(
             ))
             .into());
         }
-        let contract = args.contracts_dir.join(format!("{}.json", route.dataset));
+        let setting = |name: &str, flag: &str| {
+            config.get(name).map(|(v, _)| v.clone()).ok_or_else(|| {
+                Error::Config(format!(
+                    "{name} is not set (--{flag}, env {}, or the config file)",
+                    name.to_uppercase()
+                ))
+            })
+        };
+        let contracts_dir = setting("contracts_dir", "contracts-dir")?;
+        let contract = PathBuf::from(contracts_dir).join(format!("{}.json", route.dataset));
+        let curated = setting("curated_bucket", "curated-bucket")?;
+        let errors = setting("error_bucket", "errors-bucket")?;
         let spec = job_spec(
+            config,
             global,
             vec![format!("s3://{}/{}", object.bucket, object.key)],
             &contract,
             &args.process,
-            Some(format!(
-                "s3://{}/{}",
-                args.curated_bucket, route.curated_prefix
-            )),
-            Some(format!(
-                "s3://{}/{}",
-                args.errors_bucket, route.errors_prefix
-            )),
-            Codec::Snappy,
+            Some(format!("s3://{curated}/{}", route.curated_prefix)),
+            Some(format!("s3://{errors}/{}", route.errors_prefix)),
             interrupted.clone(),
         )?;
         tracing::info!("processing");
@@ -453,19 +553,19 @@ async fn run_event(
     Ok(0)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<u8> {
+async fn run(cli: Cli, config: Config) -> anyhow::Result<u8> {
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_signals(interrupted.clone());
     match &cli.command {
         Command::RawToCurated(args) => {
             let spec = job_spec(
+                &config,
                 &cli.global,
                 args.input.inputs.clone(),
                 &args.input.contract,
                 &args.input.process,
                 Some(args.output.clone()),
                 args.errors.clone(),
-                args.compression,
                 interrupted,
             )?;
             let report = job::run(&spec).await?;
@@ -474,13 +574,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Validate(args) => {
             let spec = job_spec(
+                &config,
                 &cli.global,
                 args.input.inputs.clone(),
                 &args.input.contract,
                 &args.input.process,
                 None,
                 None,
-                Codec::Snappy,
                 interrupted,
             )?;
             let report = job::run(&spec).await?;
@@ -499,7 +599,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             run_generate(args).await?;
             Ok(0)
         }
-        Command::Run(args) => run_event(&cli.global, args, interrupted).await,
+        Command::Run(args) => run_event(&config, &cli.global, args, interrupted).await,
+        Command::Config {
+            action: ConfigAction::Show,
+        } => {
+            print!("{}", config.show());
+            Ok(0)
+        }
     }
 }
 
@@ -523,7 +629,19 @@ fn tune_allocator() {}
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    let json_logs = init_logging(cli.global.log_format);
+    let configured = Config::load(
+        cli.global.config.as_deref(),
+        |k| std::env::var(k).ok(),
+        &flag_layer(&cli),
+    )
+    .and_then(|config| init_logging(cli.global.log_format, &config).map(|json| (config, json)));
+    let (config, json_logs) = match configured {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edp: error: {e}");
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -534,7 +652,7 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Library errors already carry their cause in their message; other errors print

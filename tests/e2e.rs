@@ -1143,3 +1143,110 @@ fn sigterm_during_a_multipart_upload_leaves_no_object() {
         "the multipart upload was not aborted"
     );
 }
+
+#[test]
+fn configuration_layers_and_config_show() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("config.json");
+    std::fs::write(&file, r#"{"batch_size": 1000, "read_ahead": 3, "pii_hash_key": "file-secret", "log_level": "warn"}"#).unwrap();
+    let o = edp_env(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--batch-size",
+            "4000",
+            "config",
+            "show",
+        ],
+        &[
+            (
+                "CONFIG_JSON",
+                r#"{"read_ahead": 4, "memory_limit": "1GiB"}"#,
+            ),
+            ("MEMORY_LIMIT", "768MiB"),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} missing: {out}"))
+            .to_string()
+    };
+    assert!(line("batch_size").contains("4000") && line("batch_size").contains("command line"));
+    assert!(line("read_ahead").contains("= 4") && line("read_ahead").contains("CONFIG_JSON"));
+    assert!(
+        line("memory_limit").contains("768MiB")
+            && line("memory_limit").contains("environment MEMORY_LIMIT")
+    );
+    assert!(line("log_level").contains("warn") && line("log_level").contains("config file"));
+    assert!(line("compression").contains("snappy") && line("compression").contains("default"));
+    assert!(line("pii_hash_key").contains("<redacted>") && !out.contains("file-secret"));
+
+    // Unknown keys and bad values are errors naming their source.
+    let o = edp_env(
+        &["config", "show"],
+        &[("CONFIG_JSON", r#"{"batch_sise": 1}"#)],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains("CONFIG_JSON: unknown key `batch_sise`"),
+        "{}",
+        stderr(&o)
+    );
+    let raw = generate(dir.path(), "orders", 200, 1, 0.0);
+    let o = edp_env(
+        &[
+            "validate",
+            "--input",
+            raw.to_str().unwrap(),
+            "--contract",
+            contract("orders").to_str().unwrap(),
+        ],
+        &[("VALIDATION_ENABLED", "sometimes")],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains(
+            "validation_enabled (from environment VALIDATION_ENABLED): expected true or false"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn validation_and_deduplication_can_be_turned_off() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 3000, 31, 0.05);
+    let run = |name: &str, env: &[(&str, &str)]| {
+        let out = dir.path().join(name);
+        ok(edp_env(
+            &[
+                "raw-to-curated",
+                "--input",
+                raw.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--contract",
+                contract("orders").to_str().unwrap(),
+            ],
+            env,
+        ));
+        report(&out)
+    };
+    let full = run("full", &[]);
+    let no_validation = run("noval", &[("VALIDATION_ENABLED", "false")]);
+    let no_dedup = run("nodedup", &[("DEDUPLICATION_ENABLED", "false")]);
+    assert!(
+        full["rows_quarantined"].as_u64().unwrap() > 0
+            && full["duplicates_superseded"].as_u64().unwrap() > 0
+    );
+    assert_eq!(no_validation["rows_quarantined"], 0);
+    assert_eq!(no_dedup["duplicates_superseded"], 0);
+    assert_eq!(
+        no_dedup["rows_curated"].as_u64().unwrap(),
+        3000 - full["rows_quarantined"].as_u64().unwrap()
+    );
+}
