@@ -113,6 +113,30 @@ pub const KEYS: &[Key] = &[
         "contracts of `edp run`",
     ),
     key(
+        "sns_topic_arn",
+        "SNS_TOPIC_ARN",
+        None,
+        "topic `edp run` alerts on failures",
+    ),
+    key(
+        "dead_letter_queue_url",
+        "DEAD_LETTER_QUEUE_URL",
+        None,
+        "queue for events that failed for good",
+    ),
+    key(
+        "validation_failure_threshold",
+        "VALIDATION_FAILURE_THRESHOLD",
+        Some("0.1"),
+        "share of failing rows that triggers an alert",
+    ),
+    key(
+        "max_attempts",
+        "MAX_ATTEMPTS",
+        Some("3"),
+        "attempts AWS Batch makes (the job definition's)",
+    ),
+    key(
         "aws_default_region",
         "AWS_DEFAULT_REGION",
         None,

@@ -41,6 +41,9 @@ pub enum Error {
     /// Writing or reading the dedup index's spill files failed (disk full, permissions).
     #[error("spill: {0}")]
     Spill(String),
+    /// Publishing a notification (SNS) or a dead letter (SQS) failed.
+    #[error("notification: {0}")]
+    Notify(String),
     /// The run was interrupted by a signal; outputs were aborted.
     #[error("interrupted by {0}: outputs aborted, nothing published")]
     Interrupted(&'static str),
@@ -75,7 +78,7 @@ impl Error {
         match self {
             Error::Contract { .. } | Error::Config(_) => 3,
             Error::BadInput { .. } | Error::Parquet { .. } => 4,
-            Error::Store { .. } | Error::Spill(_) => 5,
+            Error::Store { .. } | Error::Spill(_) | Error::Notify(_) => 5,
             Error::Interrupted(_) => 143,
             Error::Conservation(_) => 6,
             Error::Internal(_) => 70,

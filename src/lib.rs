@@ -24,6 +24,7 @@ pub mod event;
 pub mod generate;
 pub mod job;
 pub mod metrics;
+pub mod notify;
 pub mod protect;
 pub mod report;
 pub mod sink;

@@ -16,7 +16,8 @@ use edp::job::{self, JobSpec, Shard, DEFAULT_BATCH_SIZE, DEFAULT_READ_AHEAD};
 use edp::sink::Codec;
 use edp::store::Location;
 use edp::Error;
-use edp::{event, metrics};
+use edp::{event, metrics, notify};
+use tracing::Instrument;
 
 /// Exit code of `edp validate` when at least one row broke a rule.
 const EXIT_ROWS_FAILED: u8 = 8;
@@ -486,7 +487,70 @@ async fn run_event(
             .map_or(0, |d| d.as_nanos());
         format!("local-{:x}-{:x}", std::process::id(), nanos)
     });
-    for object in event::parse_event(&doc, &source)? {
+    let targets = notify::Targets {
+        topic_arn: config.get("sns_topic_arn").map(|(v, _)| v.clone()),
+        dead_letter_queue_url: config.get("dead_letter_queue_url").map(|(v, _)| v.clone()),
+    };
+    let notifier = notify::Notifier::new(targets).await;
+    let result = run_objects(
+        config,
+        global,
+        args,
+        interrupted,
+        &doc,
+        &source,
+        &request_id,
+        notifier.as_ref(),
+    )
+    .await;
+    if let (Err(e), Some(n)) = (&result, &notifier) {
+        let (code, reason) = match e.downcast_ref::<Error>() {
+            Some(err) => (err.exit_code(), err.to_string()),
+            None => (1, format!("{e:#}")),
+        };
+        let attempt = std::env::var("AWS_BATCH_JOB_ATTEMPT")
+            .ok()
+            .and_then(|a| a.parse().ok());
+        let max_attempts = config
+            .parse("max_attempts", "a positive integer")?
+            .unwrap_or(3);
+        let alert = serde_json::json!({
+            "request_id": request_id, "event_source": source, "reason": reason,
+            "exit_code": code, "attempt": attempt,
+        });
+        if let Err(err) = n.alert("edp run failed", &alert).await {
+            tracing::error!("{err}");
+        }
+        if notify::is_final(code, attempt, max_attempts) {
+            if let Err(err) = n.dead_letter(&doc, &reason, code, &request_id).await {
+                tracing::error!("{err}");
+            }
+        }
+    }
+    result
+}
+
+/// Processes every object of an event, alerting when a run's validation failure rate passes
+/// the threshold.
+#[allow(clippy::too_many_arguments)]
+async fn run_objects(
+    config: &Config,
+    global: &Global,
+    args: &RunArgs,
+    interrupted: Arc<AtomicBool>,
+    doc: &str,
+    source: &str,
+    request_id: &str,
+    notifier: Option<&notify::Notifier>,
+) -> anyhow::Result<u8> {
+    let threshold: f64 = config
+        .parse_with(
+            "validation_failure_threshold",
+            "a share between 0 and 1",
+            |s| s.parse().ok().filter(|v: &f64| (0.0..=1.0).contains(v)),
+        )?
+        .unwrap_or(0.1);
+    for object in event::parse_event(doc, source)? {
         let route = event::route(&object.key)?;
         let span = tracing::info_span!(
             "job",
@@ -496,59 +560,67 @@ async fn run_event(
             dataset = %route.dataset,
             stage = route.stage.name()
         );
-        let _guard = span.enter();
-        if route.stage != event::Stage::RawToCurated {
-            return Err(Error::Config(format!(
-                "key `{}`: stage {} is not implemented yet",
-                object.key,
-                route.stage.name()
-            ))
-            .into());
-        }
-        let setting = |name: &str, flag: &str| {
-            config.get(name).map(|(v, _)| v.clone()).ok_or_else(|| {
-                Error::Config(format!(
-                    "{name} is not set (--{flag}, env {}, or the config file)",
-                    name.to_uppercase()
+        async {
+            if route.stage != event::Stage::RawToCurated {
+                return Err(Error::Config(format!(
+                    "key `{}`: stage {} is not implemented yet",
+                    object.key,
+                    route.stage.name()
                 ))
-            })
-        };
-        let contracts_dir = setting("contracts_dir", "contracts-dir")?;
-        let contract = PathBuf::from(contracts_dir).join(format!("{}.json", route.dataset));
-        let curated = setting("curated_bucket", "curated-bucket")?;
-        let errors = setting("error_bucket", "errors-bucket")?;
-        let spec = job_spec(
-            config,
-            global,
-            vec![format!("s3://{}/{}", object.bucket, object.key)],
-            &contract,
-            &args.process,
-            Some(format!("s3://{curated}/{}", route.curated_prefix)),
-            Some(format!("s3://{errors}/{}", route.errors_prefix)),
-            interrupted.clone(),
-        )?;
-        tracing::info!("processing");
-        let started = std::time::Instant::now();
-        let result = job::run(&spec).await;
-        let elapsed = started.elapsed();
-        println!(
-            "{}",
-            metrics::emf(
-                route.stage.name(),
-                &route.dataset,
-                result.as_ref().ok(),
-                elapsed
-            )
-        );
-        let report = result?;
-        tracing::info!(
-            rows_in = report.rows_in,
-            rows_curated = report.rows_curated,
-            rows_quarantined = report.rows_quarantined,
-            duplicates_superseded = report.duplicates_superseded,
-            "done"
-        );
-        eprint!("{}", report.summary());
+                .into());
+            }
+            let setting = |name: &str, flag: &str| {
+                config.get(name).map(|(v, _)| v.clone()).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{name} is not set (--{flag}, env {}, or the config file)",
+                        name.to_uppercase()
+                    ))
+                })
+            };
+            let contracts_dir = setting("contracts_dir", "contracts-dir")?;
+            let contract = PathBuf::from(contracts_dir).join(format!("{}.json", route.dataset));
+            let curated = setting("curated_bucket", "curated-bucket")?;
+            let errors = setting("error_bucket", "errors-bucket")?;
+            let spec = job_spec(
+                config,
+                global,
+                vec![format!("s3://{}/{}", object.bucket, object.key)],
+                &contract,
+                &args.process,
+                Some(format!("s3://{curated}/{}", route.curated_prefix)),
+                Some(format!("s3://{errors}/{}", route.errors_prefix)),
+                interrupted.clone(),
+            )?;
+            tracing::info!("processing");
+            let started = std::time::Instant::now();
+            let result = job::run(&spec).await;
+            let elapsed = started.elapsed();
+            println!("{}", metrics::emf(route.stage.name(), &route.dataset, result.as_ref().ok(), elapsed));
+            let report = result?;
+            tracing::info!(
+                rows_in = report.rows_in,
+                rows_curated = report.rows_curated,
+                rows_quarantined = report.rows_quarantined,
+                duplicates_superseded = report.duplicates_superseded,
+                "done"
+            );
+            eprint!("{}", report.summary());
+            let rate = report.rows_quarantined as f64 / report.rows_in.max(1) as f64;
+            if rate > threshold {
+                tracing::warn!(rate, threshold, "validation failure rate over the threshold");
+                if let Some(n) = notifier {
+                    let alert = serde_json::json!({
+                        "request_id": request_id, "bucket": object.bucket, "key": object.key,
+                        "dataset": route.dataset, "validation_failure_rate": rate, "threshold": threshold,
+                        "rows_in": report.rows_in, "rows_quarantined": report.rows_quarantined,
+                    });
+                    n.alert("edp: validation failure rate over threshold", &alert).await?;
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .instrument(span)
+        .await?;
     }
     Ok(0)
 }

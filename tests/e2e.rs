@@ -1000,7 +1000,7 @@ fn transient_storage_errors_are_retried_and_logged() {
 
     let proxy = FaultyProxy::start(&s3.endpoint, 2);
     let mut env = env.clone();
-    env.retain(|(k, _)| *k != "AWS_ENDPOINT");
+    env.retain(|(k, _)| !k.starts_with("AWS_ENDPOINT"));
     env.push(("AWS_ENDPOINT", proxy.endpoint.clone()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let o = edp_env(
@@ -1038,7 +1038,7 @@ fn transient_storage_errors_are_retried_and_logged() {
     let env: Vec<(&str, String)> = s3
         .env()
         .into_iter()
-        .filter(|(k, _)| *k != "AWS_ENDPOINT")
+        .filter(|(k, _)| !k.starts_with("AWS_ENDPOINT"))
         .chain([("AWS_ENDPOINT", proxy.endpoint.clone())])
         .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -1249,4 +1249,186 @@ fn validation_and_deduplication_can_be_turned_off() {
         no_dedup["rows_curated"].as_u64().unwrap(),
         3000 - full["rows_quarantined"].as_u64().unwrap()
     );
+}
+
+/// Bodies of the messages waiting in an SQS queue.
+fn receive_all(rt: &tokio::runtime::Runtime, sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let out = rt
+        .block_on(
+            sqs.receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send(),
+        )
+        .unwrap();
+    out.messages()
+        .iter()
+        .filter_map(|m| m.body().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn failures_alert_on_sns_and_dead_letter_on_sqs() {
+    let s3 = S3Server::start();
+    for b in ["raw-n", "cur-n", "err-n"] {
+        s3.create_bucket(b);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let conf = s3.sdk_config(&rt);
+    let sns = aws_sdk_sns::Client::new(&conf);
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let topic = rt
+        .block_on(sns.create_topic().name("edp-alerts").send())
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    let alerts = rt
+        .block_on(sqs.create_queue().queue_name("alerts-sub").send())
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let dlq = rt
+        .block_on(sqs.create_queue().queue_name("edp-dlq").send())
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let alerts_arn = rt
+        .block_on(
+            sqs.get_queue_attributes()
+                .queue_url(&alerts)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    rt.block_on(
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(&alerts_arn)
+            .attributes("RawMessageDelivery", "true")
+            .send(),
+    )
+    .unwrap();
+
+    let mut env = s3.env();
+    env.extend([
+        ("CURATED_BUCKET", "cur-n".to_string()),
+        ("ERROR_BUCKET", "err-n".to_string()),
+        (
+            "CONTRACTS_DIR",
+            root()
+                .join("fixtures/contracts")
+                .to_str()
+                .unwrap()
+                .to_string(),
+        ),
+        ("SNS_TOPIC_ARN", topic.clone()),
+        ("DEAD_LETTER_QUEUE_URL", dlq.clone()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // A corrupt object: exit 4, an alert, and the event with its reason in the dead-letter queue.
+    let store = s3.store("raw-n");
+    rt.block_on(object_store::ObjectStoreExt::put(
+        &store,
+        &object_store::path::Path::from("shop/orders-raw/bad.parquet"),
+        b"PAR1 garbage".to_vec().into(),
+    ))
+    .unwrap();
+    let o = edp_env(
+        &[
+            "run",
+            "--bucket",
+            "raw-n",
+            "--key",
+            "shop/orders-raw/bad.parquet",
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let dead = receive_all(&rt, &sqs, &dlq);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dead: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    assert_eq!(dead["event"]["key"], "shop/orders-raw/bad.parquet");
+    assert_eq!(dead["exit_code"], 4);
+    assert!(
+        dead["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a readable Parquet file"),
+        "{dead}"
+    );
+    let alerted = receive_all(&rt, &sqs, &alerts);
+    assert_eq!(alerted.len(), 1, "{alerted:?}");
+    let alert: serde_json::Value = serde_json::from_str(&alerted[0]).unwrap();
+    assert_eq!(alert["exit_code"], 4);
+
+    // A storage error before the last attempt alerts but leaves the retry to AWS Batch.
+    let mut retry_env = env.clone();
+    retry_env.retain(|(k, _)| *k != "CURATED_BUCKET");
+    retry_env.extend([
+        ("CURATED_BUCKET", "no-such-bucket"),
+        ("AWS_BATCH_JOB_ATTEMPT", "1"),
+    ]);
+    s3.generate_orders(2000, "s3://raw-n/shop/orders-raw/ok.parquet", 2);
+    let o = edp_env(
+        &[
+            "run",
+            "--bucket",
+            "raw-n",
+            "--key",
+            "shop/orders-raw/ok.parquet",
+        ],
+        &retry_env,
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(receive_all(&rt, &sqs, &alerts).len(), 1);
+    assert!(
+        receive_all(&rt, &sqs, &dlq).is_empty(),
+        "not final: Batch retries it"
+    );
+
+    // A run whose validation failure rate passes the threshold succeeds and alerts.
+    let faulty = dir_generate_s3(&s3, "s3://raw-n/shop/orders-raw/faulty.parquet");
+    let o = edp_env(&["run", "--bucket", "raw-n", "--key", &faulty], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let alerted = receive_all(&rt, &sqs, &alerts);
+    assert_eq!(alerted.len(), 1, "{alerted:?}");
+    let alert: serde_json::Value = serde_json::from_str(&alerted[0]).unwrap();
+    assert!(
+        alert["validation_failure_rate"].as_f64().unwrap() > 0.1,
+        "{alert}"
+    );
+    assert!(find_pans(&alerted[0]).is_empty());
+}
+
+/// Generates orders with a 50% fault rate at `url` and returns its key.
+fn dir_generate_s3(s3: &S3Server, url: &str) -> String {
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(edp_env(
+        &[
+            "generate",
+            "--dataset",
+            "orders",
+            "--rows",
+            "2000",
+            "--out",
+            url,
+            "--fault-rate",
+            "0.5",
+        ],
+        &env,
+    ));
+    url.trim_start_matches("s3://raw-n/").to_string()
 }

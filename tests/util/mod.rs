@@ -279,6 +279,7 @@ impl S3Server {
             ("AWS_DEFAULT_REGION", "us-east-1".into()),
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_ALLOW_HTTP", "true".into()),
         ]
     }
@@ -315,6 +316,19 @@ impl S3Server {
             resp.starts_with("HTTP/1.1 200"),
             "create bucket {bucket}: {resp}"
         );
+    }
+
+    /// SDK configuration for SNS and SQS on this server.
+    pub fn sdk_config(&self, rt: &tokio::runtime::Runtime) -> aws_config::SdkConfig {
+        rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(&self.endpoint)
+                .region(aws_config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .load(),
+        )
     }
 
     /// Number of multipart uploads in progress in `bucket` (S3 `GET /bucket?uploads`).

@@ -1,0 +1,123 @@
+//! Failure notifications of `edp run`: an SNS message when a run fails or its validation failure
+//! rate passes the configured threshold, and a dead-letter SQS message (the event and the reason)
+//! when a run fails for good.
+//!
+//! "For good" means the failure will not change on a retry (a contract, configuration or input
+//! problem, or a conservation failure), or this is the last attempt AWS Batch makes
+//! (`AWS_BATCH_JOB_ATTEMPT` has reached `max_attempts`). Messages carry keys, counts and error
+//! messages, which by construction never hold a record value. The clients use the official AWS
+//! SDK, configured from the standard environment (`AWS_ENDPOINT_URL` for tests).
+
+use serde_json::json;
+
+use crate::{Error, Result};
+
+/// Where notifications go; `None` fields are not sent.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub topic_arn: Option<String>,
+    pub dead_letter_queue_url: Option<String>,
+}
+
+/// AWS clients for the targets, created once per run.
+pub struct Notifier {
+    targets: Targets,
+    sns: aws_sdk_sns::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl Notifier {
+    /// Clients from the standard AWS environment; `None` when there is no target at all.
+    pub async fn new(targets: Targets) -> Option<Notifier> {
+        if targets.topic_arn.is_none() && targets.dead_letter_queue_url.is_none() {
+            return None;
+        }
+        let config = aws_config::load_from_env().await;
+        Some(Notifier {
+            targets,
+            sns: aws_sdk_sns::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+        })
+    }
+
+    /// Publishes `message` (JSON) to the topic under `subject`.
+    pub async fn alert(&self, subject: &str, message: &serde_json::Value) -> Result<()> {
+        let Some(topic) = &self.targets.topic_arn else {
+            return Ok(());
+        };
+        let subject: String = subject.chars().filter(char::is_ascii).take(100).collect();
+        self.sns
+            .publish()
+            .topic_arn(topic)
+            .subject(subject)
+            .message(message.to_string())
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Notify(format!(
+                    "SNS publish to {topic}: {}",
+                    aws_sdk_sns::error::DisplayErrorContext(e)
+                ))
+            })?;
+        tracing::info!(topic = %topic, "alert published");
+        Ok(())
+    }
+
+    /// Sends the event and the reason it failed to the dead-letter queue.
+    pub async fn dead_letter(
+        &self,
+        event: &str,
+        reason: &str,
+        exit_code: i32,
+        request_id: &str,
+    ) -> Result<()> {
+        let Some(queue) = &self.targets.dead_letter_queue_url else {
+            return Ok(());
+        };
+        let event: serde_json::Value = serde_json::from_str(event).unwrap_or_else(|_| json!(event));
+        let body = json!({
+            "event": event,
+            "reason": reason,
+            "exit_code": exit_code,
+            "request_id": request_id,
+        });
+        self.sqs
+            .send_message()
+            .queue_url(queue)
+            .message_body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Notify(format!(
+                    "SQS send to {queue}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                ))
+            })?;
+        tracing::info!(queue = %queue, "event sent to the dead-letter queue");
+        Ok(())
+    }
+}
+
+/// True when a failure with `exit_code` is final: retrying cannot help, or this was the last
+/// attempt AWS Batch makes.
+pub fn is_final(exit_code: i32, attempt: Option<u32>, max_attempts: u32) -> bool {
+    let retryable = matches!(exit_code, 5 | 70 | 1);
+    !retryable || attempt.is_some_and(|a| a >= max_attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finality() {
+        assert!(is_final(4, Some(1), 3), "bad input never gets better");
+        assert!(is_final(3, None, 3));
+        assert!(
+            !is_final(5, Some(1), 3),
+            "storage errors are retried by Batch"
+        );
+        assert!(is_final(5, Some(3), 3), "the last attempt");
+        assert!(!is_final(5, None, 3));
+    }
+}
