@@ -113,6 +113,12 @@ pub const KEYS: &[Key] = &[
         "contracts of `edp run`",
     ),
     key(
+        "kms_key_id",
+        "KMS_KEY_ID",
+        None,
+        "KMS key for SSE-KMS on S3 writes",
+    ),
+    key(
         "sns_topic_arn",
         "SNS_TOPIC_ARN",
         None,

@@ -714,6 +714,9 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1));
         }
     };
+    if let Some((key, _)) = config.get("kms_key_id").filter(|(k, _)| !k.is_empty()) {
+        edp::store::use_sse_kms(key.clone());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

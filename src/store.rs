@@ -7,7 +7,7 @@
 //! local output becomes visible only when complete, exactly as on S3.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
@@ -17,6 +17,15 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::{Error, Result};
+
+/// The KMS key S3 writes are encrypted with (SSE-KMS), when configured.
+static SSE_KMS_KEY: OnceLock<String> = OnceLock::new();
+
+/// Makes every S3 write of this process use SSE-KMS with `key_id` (the `kms_key_id` setting).
+/// Set once, at start-up, before any location is parsed.
+pub fn use_sse_kms(key_id: String) {
+    let _ = SSE_KMS_KEY.set(key_id);
+}
 
 /// A location in an object store: an object or a prefix.
 #[derive(Clone)]
@@ -69,7 +78,11 @@ impl Location {
             // `with_client_options` replaces what `from_env` read, so carry AWS_ALLOW_HTTP over.
             let allow_http =
                 std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-            let store = AmazonS3Builder::from_env()
+            let mut builder = AmazonS3Builder::from_env();
+            if let Some(key) = SSE_KMS_KEY.get() {
+                builder = builder.with_sse_kms_encryption(key);
+            }
+            let store = builder
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())
                 .with_client_options(

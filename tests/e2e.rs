@@ -1432,3 +1432,38 @@ fn dir_generate_s3(s3: &S3Server, url: &str) -> String {
     ));
     url.trim_start_matches("s3://raw-n/").to_string()
 }
+
+#[test]
+fn kms_key_id_encrypts_s3_writes() {
+    let s3 = S3Server::start();
+    s3.create_bucket("raw-kms");
+    s3.create_bucket("cur-kms");
+    s3.generate_orders(1000, "s3://raw-kms/orders-raw/", 9);
+    let key_id = "arn:aws:kms:us-east-1:123456789012:key/edp-test";
+    let mut env = s3.env();
+    env.push(("KMS_KEY_ID", key_id.to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(edp_env(
+        &[
+            "raw-to-curated",
+            "--input",
+            "s3://raw-kms/orders-raw/",
+            "--output",
+            "s3://cur-kms/orders/",
+            "--contract",
+            contract("orders").to_str().unwrap(),
+        ],
+        &env,
+    ));
+    for key in [
+        "orders/part-00000.parquet",
+        "orders/_quarantine/part-00000.parquet",
+        "orders/_edp_report.json",
+    ] {
+        assert_eq!(
+            s3.encryption("cur-kms", key),
+            ("aws:kms".to_string(), key_id.to_string()),
+            "{key}"
+        );
+    }
+}

@@ -331,6 +331,28 @@ impl S3Server {
         )
     }
 
+    /// (ServerSideEncryption, SSEKMSKeyId) of an object, read with boto3 (which moto brings):
+    /// the server answers unsigned requests for KMS-encrypted objects with 403.
+    pub fn encryption(&self, bucket: &str, key: &str) -> (String, String) {
+        let script = "import boto3, sys\n\
+            s = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                aws_access_key_id='test', aws_secret_access_key='test')\n\
+            h = s.head_object(Bucket=sys.argv[2], Key=sys.argv[3])\n\
+            print(h.get('ServerSideEncryption'), h.get('SSEKMSKeyId'))";
+        let out = Command::new("python3")
+            .args(["-c", script, &self.endpoint, bucket, key])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (a, b) = text.split_once(' ').unwrap_or((&text, ""));
+        (a.to_string(), b.to_string())
+    }
+
     /// Number of multipart uploads in progress in `bucket` (S3 `GET /bucket?uploads`).
     pub fn multipart_uploads(&self, bucket: &str) -> usize {
         use std::io::{Read, Write};
