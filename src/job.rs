@@ -368,11 +368,12 @@ async fn own_rows(spec: &JobSpec, file: u32, p: &mut Prepared, c: &mut Counters)
                 .collect::<Result<_, _>>()?;
             let mask =
                 ProjectionMask::roots(p.meta.metadata().file_metadata().schema_descr(), roots);
-            let mut rx = source::row_groups_projected(
+            let mut rx = source::row_groups(
                 &p.input,
                 p.meta.clone(),
                 spec.batch_size.get(),
-                mask,
+                None,
+                Some(mask),
                 spec.read_ahead,
             );
             while let Some(reader) = rx.recv().await {
@@ -524,6 +525,7 @@ async fn check_file(
         p.meta.clone(),
         spec.batch_size.get(),
         p.owned.clone(),
+        None,
         spec.read_ahead,
     );
     // Row numbers in the file of the rows decoded, in order.
@@ -667,6 +669,7 @@ async fn write_file(
         p.meta.clone(),
         spec.batch_size.get(),
         Some(Arc::new(keep)),
+        None,
         spec.read_ahead,
     );
     let (protector, schema) = (protector.clone(), schema.clone());

@@ -171,15 +171,7 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
     let mut reader = input.reader();
     let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
         .await
-        .map_err(|e| match e {
-            ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
-                Ok(store) => store_error(url, *store),
-                Err(other) => {
-                    Error::bad_input(url, format!("not a readable Parquet file: {other}"))
-                }
-            },
-            e => Error::bad_input(url, format!("not a readable Parquet file: {e}")),
-        })?;
+        .map_err(|e| read_error(url, "not a readable Parquet file", e))?;
     let schema = meta.schema();
     if schema
         .fields()
@@ -201,6 +193,18 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
         .map_err(|e| Error::bad_input(url, format!("cannot read schema: {e}")))
 }
 
+/// Maps a Parquet read error of `object`: a storage failure underneath stays a storage error,
+/// anything else is bad input described by `what` ("corrupt Parquet data", …).
+fn read_error(object: &str, what: &str, e: ParquetError) -> Error {
+    match e {
+        ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(store) => store_error(object, *store),
+            Err(other) => Error::bad_input(object, format!("{what}: {other}")),
+        },
+        e => Error::bad_input(object, format!("{what}: {e}")),
+    }
+}
+
 /// Maps a decode error of `object` to the library error.
 pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
     Error::bad_input(object, format!("corrupt Parquet data: {e}"))
@@ -209,25 +213,21 @@ pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
 /// Streams the row groups of `input` as synchronous readers of `batch_size`-row batches,
 /// fetching up to `read_ahead` row groups ahead. With `keep` (one bit per row of the file), only
 /// the set rows are decoded, and row groups with no set row are not fetched at all; the
-/// selection is built one row group at a time, so its size does not grow with the file.
+/// selection is built one row group at a time, so its size does not grow with the file. With
+/// `projection`, only those columns are fetched and decoded (the key-only pass of sharding).
 pub fn row_groups(
     input: &InputObject,
     meta: ArrowReaderMetadata,
     batch_size: usize,
     keep: Option<Arc<BooleanBuffer>>,
+    projection: Option<ProjectionMask>,
     read_ahead: usize,
 ) -> mpsc::Receiver<Result<ParquetRecordBatchReader>> {
     let (tx, rx) = mpsc::channel(read_ahead.max(1));
     let reader = input.reader();
     let url = input.location.url.clone();
     tokio::spawn(async move {
-        let map_err = |e: ParquetError| match e {
-            ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
-                Ok(store) => store_error(&url, *store),
-                Err(other) => decode_error(&url, other),
-            },
-            e => decode_error(&url, e),
-        };
+        let map_err = |e: ParquetError| read_error(&url, "corrupt Parquet data", e);
         let mut offset = 0usize;
         let groups: Vec<usize> = meta
             .metadata()
@@ -242,6 +242,9 @@ pub fn row_groups(
                 ParquetRecordBatchStreamBuilder::new_with_metadata(reader.clone(), meta.clone())
                     .with_batch_size(batch_size)
                     .with_row_groups(vec![index]);
+            if let Some(mask) = &projection {
+                builder = builder.with_projection(mask.clone());
+            }
             if let Some(bits) = &keep {
                 if start + rows > bits.len() {
                     let _ = tx
@@ -268,45 +271,6 @@ pub fn row_groups(
                     Err(e) => Err(map_err(e)),
                 },
                 Err(e) => Err(map_err(e)),
-            };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Streams the row groups of `input` decoding only the columns in `projection` (the cheap
-/// key-only pass of sharding), fetching up to `read_ahead` row groups ahead.
-pub fn row_groups_projected(
-    input: &InputObject,
-    meta: ArrowReaderMetadata,
-    batch_size: usize,
-    projection: ProjectionMask,
-    read_ahead: usize,
-) -> mpsc::Receiver<Result<ParquetRecordBatchReader>> {
-    let (tx, rx) = mpsc::channel(read_ahead.max(1));
-    let reader = input.reader();
-    let url = input.location.url.clone();
-    tokio::spawn(async move {
-        let built = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
-            .with_batch_size(batch_size)
-            .with_projection(projection)
-            .build();
-        let mut stream = match built {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send(Err(decode_error(&url, e))).await;
-                return;
-            }
-        };
-        loop {
-            let item = match stream.next_row_group().await {
-                Ok(Some(r)) => Ok(r),
-                Ok(None) => return,
-                Err(e) => Err(decode_error(&url, e)),
             };
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
