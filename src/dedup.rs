@@ -18,7 +18,7 @@
 //! so the result is identical with and without spilling. The run files are deleted when the index
 //! is dropped, whether the job succeeded or not.
 //!
-//! [`key_hashes`] gives every row a hash of its key that is stable across processes and
+//! [`DedupPlan::hash_key_columns`] gives every row a hash of its key that is stable across processes and
 //! versions: it picks spill partitions and array-job shards.
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -284,11 +284,6 @@ impl DedupPlan {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Per-row stable hashes of the key columns of `batch` (see the module docs).
-    pub fn key_hashes(&self, batch: &RecordBatch) -> Result<Vec<u64>> {
-        self.hash_key_columns(&self.key_columns(batch)?)
-    }
-
     /// Per-row stable hashes of key columns given in primary-key order.
     pub fn hash_key_columns(&self, cols: &[arrow::array::ArrayRef]) -> Result<Vec<u64>> {
         let n = cols.first().map_or(0, |c| c.len());
@@ -359,19 +354,6 @@ impl DedupIndex {
             config: spill,
             spill: None,
         })
-    }
-
-    /// Number of distinct keys held in memory.
-    pub fn len(&self) -> usize {
-        match &self.keys {
-            Keys::Int(m) => m.len(),
-            Keys::Bytes(_, m, _) => m.len(),
-        }
-    }
-
-    /// True when no key is held in memory.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn over_budget(&self) -> bool {
