@@ -827,7 +827,7 @@ fn s3_in_s3_out_with_multipart_and_no_partial_objects() {
     s3.create_bucket("raw");
     s3.create_bucket("curated");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     s3.generate_orders(250000, "s3://raw/ecommerce/orders-raw/", 3);
     let args = |input: &str, output: &str| {
         edp_env(
@@ -902,7 +902,7 @@ fn run_event_routes_decodes_and_is_idempotent() {
         "CONTRACTS_DIR",
         root().join("fixtures/contracts").to_str().unwrap().into(),
     ));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let key = "ecommerce/orders-raw/year=2025/month=01/day=16/dms load+1 é.parquet";
     let encoded =
         "ecommerce/orders-raw/year%3D2025/month%3D01/day%3D16/dms+load%2B1+%C3%A9.parquet";
@@ -1002,7 +1002,7 @@ fn transient_storage_errors_are_retried_and_logged() {
     let mut env = env.clone();
     env.retain(|(k, _)| !k.starts_with("AWS_ENDPOINT"));
     env.push(("AWS_ENDPOINT", proxy.endpoint.clone()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let o = edp_env(
         &[
             "raw-to-curated",
@@ -1041,7 +1041,7 @@ fn transient_storage_errors_are_retried_and_logged() {
         .filter(|(k, _)| !k.starts_with("AWS_ENDPOINT"))
         .chain([("AWS_ENDPOINT", proxy.endpoint.clone())])
         .collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let o = edp_env(
         &[
             "raw-to-curated",
@@ -1069,23 +1069,8 @@ fn transient_storage_errors_are_retried_and_logged() {
 }
 
 fn report_rows(s3: &S3Server) -> u64 {
-    use object_store::ObjectStoreExt;
-    let store = s3.store("cur-rt");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let bytes = rt
-        .block_on(async {
-            store
-                .get(&object_store::path::Path::parse("orders/_edp_report.json").unwrap())
-                .await
-                .unwrap()
-                .bytes()
-                .await
-        })
-        .unwrap();
-    let rep: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let rep: serde_json::Value =
+        serde_json::from_slice(&s3.get("cur-rt", "orders/_edp_report.json")).unwrap();
     rep["rows_curated"].as_u64().unwrap()
 }
 
@@ -1095,7 +1080,7 @@ fn sigterm_during_a_multipart_upload_leaves_no_object() {
     s3.create_bucket("raw-term");
     s3.create_bucket("cur-term");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     s3.generate_orders(600000, "s3://raw-term/orders-raw/", 6);
     let mut cmd = std::process::Command::new(edp_bin());
     cmd.args([
@@ -1335,7 +1320,7 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
         ("SNS_TOPIC_ARN", topic.clone()),
         ("DEAD_LETTER_QUEUE_URL", dlq.clone()),
     ]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
 
     // A corrupt object: exit 4, an alert, and the event with its reason in the dead-letter queue.
     let store = s3.store("raw-n");
@@ -1415,7 +1400,7 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
 /// Generates orders with a 50% fault rate at `url` and returns its key.
 fn dir_generate_s3(s3: &S3Server, url: &str) -> String {
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     ok(edp_env(
         &[
             "generate",
@@ -1442,7 +1427,7 @@ fn kms_key_id_encrypts_s3_writes() {
     let key_id = "arn:aws:kms:us-east-1:123456789012:key/edp-test";
     let mut env = s3.env();
     env.push(("KMS_KEY_ID", key_id.to_string()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     ok(edp_env(
         &[
             "raw-to-curated",

@@ -86,13 +86,23 @@ pub fn generate(dir: &Path, dataset: &str, rows: u64, seed: u64, fault_rate: f64
 /// All rows of a Parquet file as one batch.
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    parquet_rows(file)
+}
+
+/// All rows of Parquet data (a file or bytes) as one batch.
+pub fn parquet_rows<T: parquet::file::reader::ChunkReader + 'static>(data: T) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
         .unwrap()
         .build()
         .unwrap();
     let schema = reader.schema();
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
     concat_batches(&schema, &batches).unwrap()
+}
+
+/// `(name, value)` pairs borrowed the way [`edp_env`] takes them.
+pub fn env_refs<K: AsRef<str>>(env: &[(K, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect()
 }
 
 /// A string column as owned optional values.
@@ -287,7 +297,7 @@ impl S3Server {
     /// Generates `rows` orders rows into the S3 URL `out`.
     pub fn generate_orders(&self, rows: u64, out: &str, seed: u64) {
         let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let env = env_refs(&env);
         ok(edp_env(
             &[
                 "generate",
@@ -402,29 +412,26 @@ impl S3Server {
 
     /// The rows of a Parquet object.
     pub fn read_parquet(&self, bucket: &str, key: &str) -> RecordBatch {
+        parquet_rows(self.get(bucket, key))
+    }
+
+    /// The bytes of an object.
+    pub fn get(&self, bucket: &str, key: &str) -> bytes::Bytes {
         use object_store::ObjectStoreExt;
         let store = self.store(bucket);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let bytes = rt
-            .block_on(async {
-                store
-                    .get(&object_store::path::Path::parse(key).unwrap())
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-            })
-            .unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        let schema = reader.schema();
-        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-        concat_batches(&schema, &batches).unwrap()
+        rt.block_on(async {
+            store
+                .get(&object_store::path::Path::parse(key).unwrap())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+        })
+        .unwrap()
     }
 }
 
