@@ -828,7 +828,12 @@ fn s3_in_s3_out_with_multipart_and_no_partial_objects() {
     s3.create_bucket("curated");
     let env = s3.env();
     let env = env_refs(&env);
-    s3.generate_orders(250000, "s3://raw/ecommerce/orders-raw/", 3);
+    s3.generate_orders(
+        250000,
+        "s3://raw/ecommerce/orders-raw/",
+        3,
+        edp::generate::DEFAULT_FAULT_RATE,
+    );
     let args = |input: &str, output: &str| {
         edp_env(
             &[
@@ -906,7 +911,12 @@ fn run_event_routes_decodes_and_is_idempotent() {
     let key = "ecommerce/orders-raw/year=2025/month=01/day=16/dms load+1 é.parquet";
     let encoded =
         "ecommerce/orders-raw/year%3D2025/month%3D01/day%3D16/dms+load%2B1+%C3%A9.parquet";
-    s3.generate_orders(3000, &format!("s3://raw-ev/{key}"), 8);
+    s3.generate_orders(
+        3000,
+        &format!("s3://raw-ev/{key}"),
+        8,
+        edp::generate::DEFAULT_FAULT_RATE,
+    );
 
     let dir = TempDir::new().unwrap();
     let events = [
@@ -996,7 +1006,12 @@ fn transient_storage_errors_are_retried_and_logged() {
     s3.create_bucket("raw-rt");
     s3.create_bucket("cur-rt");
     let env = s3.env();
-    s3.generate_orders(2000, "s3://raw-rt/orders-raw/", 4);
+    s3.generate_orders(
+        2000,
+        "s3://raw-rt/orders-raw/",
+        4,
+        edp::generate::DEFAULT_FAULT_RATE,
+    );
 
     let proxy = FaultyProxy::start(&s3.endpoint, 2);
     let mut env = env.clone();
@@ -1081,7 +1096,12 @@ fn sigterm_during_a_multipart_upload_leaves_no_object() {
     s3.create_bucket("cur-term");
     let env = s3.env();
     let env = env_refs(&env);
-    s3.generate_orders(600000, "s3://raw-term/orders-raw/", 6);
+    s3.generate_orders(
+        600000,
+        "s3://raw-term/orders-raw/",
+        6,
+        edp::generate::DEFAULT_FAULT_RATE,
+    );
     let mut cmd = std::process::Command::new(edp_bin());
     cmd.args([
         "--progress",
@@ -1365,7 +1385,12 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
         ("CURATED_BUCKET", "no-such-bucket"),
         ("AWS_BATCH_JOB_ATTEMPT", "1"),
     ]);
-    s3.generate_orders(2000, "s3://raw-n/shop/orders-raw/ok.parquet", 2);
+    s3.generate_orders(
+        2000,
+        "s3://raw-n/shop/orders-raw/ok.parquet",
+        2,
+        edp::generate::DEFAULT_FAULT_RATE,
+    );
     let o = edp_env(
         &[
             "run",
@@ -1384,7 +1409,7 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
     );
 
     // A run whose validation failure rate passes the threshold succeeds and alerts.
-    let faulty = dir_generate_s3(&s3, "s3://raw-n/shop/orders-raw/faulty.parquet");
+    let faulty = generate_faulty(&s3, "s3://raw-n/shop/orders-raw/faulty.parquet");
     let o = edp_env(&["run", "--bucket", "raw-n", "--key", &faulty], &env);
     assert!(o.status.success(), "{}", stderr(&o));
     let alerted = receive_all(&rt, &sqs, &alerts);
@@ -1398,23 +1423,8 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
 }
 
 /// Generates orders with a 50% fault rate at `url` and returns its key.
-fn dir_generate_s3(s3: &S3Server, url: &str) -> String {
-    let env = s3.env();
-    let env = env_refs(&env);
-    ok(edp_env(
-        &[
-            "generate",
-            "--dataset",
-            "orders",
-            "--rows",
-            "2000",
-            "--out",
-            url,
-            "--fault-rate",
-            "0.5",
-        ],
-        &env,
-    ));
+fn generate_faulty(s3: &S3Server, url: &str) -> String {
+    s3.generate_orders(2000, url, 42, 0.5);
     url.trim_start_matches("s3://raw-n/").to_string()
 }
 
@@ -1423,7 +1433,12 @@ fn kms_key_id_encrypts_s3_writes() {
     let s3 = S3Server::start();
     s3.create_bucket("raw-kms");
     s3.create_bucket("cur-kms");
-    s3.generate_orders(1000, "s3://raw-kms/orders-raw/", 9);
+    s3.generate_orders(
+        1000,
+        "s3://raw-kms/orders-raw/",
+        9,
+        edp::generate::DEFAULT_FAULT_RATE,
+    );
     let key_id = "arn:aws:kms:us-east-1:123456789012:key/edp-test";
     let mut env = s3.env();
     env.push(("KMS_KEY_ID", key_id.to_string()));

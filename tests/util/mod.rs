@@ -294,24 +294,22 @@ impl S3Server {
         ]
     }
 
-    /// Generates `rows` orders rows into the S3 URL `out`.
-    pub fn generate_orders(&self, rows: u64, out: &str, seed: u64) {
+    /// Generates `rows` orders rows, a share `fault_rate` of them faulty, into the S3 URL `out`.
+    pub fn generate_orders(&self, rows: u64, out: &str, seed: u64, fault_rate: f64) {
         let env = self.env();
         let env = env_refs(&env);
-        ok(edp_env(
-            &[
-                "generate",
-                "--dataset",
-                "orders",
-                "--rows",
-                &rows.to_string(),
-                "--out",
-                out,
-                "--seed",
-                &seed.to_string(),
-            ],
-            &env,
-        ));
+        let (rows, seed, fault_rate) = (rows.to_string(), seed.to_string(), fault_rate.to_string());
+        let args = [
+            "generate",
+            "--dataset",
+            "orders",
+            "--rows",
+            &rows,
+            "--out",
+            out,
+        ];
+        let args = [&args[..], &["--seed", &seed, "--fault-rate", &fault_rate]].concat();
+        ok(edp_env(&args, &env));
     }
 
     /// Creates `bucket` with a plain S3 `PUT /bucket` (the server does not check signatures).
