@@ -50,7 +50,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("validate", |b| {
         b.iter(|| {
             for batch in &batches {
-                criterion::black_box(validator.validate(batch, &contract).unwrap());
+                criterion::black_box(validator.validate(batch).unwrap());
             }
         })
     });

@@ -540,11 +540,7 @@ async fn check_file(
         }
         None => Box::new(0..p.rows),
     };
-    let (validator, contract, protector2) = (
-        p.validator.clone(),
-        spec.contract.clone(),
-        protector.clone(),
-    );
+    let (validator, protector2) = (p.validator.clone(), protector.clone());
     let (schema2, q_schema2, url2) = (schema.clone(), q_schema.clone(), url.clone());
     let write_quarantine = quarantine.is_some();
     let validation = spec.validation_enabled;
@@ -559,7 +555,7 @@ async fn check_file(
             ));
         }
         let verdict = if validation {
-            validator.validate(&batch, &contract)?
+            validator.validate(&batch)?
         } else {
             crate::validate::Verdict::default()
         };
