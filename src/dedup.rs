@@ -5,18 +5,23 @@
 //! order, rows in file order). A winning `D` under `x-cdc-op` is kept as a tombstone row so later
 //! stages can apply the delete.
 //!
-//! The index holds only keys and positions, never row data: the job's first pass offers the
-//! valid rows of every batch ([`DedupIndex::offer`]), and [`DedupIndex::finish`] returns, per
-//! input file, a bitmap of the winning rows (one bit per input row), which the second pass turns
-//! into a Parquet row selection. Keys are either one integer (a map keyed by `i64`) or the arrow
-//! row encoding of the key columns (a map keyed by bytes).
+//! The index holds only keys and positions, never row data. A worker computes each batch's
+//! [`Offers`] (key, stable key hash, candidate per row: the date-time parsing and hashing), and
+//! the index's thread only appends them ([`DedupIndex::insert`]). [`DedupIndex::finish`] returns,
+//! per input file, a bitmap of the winning rows (one bit per input row), which the job turns into
+//! Parquet row selections.
 //!
-//! The index has a memory budget. When the map reaches the number of entries the budget allows,
-//! its entries are appended to [`SPILL_PARTITIONS`] hash-partitioned run files in a temporary
-//! directory under the spill directory, and the map starts empty again. At the end, each
-//! partition is reduced on its own (all runs of one partition hold every version of their keys),
-//! so the result is identical with and without spilling. The run files are deleted when the index
-//! is dropped, whether the job succeeded or not.
+//! Integer keys (the common case) are appended to [`SPILL_PARTITIONS`] radix partitions by key
+//! hash as fixed-size word arrays (24 bytes per entry, 40 with a sequence column), and each
+//! partition is reduced at the end by sorting it: sequential appends and cache-sized sorts,
+//! where one hash table over all keys would miss the cache on nearly every offer. Other keys
+//! (composite, strings) use the arrow row encoding in a hash map.
+//!
+//! The index has a memory budget. When it is full, its entries are appended to the partitions'
+//! run files in a temporary directory under the spill directory, and memory starts empty again.
+//! At the end, each partition is reduced on its own (all runs of one partition hold every
+//! version of their keys), so the result is identical with and without spilling. The run files
+//! are deleted when the index is dropped, whether the job succeeded or not.
 //!
 //! [`DedupPlan::hash_key_columns`] gives every row a hash of its key that is stable across processes and
 //! versions: it picks spill partitions and array-job shards.
@@ -144,8 +149,6 @@ impl DedupPlan {
 pub const SPILL_PARTITIONS: usize = 64;
 /// Bytes of one spilled candidate.
 const CANDIDATE_BYTES: usize = 32;
-/// Bytes per slot of an integer-keyed map (key, candidate, control byte).
-const INT_ENTRY_BYTES: usize = 41;
 /// Estimated bytes per entry of a byte-keyed map, besides the key bytes themselves.
 const BYTES_ENTRY_BYTES: usize = 80;
 
@@ -209,9 +212,124 @@ fn keep_max<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Candidate>, key: K, c:
         .or_insert(c);
 }
 
+/// An `i64` as a `u64` with the same order.
+fn flip(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+fn unflip(v: u64) -> i64 {
+    (v ^ (1 << 63)) as i64
+}
+
+/// Integer-keyed entries in radix partitions: `[key, time, (seq hi, seq lo,) pos]` as
+/// order-preserving words, `S` = 3 without a sequence column and 5 with one. Offering appends
+/// to the key's partition (sequential writes, no hash table); each partition is reduced at the
+/// end by sorting it, which fits in cache where a table over all keys would not.
+struct IntRuns<const S: usize> {
+    parts: Vec<Vec<[u64; S]>>,
+    /// A partition this long triggers a spill of all of them.
+    part_limit: usize,
+}
+
+impl<const S: usize> IntRuns<S> {
+    fn new(max_entries: usize, rows: u64) -> Self {
+        let part_limit = (max_entries / SPILL_PARTITIONS).max(1);
+        let expected = usize::try_from(rows / SPILL_PARTITIONS as u64)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(5)
+            / 4
+            + 16;
+        IntRuns {
+            parts: (0..SPILL_PARTITIONS)
+                .map(|_| Vec::with_capacity(expected.min(part_limit)))
+                .collect(),
+            part_limit,
+        }
+    }
+
+    fn words(key: i64, c: &Candidate) -> [u64; S] {
+        let mut w = [0u64; S];
+        w[0] = flip(key);
+        w[1] = flip(c.time);
+        if S == 5 {
+            w[2] = flip(c.seq_hi);
+            w[3] = c.seq_lo;
+        }
+        w[S - 1] = c.pos;
+        w
+    }
+
+    fn candidate(w: &[u64; S]) -> Candidate {
+        let (seq_hi, seq_lo) = if S == 5 {
+            (unflip(w[2]), w[3])
+        } else {
+            (i64::MIN, 0)
+        };
+        Candidate {
+            time: unflip(w[1]),
+            seq_hi,
+            seq_lo,
+            pos: w[S - 1],
+        }
+    }
+
+    /// Appends an entry; true when its partition is full and everything should be spilled.
+    fn push(&mut self, hash: u64, key: i64, c: &Candidate) -> bool {
+        let part = &mut self.parts[partition(hash)];
+        part.push(Self::words(key, c));
+        part.len() >= self.part_limit
+    }
+
+    fn spill(&mut self, spill: &mut Spill) -> std::io::Result<u64> {
+        let mut written = 0;
+        let mut buf = Vec::new();
+        for (part, file) in self.parts.iter_mut().zip(&mut spill.files) {
+            buf.clear();
+            for w in part.iter() {
+                for word in w {
+                    buf.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+            file.write_all(&buf)?;
+            written += part.len() as u64;
+            part.clear();
+        }
+        Ok(written)
+    }
+
+    /// Reduces partition `p` (its spilled runs in `spilled` plus what is in memory) and calls
+    /// `add` with the winner of every key.
+    fn reduce(
+        &mut self,
+        p: usize,
+        spilled: &[u8],
+        add: &mut impl FnMut(&Candidate) -> Result<()>,
+    ) -> Result<()> {
+        let mut entries = std::mem::take(&mut self.parts[p]);
+        entries.reserve(spilled.len() / (8 * S));
+        for rec in spilled.chunks_exact(8 * S) {
+            let mut w = [0u64; S];
+            for (i, word) in rec.chunks_exact(8).enumerate() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(word);
+                w[i] = u64::from_le_bytes(b);
+            }
+            entries.push(w);
+        }
+        entries.sort_unstable();
+        for (i, w) in entries.iter().enumerate() {
+            if entries.get(i + 1).is_none_or(|next| next[0] != w[0]) {
+                add(&Self::candidate(w))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 enum Keys {
-    Int(HashMap<i64, Candidate>),
-    Bytes(RowConverter, HashMap<Box<[u8]>, Candidate>, usize),
+    Int3(IntRuns<3>),
+    Int5(IntRuns<5>),
+    Bytes(HashMap<Box<[u8]>, Candidate>, usize),
 }
 
 struct Spill {
@@ -274,6 +392,37 @@ pub struct Winners {
     pub spilled_entries: u64,
 }
 
+/// The keys of one batch's offers.
+enum OfferKeys {
+    Int(arrow::array::Int64Array),
+    Bytes(arrow::row::Rows),
+}
+
+/// What one batch offers to the index: per row its key, stable key hash and candidate. Built by
+/// [`DedupPlan::offers`] on a worker thread, so that the index's own thread only appends.
+pub struct Offers {
+    keys: OfferKeys,
+    hashes: Vec<u64>,
+    candidates: Vec<Candidate>,
+}
+
+impl Offers {
+    /// The stable hash of each row's key (0 for a null key): picks the row's shard.
+    pub fn hashes(&self) -> &[u64] {
+        &self.hashes
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+}
+
 impl DedupPlan {
     fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<arrow::array::ArrayRef>> {
         Ok(self
@@ -284,137 +433,20 @@ impl DedupPlan {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Per-row stable hashes of key columns given in primary-key order.
-    pub fn hash_key_columns(&self, cols: &[arrow::array::ArrayRef]) -> Result<Vec<u64>> {
-        let n = cols.first().map_or(0, |c| c.len());
-        let cols = cols
-            .iter()
-            .zip(&self.key_types)
-            .map(|(c, t)| cast(c, t))
-            .collect::<Result<Vec<_>, _>>()?;
-        if self.key_types == [DataType::Int64] {
-            let k = cols[0].as_primitive::<Int64Type>();
-            return Ok((0..n)
-                .map(|r| {
-                    if k.is_valid(r) {
-                        int_hash(k.value(r))
-                    } else {
-                        0
-                    }
-                })
-                .collect());
-        }
-        let conv = RowConverter::new(self.key_types.iter().cloned().map(SortField::new).collect())?;
-        let rows = conv.convert_columns(&cols)?;
-        Ok((0..n).map(|r| stable_hash(rows.row(r).as_ref())).collect())
-    }
-}
-
-impl DedupIndex {
-    /// An empty index for keys shaped like `plan`'s, expecting at most `rows` offers. With a
-    /// spill configuration, the map holds at most what `budget` allows and spills the rest;
-    /// without, it grows as needed.
-    pub fn new(plan: &DedupPlan, rows: u64, spill: Option<SpillConfig>) -> Result<Self> {
-        let int = plan.key_types == [DataType::Int64];
-        let entry = if int {
-            INT_ENTRY_BYTES
-        } else {
-            BYTES_ENTRY_BYTES
-        };
-        // A hash table has a power-of-two number of slots, at most 7/8 full: size the table
-        // so that all its slots fit the budget, and spill once it is full.
-        let max_entries = spill.as_ref().map_or(usize::MAX, |c| {
-            let slots = (c.budget / entry).max(16);
-            let slots = if slots.is_power_of_two() {
-                slots
-            } else {
-                slots.next_power_of_two() / 2
-            };
-            slots / 8 * 7
-        });
-        let capacity = usize::try_from(rows)
-            .unwrap_or(usize::MAX)
-            .min(max_entries)
-            .min(1 << 26);
-        let keys = if int {
-            Keys::Int(HashMap::with_capacity(capacity))
-        } else {
-            let fields = plan.key_types.iter().cloned().map(SortField::new).collect();
-            Keys::Bytes(
-                RowConverter::new(fields)?,
-                HashMap::with_capacity(capacity),
-                0,
-            )
-        };
-        Ok(DedupIndex {
-            keys,
-            offered: 0,
-            max_entries,
-            key_bytes_budget: spill.as_ref().map_or(usize::MAX, |c| c.budget / 2),
-            config: spill,
-            spill: None,
-        })
+    /// The dedup columns this plan reads, as indexes into the schema it was built for.
+    pub fn columns(&self) -> Vec<usize> {
+        let mut cols = self.keys.clone();
+        cols.extend(self.time.map(|(i, _)| i));
+        cols.extend(self.seq);
+        cols.extend(self.op);
+        cols.sort_unstable();
+        cols.dedup();
+        cols
     }
 
-    fn over_budget(&self) -> bool {
-        match &self.keys {
-            Keys::Int(m) => m.len() >= self.max_entries,
-            Keys::Bytes(_, m, bytes) => {
-                m.len() >= self.max_entries || *bytes >= self.key_bytes_budget
-            }
-        }
-    }
-
-    /// Appends every in-memory entry to the partition run files and empties the map.
-    fn spill_all(&mut self) -> Result<()> {
-        let Some(config) = &self.config else {
-            return Ok(());
-        };
-        if self.spill.is_none() {
-            self.spill = Some(Spill::new(config)?);
-        }
-        let spill = self
-            .spill
-            .as_mut()
-            .ok_or_else(|| Error::Internal("spill not set".into()))?;
-        let mut written = 0u64;
-        let result: std::io::Result<()> = (|| {
-            match &mut self.keys {
-                Keys::Int(map) => {
-                    for (k, c) in map.drain() {
-                        let f = &mut spill.files[partition(int_hash(k))];
-                        f.write_all(&k.to_le_bytes())?;
-                        f.write_all(&c.to_bytes())?;
-                        written += 1;
-                    }
-                }
-                Keys::Bytes(_, map, bytes) => {
-                    for (k, c) in map.drain() {
-                        let f = &mut spill.files[partition(stable_hash(&k))];
-                        f.write_all(&(k.len() as u32).to_le_bytes())?;
-                        f.write_all(&k)?;
-                        f.write_all(&c.to_bytes())?;
-                        written += 1;
-                    }
-                    *bytes = 0;
-                }
-            }
-            Ok(())
-        })();
-        spill.spilled_entries += written;
-        result.map_err(|e| spill.io_error(e))
-    }
-
-    /// Offers the rows of `batch` not marked in `invalid`; `rows[i]` is the row number of the
-    /// batch's row `i` in file number `file`.
-    pub fn offer(
-        &mut self,
-        plan: &DedupPlan,
-        batch: &RecordBatch,
-        invalid: Option<&BooleanBuffer>,
-        file: u32,
-        rows: &[u64],
-    ) -> Result<()> {
+    /// The offers of `batch`, whose row `i` is row `rows[i]` of input file number `file`.
+    /// `batch` holds at least the plan's columns at the plan's positions.
+    pub fn offers(&self, batch: &RecordBatch, file: u32, rows: &[u64]) -> Result<Offers> {
         let n = batch.num_rows();
         if rows.len() != n {
             return Err(Error::Internal(format!(
@@ -427,7 +459,7 @@ impl DedupIndex {
                 "more than 2^23 input objects or 2^40 rows in one object".into(),
             ));
         }
-        let times: Vec<i64> = match plan.time {
+        let times: Vec<i64> = match self.time {
             None => vec![i64::MIN; n],
             Some((i, format)) => {
                 let col = batch.column(i);
@@ -445,7 +477,7 @@ impl DedupIndex {
                 }
             }
         };
-        let seqs: Vec<i128> = match plan.seq {
+        let seqs: Vec<i128> = match self.seq {
             None => vec![i128::MIN; n],
             Some(i) => {
                 let col = batch.column(i);
@@ -476,57 +508,216 @@ impl DedupIndex {
                 }
             }
         };
-        let ops = match plan.op {
+        let ops = match self.op {
             Some(i) => Some(cast(batch.column(i), &DataType::Utf8)?),
             None => None,
         };
         let ops = ops.as_ref().map(|a| a.as_string::<i32>());
-        let candidate = |r: usize| {
-            let tombstone =
-                ops.is_some_and(|o| o.is_valid(r) && o.value(r).eq_ignore_ascii_case("D"));
-            Candidate::new(times[r], seqs[r], file, rows[r], tombstone)
-        };
-        let keep = |r: usize| invalid.is_none_or(|m| !m.value(r));
-        match &self.keys {
-            Keys::Int(_) => {
-                let k = cast(batch.column(plan.keys[0]), &DataType::Int64)?;
-                let k = k.as_primitive::<Int64Type>();
-                for r in (0..n).filter(|&r| keep(r)) {
-                    if self.over_budget() {
-                        self.spill_all()?;
+        let candidates = (0..n)
+            .map(|r| {
+                let tombstone =
+                    ops.is_some_and(|o| o.is_valid(r) && o.value(r).eq_ignore_ascii_case("D"));
+                Candidate::new(times[r], seqs[r], file, rows[r], tombstone)
+            })
+            .collect();
+        let cols = self.key_columns(batch)?;
+        let (keys, hashes) = if self.key_types == [DataType::Int64] {
+            let k = cols[0].as_primitive::<Int64Type>().clone();
+            let hashes = (0..n)
+                .map(|r| {
+                    if k.is_valid(r) {
+                        int_hash(k.value(r))
+                    } else {
+                        0
                     }
+                })
+                .collect();
+            (OfferKeys::Int(k), hashes)
+        } else {
+            let conv =
+                RowConverter::new(self.key_types.iter().cloned().map(SortField::new).collect())?;
+            let encoded = conv.convert_columns(&cols)?;
+            let hashes = (0..n)
+                .map(|r| {
+                    if cols.iter().any(|c| c.is_null(r)) {
+                        0
+                    } else {
+                        stable_hash(encoded.row(r).as_ref())
+                    }
+                })
+                .collect();
+            (OfferKeys::Bytes(encoded), hashes)
+        };
+        Ok(Offers {
+            keys,
+            hashes,
+            candidates,
+        })
+    }
+
+    /// Per-row stable hashes of key columns given in primary-key order.
+    pub fn hash_key_columns(&self, cols: &[arrow::array::ArrayRef]) -> Result<Vec<u64>> {
+        let n = cols.first().map_or(0, |c| c.len());
+        let cols = cols
+            .iter()
+            .zip(&self.key_types)
+            .map(|(c, t)| cast(c, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.key_types == [DataType::Int64] {
+            let k = cols[0].as_primitive::<Int64Type>();
+            return Ok((0..n)
+                .map(|r| {
+                    if k.is_valid(r) {
+                        int_hash(k.value(r))
+                    } else {
+                        0
+                    }
+                })
+                .collect());
+        }
+        let conv = RowConverter::new(self.key_types.iter().cloned().map(SortField::new).collect())?;
+        let rows = conv.convert_columns(&cols)?;
+        Ok((0..n).map(|r| stable_hash(rows.row(r).as_ref())).collect())
+    }
+}
+impl DedupIndex {
+    /// An empty index for keys shaped like `plan`'s, expecting at most `rows` offers. With a
+    /// spill configuration, the index holds at most what `budget` allows and spills the rest;
+    /// without, it grows as needed.
+    pub fn new(plan: &DedupPlan, rows: u64, spill: Option<SpillConfig>) -> Result<Self> {
+        let int = plan.key_types == [DataType::Int64];
+        let stride = if plan.seq.is_some() { 5 } else { 3 };
+        let entry = if int { 8 * stride } else { BYTES_ENTRY_BYTES };
+        let max_entries = spill
+            .as_ref()
+            .map_or(usize::MAX, |c| (c.budget / entry).max(SPILL_PARTITIONS));
+        let keys = match (int, stride) {
+            (true, 3) => Keys::Int3(IntRuns::new(max_entries, rows)),
+            (true, _) => Keys::Int5(IntRuns::new(max_entries, rows)),
+            (false, _) => Keys::Bytes(
+                HashMap::with_capacity(
+                    usize::try_from(rows)
+                        .unwrap_or(usize::MAX)
+                        .min(max_entries)
+                        .min(1 << 20),
+                ),
+                0,
+            ),
+        };
+        Ok(DedupIndex {
+            keys,
+            offered: 0,
+            max_entries,
+            key_bytes_budget: spill.as_ref().map_or(usize::MAX, |c| c.budget / 2),
+            config: spill,
+            spill: None,
+        })
+    }
+
+    /// Appends every in-memory entry to the partition run files and empties memory.
+    fn spill_all(&mut self) -> Result<()> {
+        let Some(config) = &self.config else {
+            return Ok(());
+        };
+        if self.spill.is_none() {
+            self.spill = Some(Spill::new(config)?);
+        }
+        let spill = self
+            .spill
+            .as_mut()
+            .ok_or_else(|| Error::Internal("spill not set".into()))?;
+        let result: std::io::Result<u64> = match &mut self.keys {
+            Keys::Int3(runs) => runs.spill(spill),
+            Keys::Int5(runs) => runs.spill(spill),
+            Keys::Bytes(map, bytes) => (|| {
+                let mut written = 0u64;
+                for (k, c) in map.drain() {
+                    let f = &mut spill.files[partition(stable_hash(&k))];
+                    f.write_all(&(k.len() as u32).to_le_bytes())?;
+                    f.write_all(&k)?;
+                    f.write_all(&c.to_bytes())?;
+                    written += 1;
+                }
+                *bytes = 0;
+                Ok(written)
+            })(),
+        };
+        match result {
+            Ok(n) => {
+                spill.spilled_entries += n;
+                Ok(())
+            }
+            Err(e) => Err(spill.io_error(e)),
+        }
+    }
+
+    /// Offers the rows of `batch` not marked in `skip`; `rows[i]` is the row number of the
+    /// batch's row `i` in file number `file`.
+    pub fn offer(
+        &mut self,
+        plan: &DedupPlan,
+        batch: &RecordBatch,
+        skip: Option<&BooleanBuffer>,
+        file: u32,
+        rows: &[u64],
+    ) -> Result<()> {
+        self.insert(&plan.offers(batch, file, rows)?, skip)
+    }
+
+    /// Adds the offers not marked in `skip`. Rows with a null key are never offered: they
+    /// fail validation.
+    pub fn insert(&mut self, offers: &Offers, skip: Option<&BooleanBuffer>) -> Result<()> {
+        let wanted = |r: usize| skip.is_none_or(|m| !m.value(r));
+        match &offers.keys {
+            OfferKeys::Int(k) => {
+                for r in (0..offers.len()).filter(|&r| wanted(r) && k.is_valid(r)) {
                     self.offered += 1;
-                    if let Keys::Int(map) = &mut self.keys {
-                        keep_max(map, k.value(r), candidate(r));
+                    let (hash, c) = (offers.hashes[r], &offers.candidates[r]);
+                    let full = match &mut self.keys {
+                        Keys::Int3(runs) => runs.push(hash, k.value(r), c),
+                        Keys::Int5(runs) => runs.push(hash, k.value(r), c),
+                        Keys::Bytes(..) => {
+                            return Err(Error::Internal("integer offers to a byte index".into()))
+                        }
+                    };
+                    if full {
+                        self.spill_all()?;
                     }
                 }
             }
-            Keys::Bytes(conv, _, _) => {
-                let encoded = conv.convert_columns(&plan.key_columns(batch)?)?;
-                for r in (0..n).filter(|&r| keep(r)) {
+            OfferKeys::Bytes(encoded) => {
+                for r in (0..offers.len()).filter(|&r| wanted(r) && offers.hashes[r] != 0) {
                     if self.over_budget() {
                         self.spill_all()?;
                     }
                     self.offered += 1;
-                    if let Keys::Bytes(_, map, bytes) = &mut self.keys {
-                        let key = encoded.row(r);
-                        let c = candidate(r);
-                        match map.get_mut(key.as_ref()) {
-                            Some(old) => {
-                                if c > *old {
-                                    *old = c
-                                }
+                    let Keys::Bytes(map, bytes) = &mut self.keys else {
+                        return Err(Error::Internal("byte offers to an integer index".into()));
+                    };
+                    let key = encoded.row(r);
+                    let c = offers.candidates[r];
+                    match map.get_mut(key.as_ref()) {
+                        Some(old) => {
+                            if c > *old {
+                                *old = c
                             }
-                            None => {
-                                *bytes += key.as_ref().len();
-                                map.insert(key.as_ref().into(), c);
-                            }
+                        }
+                        None => {
+                            *bytes += key.as_ref().len();
+                            map.insert(key.as_ref().into(), c);
                         }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    fn over_budget(&self) -> bool {
+        match &self.keys {
+            Keys::Bytes(m, bytes) => m.len() >= self.max_entries || *bytes >= self.key_bytes_budget,
+            _ => false,
+        }
     }
 
     /// The winners per file as bitmaps over `file_rows[f]` rows, with the counts of
@@ -541,7 +732,7 @@ impl DedupIndex {
             })
             .collect();
         let mut out = Winners::default();
-        let mut add = |c: &Candidate, out: &mut Winners| -> Result<()> {
+        let mut add = |c: &Candidate| -> Result<()> {
             let file = bits
                 .get_mut(c.file() as usize)
                 .ok_or_else(|| Error::Internal(format!("winner in unknown file {}", c.file())))?;
@@ -553,57 +744,52 @@ impl DedupIndex {
         if self.spill.is_some() {
             self.spill_all()?;
         }
-        match self.spill.take() {
-            None => match &self.keys {
-                Keys::Int(m) => m.values().try_for_each(|c| add(c, &mut out))?,
-                Keys::Bytes(_, m, _) => m.values().try_for_each(|c| add(c, &mut out))?,
-            },
-            Some(mut spill) => {
-                out.spilled_entries = spill.spilled_entries;
-                for f in &mut spill.files {
-                    f.flush().map_err(|e| {
-                        Error::Spill(format!("{}: {e}", spill.dir.path().display()))
-                    })?;
-                }
-                for p in 0..SPILL_PARTITIONS {
-                    let path = spill.dir.path().join(format!("part-{p:03}.run"));
-                    let data = std::fs::read(&path).map_err(|e| spill.io_error(e))?;
-                    match &mut self.keys {
-                        Keys::Int(map) => {
-                            for rec in data.chunks_exact(8 + CANDIDATE_BYTES) {
-                                let mut k = [0u8; 8];
-                                k.copy_from_slice(&rec[..8]);
-                                keep_max(
-                                    map,
-                                    i64::from_le_bytes(k),
-                                    Candidate::from_bytes(&rec[8..]),
-                                );
-                            }
-                            map.values().try_for_each(|c| add(c, &mut out))?;
-                            map.clear();
-                        }
-                        Keys::Bytes(_, map, _) => {
-                            let mut at = 0;
-                            while at + 4 <= data.len() {
-                                let mut len = [0u8; 4];
-                                len.copy_from_slice(&data[at..at + 4]);
-                                let len = u32::from_le_bytes(len) as usize;
-                                let key: Box<[u8]> = data[at + 4..at + 4 + len].into();
-                                let c = Candidate::from_bytes(
-                                    &data[at + 4 + len..at + 4 + len + CANDIDATE_BYTES],
-                                );
-                                keep_max(map, key, c);
-                                at += 4 + len + CANDIDATE_BYTES;
-                            }
-                            map.values().try_for_each(|c| add(c, &mut out))?;
-                            map.clear();
-                        }
-                    }
-                    // Free each partition's disk space as soon as it is reduced.
+        let mut spill = self.spill.take();
+        if let Some(spill) = &mut spill {
+            for f in &mut spill.files {
+                f.flush()
+                    .map_err(|e| Error::Spill(format!("{}: {e}", spill.dir.path().display())))?;
+            }
+        }
+        for p in 0..SPILL_PARTITIONS {
+            let data = match &spill {
+                Some(s) => {
+                    let path = s.dir.path().join(format!("part-{p:03}.run"));
+                    let data = std::fs::read(&path).map_err(|e| s.io_error(e))?;
+                    // Free each partition's disk space as soon as it is read.
                     let _ = std::fs::remove_file(&path);
+                    data
+                }
+                None => Vec::new(),
+            };
+            match &mut self.keys {
+                Keys::Int3(runs) => runs.reduce(p, &data, &mut add)?,
+                Keys::Int5(runs) => runs.reduce(p, &data, &mut add)?,
+                Keys::Bytes(map, _) => {
+                    if spill.is_none() {
+                        if p == 0 {
+                            map.values().try_for_each(&mut add)?;
+                        }
+                        continue;
+                    }
+                    let mut at = 0;
+                    while at + 4 <= data.len() {
+                        let mut len = [0u8; 4];
+                        len.copy_from_slice(&data[at..at + 4]);
+                        let len = u32::from_le_bytes(len) as usize;
+                        let key: Box<[u8]> = data[at + 4..at + 4 + len].into();
+                        let c = Candidate::from_bytes(
+                            &data[at + 4 + len..at + 4 + len + CANDIDATE_BYTES],
+                        );
+                        keep_max(map, key, c);
+                        at += 4 + len + CANDIDATE_BYTES;
+                    }
+                    map.values().try_for_each(&mut add)?;
+                    map.clear();
                 }
             }
         }
+        out.spilled_entries = spill.as_ref().map_or(0, |s| s.spilled_entries);
         out.rows = bits.iter_mut().map(BooleanBufferBuilder::finish).collect();
         out.superseded = self.offered - out.kept;
         Ok(out)
