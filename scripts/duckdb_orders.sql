@@ -1,7 +1,7 @@
 -- The stage 1 `orders` job written by hand in DuckDB, for scripts/bench.sh to compare against:
--- the same row checks as fixtures/contracts/orders.json, latest version per order_id, card
--- numbers masked (declared column and free text, by regex: no Luhn check, so it does less work
--- than edp), e-mails hashed, curated and quarantine written as Snappy Parquet.
+-- the same row checks as fixtures/contracts/orders.json, the latest version per order_id (kept
+-- when valid), card numbers masked (declared column and free text, by regex: no Luhn check, so
+-- it does less work than edp), e-mails hashed, curated and quarantine written as Snappy Parquet.
 -- Placeholders RAW, OUT and THREADS are filled in by scripts/bench.sh.
 SET threads = THREADS;
 SET preserve_insertion_order = false;
@@ -41,6 +41,6 @@ COPY (
       regexp_replace(notes, '([0-9][ -]?){9,15}([0-9]{4})', '************\2', 'g') AS notes,
       sha256('edp-bench-key' || email) AS email)
   FROM checked
-  WHERE len(_errors) = 0
-  QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY try_cast(updated_at AS TIMESTAMP) DESC, filename DESC, file_row_number DESC) = 1
+  QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY try_cast(updated_at AS TIMESTAMP) DESC NULLS LAST, filename DESC, file_row_number DESC) = 1
+    AND len(_errors) = 0
 ) TO 'OUT/curated.parquet' (FORMAT parquet, COMPRESSION snappy);

@@ -23,7 +23,7 @@
 //! version of their keys), so the result is identical with and without spilling. The run files
 //! are deleted when the index is dropped, whether the job succeeded or not.
 //!
-//! [`DedupPlan::hash_key_columns`] gives every row a hash of its key that is stable across processes and
+//! [`Offers::hashes`] gives every row a hash of its key that is stable across processes and
 //! versions: it picks spill partitions and array-job shards.
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -555,31 +555,18 @@ impl DedupPlan {
         })
     }
 
-    /// Per-row stable hashes of key columns given in primary-key order.
-    pub fn hash_key_columns(&self, cols: &[arrow::array::ArrayRef]) -> Result<Vec<u64>> {
-        let n = cols.first().map_or(0, |c| c.len());
-        let cols = cols
-            .iter()
-            .zip(&self.key_types)
-            .map(|(c, t)| cast(c, t))
-            .collect::<Result<Vec<_>, _>>()?;
-        if self.key_types == [DataType::Int64] {
-            let k = cols[0].as_primitive::<Int64Type>();
-            return Ok((0..n)
-                .map(|r| {
-                    if k.is_valid(r) {
-                        int_hash(k.value(r))
-                    } else {
-                        0
-                    }
-                })
-                .collect());
-        }
-        let conv = RowConverter::new(self.key_types.iter().cloned().map(SortField::new).collect())?;
-        let rows = conv.convert_columns(&cols)?;
-        Ok((0..n).map(|r| stable_hash(rows.row(r).as_ref())).collect())
+    /// Rows of `batch` set in `rows` whose CDC op is a delete: the tombstones among them.
+    pub fn tombstones(&self, batch: &RecordBatch, rows: &BooleanBuffer) -> Result<u64> {
+        let Some(i) = self.op else { return Ok(0) };
+        let ops = cast(batch.column(i), &DataType::Utf8)?;
+        let ops = ops.as_string::<i32>();
+        Ok(rows
+            .set_indices()
+            .filter(|&r| ops.is_valid(r) && ops.value(r).eq_ignore_ascii_case("D"))
+            .count() as u64)
     }
 }
+
 impl DedupIndex {
     /// An empty index for keys shaped like `plan`'s, expecting at most `rows` offers. With a
     /// spill configuration, the index holds at most what `budget` allows and spills the rest;

@@ -1,31 +1,36 @@
 //! The stage 1 job: raw objects → curated and quarantine Parquet plus a run report.
 //!
-//! Two passes keep memory independent of the data volume:
+//! Two passes keep memory independent of the data volume, and each decodes a row in full once:
 //!
-//! 1. Every row group of every input is fetched (with read-ahead), decoded and validated.
-//!    Failing rows are protected and written to quarantine at once; the keys, event times and
-//!    positions of valid rows go to the dedup index. No row data is held.
-//! 2. Each input is read again with a Parquet row selection of its winning rows only, which are
-//!    protected and written to curated.
+//! 1. The key pass fetches and decodes only the dedup columns (key, event time, sequence, op).
+//!    A batch worker turns them into [`Offers`](crate::dedup::Offers) (parsing, hashing) while
+//!    this task appends them to the index; the result is one bit per input row: the winners.
+//!    A sharded job (`--shard INDEX/COUNT`) marks the rows whose key hash falls in its shard in
+//!    the same pass and offers only those. Without a primary key there is no key pass (a
+//!    sharded job then owns rows by a hash of their position).
+//! 2. The data pass decodes every owned row once, one row group per blocking worker, as many
+//!    workers as cores: validate; protect the failing rows for quarantine; protect the valid
+//!    winners and encode them into Parquet column chunks ([`RowGroupEncoder`]). This task takes
+//!    the results in input order and splices them into the outputs, so the output does not
+//!    depend on thread timing.
 //!
-//! With `--shard INDEX/COUNT` a pass 0 first decodes only the key columns to find the rows whose
-//! key hash falls in this shard; passes 1 and 2 then decode only those rows (a Parquet row
-//! selection), so COUNT processes together produce exactly what one process would.
+//! Every decoded row ends in one count: curated (a valid winner), quarantined (invalid, winner
+//! or not) or superseded (valid, not its key's winner). A key whose winner is invalid has no
+//! curated row: an older version is never published as current.
 //!
 //! File-level problems (unreadable footer, missing column, wrong type, schemas that cannot be
 //! reconciled) are found from the footers before any data is read. Inputs whose schemas differ
 //! only by added nullable columns are reconciled into one output schema, the missing columns read
-//! as nulls. Any error aborts both
-//! uploads, so nothing partial becomes visible; the conservation check runs before the outputs
-//! are completed, so an unbalanced run publishes nothing either.
+//! as nulls. Any error aborts both uploads, so nothing partial becomes visible; the conservation
+//! check runs before the outputs are completed, so an unbalanced run publishes nothing either.
 //!
 //! Memory: the dedup index gets [`INDEX_BUDGET_SHARE`] of `--memory-limit` and spills past it;
 //! winners are kept as one bit per input row. The rest of the budget covers what is bounded by
-//! construction: `--read-ahead` compressed row groups in flight, two decoded row groups in the
-//! pass 2 pipeline, each output's row group buffer (flushed at 1/16 of the limit, at most
-//! 32 MiB) and its multipart parts (3 × 10 MiB).
+//! construction: `--read-ahead` compressed row groups fetched ahead, one row group per worker
+//! (a decoded batch and its encoded pages, closed into a row group at 1/16 of the limit, at most
+//! 32 MiB), and each output's multipart parts (3 × 10 MiB).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,17 +43,17 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader};
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::ProjectionMask;
 
 use crate::contract::{Contract, Format, Pci, Pii};
 use crate::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use crate::protect::{MaskCounts, Protector};
 use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers};
-use crate::sink::{writer_properties, Codec, ParquetSink};
-use crate::source::{self, decode_error, InputObject};
+use crate::sink::{writer_properties, Codec, EncodedRowGroup, ParquetSink, RowGroupEncoder};
+use crate::source::{self, decode_error, InputObject, RowGroup};
 use crate::store::{store_error, Location};
-use crate::validate::{quarantine_batch, quarantine_schema, Validator};
+use crate::validate::{quarantine_batch, quarantine_schema, Validator, Verdict};
 use crate::{Error, Result};
 
 /// Default rows per record batch.
@@ -156,7 +161,7 @@ struct Prepared {
     meta: ArrowReaderMetadata,
     /// Validator and dedup plan resolved against the job's (reconciled) schema.
     validator: Arc<Validator>,
-    plan: Option<DedupPlan>,
+    plan: Option<Arc<DedupPlan>>,
     /// Rows in the file.
     rows: u64,
     /// This shard's rows of the file (all rows when unsharded).
@@ -164,13 +169,16 @@ struct Prepared {
     owned_rows: u64,
 }
 
+/// What the passes count, merged from every row group.
+#[derive(Default)]
 struct Counters {
     timers: Timers,
-    failures: BTreeMap<(String, &'static str), u64>,
+    failures: BTreeMap<(Arc<str>, &'static str), u64>,
+    curated: u64,
     quarantined: u64,
+    superseded: u64,
+    tombstones: u64,
     masked: Masked,
-    /// Valid rows per file, only when there is no primary key to deduplicate on.
-    valid: Vec<BooleanBuffer>,
 }
 
 fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
@@ -273,7 +281,7 @@ async fn prepare(spec: &JobSpec) -> Result<(Vec<Prepared>, SchemaRef)> {
         prepared.push(Prepared {
             validator: Arc::new(Validator::new(&spec.contract, &schema, &url)?),
             plan: if spec.deduplication_enabled {
-                DedupPlan::new(&spec.contract, &schema, &url)?
+                DedupPlan::new(&spec.contract, &schema, &url)?.map(Arc::new)
             } else {
                 None
             },
@@ -340,86 +348,105 @@ fn check_interrupted(spec: &JobSpec) -> Result<()> {
     Ok(())
 }
 
-/// Pass 0 of a sharded job: decode only the key columns of `p` and mark the rows this shard
-/// owns. Without a primary key, rows are owned by a hash of their position.
-async fn own_rows(spec: &JobSpec, file: u32, p: &mut Prepared, c: &mut Counters) -> Result<()> {
+/// The key pass over file number `file`: decode only its dedup columns (key, event time,
+/// sequence, op), offer every owned row to the index and, in a sharded job, mark the rows this
+/// shard owns. Without a primary key, a sharded job owns rows by a hash of their position and
+/// nothing is decoded.
+async fn key_pass(
+    spec: &JobSpec,
+    file: u32,
+    p: &mut Prepared,
+    index: &mut Option<DedupIndex>,
+    c: &mut Counters,
+    bar: &ProgressBar,
+) -> Result<()> {
     let url = p.input.location.url.clone();
-    let mut bits = BooleanBufferBuilder::new(p.rows as usize);
-    match &p.plan {
-        None => {
+    let sharded = spec.shard.count > 1;
+    let mut owned = BooleanBufferBuilder::new(if sharded { p.rows as usize } else { 0 });
+    let (Some(_), Some(ix)) = (&p.plan, index.as_mut()) else {
+        if sharded {
             for row in 0..p.rows {
                 let mut key = [0u8; 12];
                 key[..4].copy_from_slice(&file.to_le_bytes());
                 key[4..].copy_from_slice(&row.to_le_bytes());
-                bits.append(spec.shard.owns(crate::dedup::stable_hash(&key)));
+                owned.append(spec.shard.owns(crate::dedup::stable_hash(&key)));
             }
+            set_owned(p, owned.finish());
         }
-        Some(plan) => {
-            let file_schema = p.meta.schema().clone();
-            let names: Vec<&str> = spec
-                .contract
-                .primary_key
-                .iter()
-                .map(String::as_str)
-                .collect();
-            let roots: Vec<usize> = names
-                .iter()
-                .map(|n| file_schema.index_of(n))
-                .collect::<Result<_, _>>()?;
-            let mask =
-                ProjectionMask::roots(p.meta.metadata().file_metadata().schema_descr(), roots);
-            let mut rx = source::row_groups(
-                &p.input,
-                p.meta.clone(),
-                spec.batch_size.get(),
-                None,
-                Some(mask),
-                spec.read_ahead,
-            );
-            while let Some(reader) = rx.recv().await {
-                check_interrupted(spec)?;
-                let reader = reader?;
-                let t = Instant::now();
-                tokio::task::block_in_place(|| -> Result<()> {
-                    for batch in reader {
-                        let batch = batch.map_err(|e| decode_error(&url, e))?;
-                        for h in plan.hash_key_columns(&key_columns(&batch, &names)?)? {
-                            bits.append(spec.shard.owns(h));
-                        }
-                    }
-                    Ok(())
-                })?;
-                c.timers.decode += t.elapsed();
-            }
-        }
+        return Ok(());
+    };
+    let file_schema = p.meta.schema().clone();
+    let contract = &spec.contract;
+    let names = contract
+        .primary_key
+        .iter()
+        .chain(&contract.event_time)
+        .chain(&contract.sequence)
+        .chain(&contract.cdc_op);
+    let mut roots: Vec<usize> = names.filter_map(|n| file_schema.index_of(n).ok()).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let projected = file_schema.project(&roots)?;
+    let plan = DedupPlan::new(contract, &projected, &url)?
+        .ok_or_else(|| Error::Internal("key pass without a primary key".into()))?;
+    let mask = ProjectionMask::roots(p.meta.metadata().file_metadata().schema_descr(), roots);
+    let readers = source::row_groups(
+        &p.input,
+        p.meta.clone(),
+        spec.batch_size.get(),
+        None,
+        Some(mask),
+        spec.read_ahead,
+    );
+    let mut next = 0u64;
+    let mut results = spawn_batch_worker(url.clone(), readers, move |batch| {
+        let n = batch.num_rows() as u64;
+        let rows: Vec<u64> = (next..next + n).collect();
+        next += n;
+        plan.offers(&batch, file, &rows)
+    });
+    let mut decoded = 0u64;
+    loop {
+        check_interrupted(spec)?;
+        let t = Instant::now();
+        let Some(item) = results.recv().await else {
+            break;
+        };
+        c.timers.read_wait += t.elapsed();
+        let Worked {
+            value: offers,
+            decode,
+            work,
+        } = item?;
+        c.timers.decode += decode;
+        c.timers.dedup += work;
+        let t = Instant::now();
+        let n = offers.len();
+        let skip = sharded.then(|| {
+            let skip = BooleanBuffer::collect_bool(n, |r| !spec.shard.owns(offers.hashes()[r]));
+            owned.append_buffer(&!&skip);
+            skip
+        });
+        ix.insert(&offers, skip.as_ref())?;
+        c.timers.dedup += t.elapsed();
+        decoded += n as u64;
+        bar.inc(n as u64);
     }
-    if bits.len() as u64 != p.rows {
+    if decoded != p.rows {
         return Err(decode_error(
             &url,
-            format!(
-                "footer declares {} rows but {} were decoded",
-                p.rows,
-                bits.len()
-            ),
+            format!("footer declares {} rows but {decoded} were decoded", p.rows),
         ));
     }
-    let owned = bits.finish();
-    p.owned_rows = owned.count_set_bits() as u64;
-    p.owned = Some(Arc::new(owned));
+    if sharded {
+        set_owned(p, owned.finish());
+    }
     Ok(())
 }
 
-/// The key columns of a key-only batch, in primary-key order.
-fn key_columns(batch: &RecordBatch, names: &[&str]) -> Result<Vec<ArrayRef>> {
-    names
-        .iter()
-        .map(|n| {
-            batch
-                .column_by_name(n)
-                .cloned()
-                .ok_or_else(|| Error::Internal(format!("key column {n} not decoded")))
-        })
-        .collect()
+fn set_owned(p: &mut Prepared, owned: BooleanBuffer) {
+    p.owned_rows = owned.count_set_bits() as u64;
+    p.owned = Some(Arc::new(owned));
 }
 
 /// Depth of the channel between a batch worker and its consumer, in batches.
@@ -438,7 +465,7 @@ struct Worked<T> {
 /// batches are in flight. Dropping the receiver stops the worker.
 fn spawn_batch_worker<T, W>(
     url: String,
-    mut readers: tokio::sync::mpsc::Receiver<Result<ParquetRecordBatchReader>>,
+    mut readers: tokio::sync::mpsc::Receiver<Result<RowGroup>>,
     work: W,
 ) -> tokio::sync::mpsc::Receiver<Result<Worked<T>>>
 where
@@ -450,7 +477,7 @@ where
         let mut work = Some(work);
         while let Some(reader) = readers.recv().await {
             let reader = match reader {
-                Ok(r) => r,
+                Ok(group) => group.reader,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;
@@ -497,202 +524,240 @@ where
     rx
 }
 
-/// What pass 1's worker produces for one batch.
-struct Checked {
-    batch: RecordBatch,
-    verdict: crate::validate::Verdict,
-    rows: Vec<u64>,
-    quarantine: Option<(RecordBatch, MaskCounts)>,
+/// What a data-pass worker needs about the file its row groups come from.
+struct FileWork {
+    url: String,
+    schema: SchemaRef,
+    q_schema: SchemaRef,
+    validator: Arc<Validator>,
+    plan: Option<Arc<DedupPlan>>,
+    protector: Arc<Protector>,
+    /// Winning rows of the file (one bit per row); `None` keeps every valid row.
+    winners: Option<Arc<BooleanBuffer>>,
+    /// Rows this shard owns, the only ones decoded; `None`: all.
+    owned: Option<Arc<BooleanBuffer>>,
+    validation: bool,
+    write_quarantine: bool,
 }
 
-/// Pass 1 over one file: validate and build quarantine rows on a worker; index and write here.
-#[allow(clippy::too_many_arguments)]
-async fn check_file(
-    spec: &JobSpec,
-    schema: &SchemaRef,
-    file: u32,
-    p: &Prepared,
-    index: &mut Option<DedupIndex>,
-    quarantine: &mut Option<ParquetSink>,
-    q_schema: &SchemaRef,
-    protector: &Arc<Protector>,
-    c: &mut Counters,
-    bar: &ProgressBar,
-) -> Result<()> {
-    let url = p.input.location.url.clone();
-    let readers = source::row_groups(
-        &p.input,
-        p.meta.clone(),
-        spec.batch_size.get(),
-        p.owned.clone(),
-        None,
-        spec.read_ahead,
-    );
-    // Row numbers in the file of the rows decoded, in order.
-    let mut numbers: Box<dyn Iterator<Item = u64> + Send> = match &p.owned {
-        Some(bits) => {
-            let bits = bits.clone();
-            Box::new(
-                (0..bits.len())
-                    .filter(move |&i| bits.value(i))
-                    .map(|i| i as u64),
-            )
-        }
-        None => Box::new(0..p.rows),
+/// A worker's result for one row group.
+#[derive(Default)]
+struct Done {
+    curated: Vec<EncodedRowGroup>,
+    quarantine: Vec<RecordBatch>,
+    rows: u64,
+    counters: Counters,
+}
+
+/// The data pass over one row group, on a worker thread: decode the owned rows, validate
+/// them, protect and collect failing rows for quarantine, protect and encode the valid winners
+/// with `encoder` (when writing). Each row ends in exactly one count: curated, quarantined or
+/// superseded (valid but not its key's winner).
+fn work_row_group(
+    w: &FileWork,
+    group: RowGroup,
+    mut encoder: Option<RowGroupEncoder>,
+) -> Result<Done> {
+    let first = group.first_row;
+    let numbers: Vec<u64> = match &w.owned {
+        Some(bits) => bits
+            .slice(first as usize, group.rows)
+            .set_indices()
+            .map(|i| first + i as u64)
+            .collect(),
+        None => (first..first + group.rows as u64).collect(),
     };
-    let (validator, protector2) = (p.validator.clone(), protector.clone());
-    let (schema2, q_schema2, url2) = (schema.clone(), q_schema.clone(), url.clone());
-    let write_quarantine = quarantine.is_some();
-    let validation = spec.validation_enabled;
-    let mut results = spawn_batch_worker(url.clone(), readers, move |batch| {
-        let batch = adapt(batch, &schema2)?;
-        let n = batch.num_rows();
-        let rows: Vec<u64> = numbers.by_ref().take(n).collect();
-        if rows.len() != n {
-            return Err(decode_error(
-                &url2,
-                "more rows decoded than the footer declares",
-            ));
-        }
-        let verdict = if validation {
-            validator.validate(&batch)?
-        } else {
-            crate::validate::Verdict::default()
-        };
-        let quarantine = match &verdict.invalid {
-            Some(invalid) if write_quarantine => {
-                let failing =
-                    filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
-                let (failing, counts) = protector2.protect(&failing)?;
-                quarantine_batch(&failing, &verdict, &url2, &rows, &q_schema2)?.map(|q| (q, counts))
-            }
-            _ => None,
-        };
-        Ok(Checked {
-            batch,
-            verdict,
-            rows,
-            quarantine,
-        })
-    });
-    let mut decoded = 0u64;
-    let mut valid = BooleanBufferBuilder::new(if p.plan.is_none() { p.rows as usize } else { 0 });
-    if p.plan.is_none() {
-        valid.append_n(p.rows as usize, false);
-    }
+    let mut done = Done::default();
+    let c = &mut done.counters;
+    let mut at = 0usize;
+    let mut reader = group.reader;
     loop {
-        check_interrupted(spec)?;
         let t = Instant::now();
-        let Some(item) = results.recv().await else {
-            break;
+        let Some(batch) = reader.next() else { break };
+        let batch = adapt(batch.map_err(|e| decode_error(&w.url, e))?, &w.schema)?;
+        c.timers.decode += t.elapsed();
+        let n = batch.num_rows();
+        let rows = numbers
+            .get(at..at + n)
+            .ok_or_else(|| decode_error(&w.url, "more rows decoded than the footer declares"))?;
+        at += n;
+
+        let t = Instant::now();
+        let verdict = if w.validation {
+            w.validator.validate(&batch)?
+        } else {
+            Verdict::default()
         };
-        c.timers.read_wait += t.elapsed();
-        let Worked {
-            value: checked,
-            decode,
-            work,
-        } = item?;
-        c.timers.decode += decode;
-        c.timers.validate += work;
-        let n = checked.rows.len() as u64;
-        decoded += n;
-        let verdict = &checked.verdict;
         for f in &verdict.failures {
-            *c.failures
-                .entry((f.column.to_string(), f.rule))
-                .or_default() += f.count as u64;
+            *c.failures.entry((f.column.clone(), f.rule)).or_default() += f.count as u64;
         }
+        let invalid = verdict.invalid.as_ref();
+        let keep = BooleanBuffer::collect_bool(n, |i| {
+            invalid.is_none_or(|m| !m.value(i))
+                && w.winners.as_ref().is_none_or(|b| b.value(rows[i] as usize))
+        });
+        let (failed, kept) = (verdict.invalid_count(), keep.count_set_bits());
+        c.quarantined += failed as u64;
+        c.curated += kept as u64;
+        c.superseded += (n - failed - kept) as u64;
+        if let Some(plan) = &w.plan {
+            c.tombstones += plan.tombstones(&batch, &keep)?;
+        }
+        c.timers.validate += t.elapsed();
+
         let t = Instant::now();
-        match (index.as_mut(), &p.plan) {
-            (Some(ix), Some(plan)) => ix.offer(
-                plan,
-                &checked.batch,
-                verdict.invalid.as_ref(),
-                file,
-                &checked.rows,
-            )?,
-            _ => {
-                for (i, &r) in checked.rows.iter().enumerate() {
-                    if verdict.invalid.as_ref().is_none_or(|inv| !inv.value(i)) {
-                        valid.set_bit(r as usize, true);
-                    }
-                }
-            }
-        }
-        c.timers.dedup += t.elapsed();
-        c.quarantined += verdict.invalid_count() as u64;
-        if let (Some(q), Some((rows, counts))) = (quarantine.as_mut(), checked.quarantine) {
+        if let (Some(invalid), true) = (invalid, w.write_quarantine) {
+            let failing = filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
+            let (failing, counts) = w.protector.protect(&failing)?;
             add_counts(&mut c.masked.quarantine, counts);
-            let t = Instant::now();
-            q.write(&rows).await?;
-            c.timers.write += t.elapsed();
+            done.quarantine.extend(quarantine_batch(
+                &failing,
+                &verdict,
+                &w.url,
+                rows,
+                &w.q_schema,
+            )?);
         }
-        bar.inc(n);
+        let Some(enc) = encoder.as_mut() else {
+            c.timers.protect += t.elapsed();
+            continue;
+        };
+        let curated = if kept == n {
+            batch
+        } else {
+            filter_record_batch(&batch, &BooleanArray::new(keep, None))?
+        };
+        let (curated, counts) = w.protector.protect(&curated)?;
+        add_counts(&mut c.masked.curated, counts);
+        c.timers.protect += t.elapsed();
+        let t = Instant::now();
+        enc.write(&curated).map_err(|source| Error::Parquet {
+            object: w.url.clone(),
+            source,
+        })?;
+        c.timers.write += t.elapsed();
     }
-    if decoded != p.owned_rows {
+    if at != numbers.len() {
         return Err(decode_error(
-            &url,
-            format!(
-                "expected {} rows but {} were decoded",
-                p.owned_rows, decoded
-            ),
+            &w.url,
+            format!("expected {} rows but {at} were decoded", numbers.len()),
         ));
     }
-    if p.plan.is_none() {
-        c.valid.push(valid.finish());
+    if let Some(mut enc) = encoder {
+        let t = Instant::now();
+        done.curated = enc.take().map_err(|source| Error::Parquet {
+            object: w.url.clone(),
+            source,
+        })?;
+        c.timers.write += t.elapsed();
+    }
+    done.rows = at as u64;
+    Ok(done)
+}
+
+/// Folds a finished row group into the job: counts, then quarantine and curated output in
+/// input order.
+async fn absorb(
+    done: Done,
+    outputs: &mut Outputs,
+    c: &mut Counters,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let d = done.counters;
+    c.timers.add(&d.timers);
+    for (k, v) in d.failures {
+        *c.failures.entry(k).or_default() += v;
+    }
+    c.curated += d.curated;
+    c.quarantined += d.quarantined;
+    c.superseded += d.superseded;
+    c.tombstones += d.tombstones;
+    c.masked.add(d.masked);
+    let t = Instant::now();
+    if let Some(q) = outputs.quarantine.as_mut() {
+        for batch in &done.quarantine {
+            q.write(batch).await?;
+        }
+    }
+    if let Some(cur) = outputs.curated.as_mut() {
+        cur.append(done.curated).await?;
+    }
+    c.timers.write += t.elapsed();
+    bar.inc(done.rows);
+    Ok(())
+}
+
+/// The data pass: every owned row of every file decoded once, its row groups worked on by as
+/// many blocking threads as there are cores, and their results absorbed in input order.
+#[allow(clippy::too_many_arguments)]
+async fn data_pass(
+    spec: &JobSpec,
+    schema: &SchemaRef,
+    q_schema: &SchemaRef,
+    prepared: &[Prepared],
+    winners: Vec<Option<BooleanBuffer>>,
+    protector: &Arc<Protector>,
+    outputs: &mut Outputs,
+    c: &mut Counters,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let workers = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
+    let mut inflight: VecDeque<tokio::task::JoinHandle<Result<Done>>> = VecDeque::new();
+    for (p, winners) in prepared.iter().zip(winners) {
+        let file = Arc::new(FileWork {
+            url: p.input.location.url.clone(),
+            schema: schema.clone(),
+            q_schema: q_schema.clone(),
+            validator: p.validator.clone(),
+            plan: p.plan.clone(),
+            protector: protector.clone(),
+            winners: winners.map(Arc::new),
+            owned: p.owned.clone(),
+            validation: spec.validation_enabled,
+            write_quarantine: outputs.quarantine.is_some(),
+        });
+        let mut groups = source::row_groups(
+            &p.input,
+            p.meta.clone(),
+            spec.batch_size.get(),
+            p.owned.clone(),
+            None,
+            spec.read_ahead,
+        );
+        loop {
+            check_interrupted(spec)?;
+            let t = Instant::now();
+            let Some(group) = groups.recv().await else {
+                break;
+            };
+            c.timers.read_wait += t.elapsed();
+            let group = group?;
+            while inflight.len() >= workers {
+                if let Some(h) = inflight.pop_front() {
+                    absorb(joined(h).await?, outputs, c, bar).await?;
+                }
+            }
+            let encoder = outputs
+                .curated
+                .as_ref()
+                .map(ParquetSink::encoder)
+                .transpose()?;
+            let file = file.clone();
+            inflight.push_back(tokio::task::spawn_blocking(move || {
+                work_row_group(&file, group, encoder)
+            }));
+        }
+    }
+    while let Some(h) = inflight.pop_front() {
+        check_interrupted(spec)?;
+        absorb(joined(h).await?, outputs, c, bar).await?;
     }
     Ok(())
 }
 
-/// Pass 2 over one file: read the kept rows, protect them on a worker, write curated here.
-#[allow(clippy::too_many_arguments)]
-async fn write_file(
-    spec: &JobSpec,
-    schema: &SchemaRef,
-    p: &Prepared,
-    keep: BooleanBuffer,
-    curated: &mut ParquetSink,
-    protector: &Arc<Protector>,
-    c: &mut Counters,
-    bar: &ProgressBar,
-) -> Result<()> {
-    if keep.count_set_bits() == 0 {
-        return Ok(());
-    }
-    let url = p.input.location.url.clone();
-    let readers = source::row_groups(
-        &p.input,
-        p.meta.clone(),
-        spec.batch_size.get(),
-        Some(Arc::new(keep)),
-        None,
-        spec.read_ahead,
-    );
-    let (protector, schema) = (protector.clone(), schema.clone());
-    let mut results = spawn_batch_worker(url, readers, move |batch| {
-        protector.protect(&adapt(batch, &schema)?)
-    });
-    loop {
-        check_interrupted(spec)?;
-        let t = Instant::now();
-        let Some(item) = results.recv().await else {
-            break;
-        };
-        c.timers.read_wait += t.elapsed();
-        let Worked {
-            value: (batch, counts),
-            decode,
-            work,
-        } = item?;
-        c.timers.decode += decode;
-        c.timers.protect += work;
-        add_counts(&mut c.masked.curated, counts);
-        let t = Instant::now();
-        curated.write(&batch).await?;
-        c.timers.write += t.elapsed();
-        bar.inc(batch.num_rows() as u64);
-    }
-    Ok(())
+async fn joined(h: tokio::task::JoinHandle<Result<Done>>) -> Result<Done> {
+    h.await
+        .map_err(|e| Error::Internal(format!("worker failed: {e}")))?
 }
 
 /// Runs stage 1 (or, without an output, the check-only `validate`) and returns its report.
@@ -707,19 +772,49 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         spec.pci_enabled,
         &spec.pii_key,
     ));
-    let mut counters = Counters {
-        timers: Timers::default(),
-        failures: BTreeMap::new(),
-        quarantined: 0,
-        masked: Masked::default(),
-        valid: Vec::new(),
+    let mut c = Counters::default();
+    let file_rows: Vec<u64> = prepared.iter().map(|p| p.rows).collect();
+    let total_rows: u64 = file_rows.iter().sum();
+    let key_pass_rows = if prepared[0].plan.is_some() {
+        total_rows
+    } else {
+        0
     };
-    if spec.shard.count > 1 {
-        for (i, p) in prepared.iter_mut().enumerate() {
-            own_rows(spec, i as u32, p, &mut counters).await?;
-        }
+    let bar = progress_bar(spec.progress, key_pass_rows + total_rows);
+
+    bar.set_message("keys");
+    let mut index = match &prepared[0].plan {
+        Some(plan) => Some(DedupIndex::new(
+            plan,
+            total_rows,
+            Some(SpillConfig {
+                budget: spec.memory_limit / INDEX_BUDGET_SHARE,
+                dir: spec.spill_dir.clone(),
+            }),
+        )?),
+        None => None,
+    };
+    for (i, p) in prepared.iter_mut().enumerate() {
+        let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
+        key_pass(spec, file, p, &mut index, &mut c, &bar).await?;
     }
+    let t = Instant::now();
+    let (winners, spilled) = match index {
+        Some(ix) => {
+            let w = tokio::task::block_in_place(|| ix.finish(&file_rows))?;
+            (w.rows.into_iter().map(Some).collect(), w.spilled_entries)
+        }
+        None => (vec![None; prepared.len()], 0),
+    };
+    c.timers.dedup += t.elapsed();
     let rows_in: u64 = prepared.iter().map(|p| p.owned_rows).sum();
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        rows_in,
+        spilled,
+        "key pass done"
+    );
+    bar.set_length(key_pass_rows + rows_in);
 
     let output = spec.output.as_deref().map(Location::parse).transpose()?;
     let errors = match (&spec.errors, &output) {
@@ -762,8 +857,6 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
             })
             .transpose()?,
     };
-    let passes = if output.is_some() { 2 } else { 1 };
-    let bar = progress_bar(spec.progress, rows_in * passes);
     let mut report = Report {
         edp_version: env!("CARGO_PKG_VERSION"),
         command: if output.is_some() {
@@ -791,7 +884,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         rows_quarantined: 0,
         duplicates_superseded: 0,
         tombstones: 0,
-        dedup_spilled_entries: 0,
+        dedup_spilled_entries: spilled,
         failures: Vec::new(),
         masked_values: Masked::default(),
         bytes_in: prepared.iter().map(|p| p.input.size).sum(),
@@ -804,18 +897,24 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         },
     };
 
-    let result = execute(
+    bar.set_message(if output.is_some() {
+        "writing"
+    } else {
+        "checking"
+    });
+    let result = data_pass(
         spec,
         &schema,
-        &prepared,
-        &mut outputs,
         &q_schema,
+        &prepared,
+        winners,
         &protector,
-        &mut counters,
-        &mut report,
+        &mut outputs,
+        &mut c,
         &bar,
     )
-    .await;
+    .await
+    .and_then(|()| tally(&c, &outputs, &mut report));
     bar.finish_and_clear();
     if let Err(e) = result {
         outputs.abort().await;
@@ -834,14 +933,14 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     if let Some(cur) = outputs.curated.take() {
         report.curated = Some(cur.finish().await?);
     }
-    counters.timers.write += t.elapsed();
+    c.timers.write += t.elapsed();
 
     report.bytes_out = [&report.curated, &report.quarantine]
         .iter()
         .filter_map(|o| o.as_ref().map(|s| s.bytes))
         .sum();
     let total = started.elapsed();
-    report.durations = counters.timers.to_stage_times(total);
+    report.durations = c.timers.to_stage_times(total);
     report.rows_per_second = rows_in as f64 / total.as_secs_f64().max(1e-9);
     if let Some(out) = &output {
         write_report(&out.child(&spec.shard.report_name()), &report).await?;
@@ -849,87 +948,34 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn execute(
-    spec: &JobSpec,
-    schema: &SchemaRef,
-    prepared: &[Prepared],
-    outputs: &mut Outputs,
-    q_schema: &SchemaRef,
-    protector: &Arc<Protector>,
-    c: &mut Counters,
-    report: &mut Report,
-    bar: &ProgressBar,
-) -> Result<()> {
-    let rows_in: u64 = prepared.iter().map(|p| p.owned_rows).sum();
-    let spill = SpillConfig {
-        budget: spec.memory_limit / INDEX_BUDGET_SHARE,
-        dir: spec.spill_dir.clone(),
-    };
-    let mut index = match &prepared[0].plan {
-        Some(plan) => Some(DedupIndex::new(plan, rows_in, Some(spill))?),
-        None => None,
-    };
-    bar.set_message("checking");
-    for (i, p) in prepared.iter().enumerate() {
-        let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
-        check_file(
-            spec,
-            schema,
-            file,
-            p,
-            &mut index,
-            &mut outputs.quarantine,
-            q_schema,
-            protector,
-            c,
-            bar,
-        )
-        .await?;
-    }
-    let t = Instant::now();
-    let file_rows: Vec<u64> = prepared.iter().map(|p| p.rows).collect();
-    let keep: Vec<BooleanBuffer> = match index {
-        Some(ix) => {
-            let winners = tokio::task::block_in_place(|| ix.finish(&file_rows))?;
-            report.duplicates_superseded = winners.superseded;
-            report.tombstones = winners.tombstones;
-            report.dedup_spilled_entries = winners.spilled_entries;
-            winners.rows
-        }
-        None => std::mem::take(&mut c.valid),
-    };
-    c.timers.dedup += t.elapsed();
-    report.rows_curated = keep.iter().map(|k| k.count_set_bits() as u64).sum();
+/// Moves the counts into the report and checks conservation, before any output completes.
+fn tally(c: &Counters, outputs: &Outputs, report: &mut Report) -> Result<()> {
+    report.rows_curated = c.curated;
     report.rows_quarantined = c.quarantined;
+    report.duplicates_superseded = c.superseded;
+    report.tombstones = c.tombstones;
+    report.masked_values = c.masked.clone();
     report.failures = c
         .failures
         .iter()
         .map(|((column, rule), rows)| RuleCount {
-            column: column.clone(),
+            column: column.to_string(),
             rule: rule.to_string(),
             rows: *rows,
         })
         .collect();
     report.check_conservation()?;
-
-    if let Some(curated) = outputs.curated.as_mut() {
-        bar.set_message("writing");
-        for (p, bits) in prepared.iter().zip(keep) {
-            write_file(spec, schema, p, bits, curated, protector, c, bar).await?;
-        }
-        if curated.rows() != report.rows_curated {
+    if let Some(curated) = &outputs.curated {
+        if curated.rows() != c.curated {
             return Err(Error::Conservation(format!(
                 "{} rows selected for curated but {} written",
-                report.rows_curated,
+                c.curated,
                 curated.rows()
             )));
         }
     }
-    report.masked_values = c.masked.clone();
     Ok(())
 }
-
 async fn write_report(loc: &Location, report: &Report) -> Result<()> {
     let mut json =
         serde_json::to_vec_pretty(report).map_err(|e| Error::Internal(format!("report: {e}")))?;

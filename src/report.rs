@@ -28,8 +28,8 @@ pub struct RuleCount {
     pub rows: u64,
 }
 
-/// Wall time spent per stage, in milliseconds. Stages overlap with fetching, so they need not
-/// add up to `total`.
+/// Time spent per stage, in milliseconds, summed over the threads that did the work. Stages
+/// run in parallel and overlap with fetching, so they need not add up to `total`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StageTimes {
     /// Waiting for row groups to arrive from storage.
@@ -56,6 +56,16 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// Adds another thread's durations.
+    pub fn add(&mut self, other: &Timers) {
+        self.read_wait += other.read_wait;
+        self.decode += other.decode;
+        self.validate += other.validate;
+        self.dedup += other.dedup;
+        self.protect += other.protect;
+        self.write += other.write;
+    }
+
     /// Milliseconds per stage, with the job's total.
     pub fn to_stage_times(&self, total: Duration) -> StageTimes {
         let ms = |d: Duration| d.as_millis() as u64;
@@ -83,6 +93,20 @@ pub struct Conservation {
 pub struct Masked {
     pub curated: BTreeMap<String, u64>,
     pub quarantine: BTreeMap<String, u64>,
+}
+
+impl Masked {
+    /// Adds another tally of masked values.
+    pub fn add(&mut self, other: Masked) {
+        for (into, from) in [
+            (&mut self.curated, other.curated),
+            (&mut self.quarantine, other.quarantine),
+        ] {
+            for (col, n) in from {
+                *into.entry(col).or_default() += n;
+            }
+        }
+    }
 }
 
 /// The JSON run report.

@@ -1,20 +1,36 @@
 //! Sink: Parquet written to an object store through a multipart upload.
 //!
+//! Encoding is split from writing so that it can run on worker threads: a [`RowGroupEncoder`]
+//! turns batches into the encoded column chunks of one row group (anywhere, in parallel with
+//! other encoders), and [`ParquetSink::append`] splices finished row groups into the file in
+//! order, which is only a copy. [`ParquetSink::write`] does both on the caller's thread for
+//! small outputs such as quarantine.
+//!
 //! An output is invisible until [`ParquetSink::finish`] writes the footer and completes the
 //! upload (on S3 the multipart completion, on local disk the rename of the staging file). On any
 //! error the job calls [`ParquetSink::abort`], which aborts the upload, so a failed run leaves no
-//! partial object. Memory is bounded: the row group in progress is flushed once its encoded size
-//! passes [`ROW_GROUP_FLUSH_BYTES`], and the upload buffers at most a few parts.
+//! partial object. Memory is bounded: an encoder's row group is closed once its buffered size
+//! passes the flush threshold ([`ROW_GROUP_FLUSH_BYTES`] at most), and the upload buffers at
+//! most a few parts.
+
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
 use object_store::buffered::BufWriter;
-use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+    ArrowWriterOptions,
+};
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
-use crate::store::Location;
+use crate::store::{store_error, Location};
 use crate::{Error, Result};
 
 /// Size of one multipart upload part (S3 needs at least 5 MiB; 10,000 parts → ~100 GiB objects).
@@ -63,12 +79,87 @@ pub struct OutputStats {
     pub bytes: u64,
 }
 
+/// The encoded column chunks of one row group, ready to be appended.
+pub struct EncodedRowGroup {
+    chunks: Vec<ArrowColumnChunk>,
+    rows: usize,
+}
+
+impl EncodedRowGroup {
+    /// Rows in the row group.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Encodes batches into row groups of one output; `Send`, so it can work on any thread.
+pub struct RowGroupEncoder {
+    factory: Arc<ArrowRowGroupWriterFactory>,
+    schema: SchemaRef,
+    writers: Vec<ArrowColumnWriter>,
+    rows: usize,
+    flush_bytes: usize,
+    done: Vec<EncodedRowGroup>,
+}
+
+impl RowGroupEncoder {
+    /// Encodes `batch`, closing the row group once it buffers more than the flush threshold or
+    /// [`ROW_GROUP_ROWS`] rows.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut writers = self.writers.iter_mut();
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                writers
+                    .next()
+                    .ok_or_else(|| ParquetError::General("more leaves than writers".into()))?
+                    .write(&leaf)?;
+            }
+        }
+        self.rows += batch.num_rows();
+        let buffered: usize = self.writers.iter().map(|w| w.memory_size()).sum();
+        if buffered > self.flush_bytes || self.rows >= ROW_GROUP_ROWS {
+            self.close_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn close_row_group(&mut self) -> Result<(), ParquetError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let fresh = self.factory.create_column_writers(0)?;
+        let chunks = std::mem::replace(&mut self.writers, fresh)
+            .into_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.done.push(EncodedRowGroup {
+            chunks,
+            rows: std::mem::take(&mut self.rows),
+        });
+        Ok(())
+    }
+
+    /// Closes the row group in progress and returns every row group encoded since the last call.
+    pub fn take(&mut self) -> Result<Vec<EncodedRowGroup>, ParquetError> {
+        self.close_row_group()?;
+        Ok(std::mem::take(&mut self.done))
+    }
+}
+
 /// A Parquet object being written.
 pub struct ParquetSink {
-    writer: AsyncArrowWriter<BufWriter>,
+    file: SerializedFileWriter<Vec<u8>>,
+    factory: Arc<ArrowRowGroupWriterFactory>,
+    schema: SchemaRef,
+    upload: BufWriter,
     location: Location,
     rows: u64,
     flush_bytes: usize,
+    /// Encoder for [`ParquetSink::write`], made on first use.
+    own: Option<RowGroupEncoder>,
 }
 
 impl ParquetSink {
@@ -77,57 +168,102 @@ impl ParquetSink {
         let upload =
             BufWriter::with_capacity(location.store.clone(), location.path.clone(), PART_BYTES)
                 .with_max_concurrency(PART_CONCURRENCY);
-        let writer = AsyncArrowWriter::try_new(upload, schema, Some(props)).map_err(|source| {
-            Error::Parquet {
-                object: location.url.clone(),
-                source,
-            }
-        })?;
+        let parquet_err = |source| Error::Parquet {
+            object: location.url.clone(),
+            source,
+        };
+        let writer = ArrowWriter::try_new_with_options(
+            Vec::new(),
+            schema.clone(),
+            ArrowWriterOptions::new().with_properties(props),
+        )
+        .map_err(parquet_err)?;
+        let (file, factory) = writer.into_serialized_writer().map_err(parquet_err)?;
         Ok(ParquetSink {
-            writer,
+            file,
+            factory: Arc::new(factory),
+            schema,
+            upload,
             location,
             rows: 0,
             flush_bytes: ROW_GROUP_FLUSH_BYTES,
+            own: None,
         })
     }
 
-    /// Flushes the row group in progress once its encoded size passes `bytes`.
+    /// Closes row groups once their buffered size passes `bytes`.
     pub fn with_flush_bytes(mut self, bytes: usize) -> Self {
         self.flush_bytes = bytes;
         self
     }
 
-    fn err(&self, source: parquet::errors::ParquetError) -> Error {
-        match source {
-            parquet::errors::ParquetError::External(inner) => Error::Store {
-                object: self.location.url.clone(),
-                source: object_store::Error::Generic {
-                    store: "output",
-                    source: inner,
-                },
-            },
-            source => Error::Parquet {
-                object: self.location.url.clone(),
-                source,
-            },
+    /// A new encoder for this output's row groups, to run on any thread.
+    pub fn encoder(&self) -> Result<RowGroupEncoder> {
+        Ok(RowGroupEncoder {
+            factory: self.factory.clone(),
+            schema: self.schema.clone(),
+            writers: self
+                .factory
+                .create_column_writers(0)
+                .map_err(|e| self.err(e))?,
+            rows: 0,
+            flush_bytes: self.flush_bytes,
+            done: Vec::new(),
+        })
+    }
+
+    fn err(&self, source: ParquetError) -> Error {
+        Error::Parquet {
+            object: self.location.url.clone(),
+            source,
         }
     }
 
-    /// Appends one batch, flushing the row group when it grows past its byte budget.
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        self.rows += batch.num_rows() as u64;
-        if let Err(e) = self.writer.write(batch).await {
-            return Err(self.err(e));
-        }
-        if self.writer.in_progress_size() > self.flush_bytes {
-            if let Err(e) = self.writer.flush().await {
-                return Err(self.err(e));
-            }
+    /// Appends encoded row groups in order and hands the bytes to the upload.
+    pub async fn append(&mut self, groups: Vec<EncodedRowGroup>) -> Result<()> {
+        for group in groups {
+            let spliced = (|| {
+                let mut rg = self.file.next_row_group()?;
+                for chunk in group.chunks {
+                    chunk.append_to_row_group(&mut rg)?;
+                }
+                rg.close().map(|_| ())
+            })();
+            spliced.map_err(|e| self.err(e))?;
+            self.rows += group.rows as u64;
+            self.send().await?;
         }
         Ok(())
+    }
+
+    /// Moves the bytes the file writer has produced into the upload.
+    async fn send(&mut self) -> Result<()> {
+        let bytes = std::mem::take(self.file.inner_mut());
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.upload
+            .put(Bytes::from(bytes))
+            .await
+            .map_err(|e| store_error(&self.location.url, e))
+    }
+
+    /// Encodes and appends one batch on the caller's thread.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.own.is_none() {
+            self.own = Some(self.encoder()?);
+        }
+        let groups = match self.own.as_mut() {
+            Some(enc) => enc
+                .write(batch)
+                .map(|()| std::mem::take(&mut enc.done))
+                .map_err(|source| Error::Parquet {
+                    object: self.location.url.clone(),
+                    source,
+                })?,
+            None => Vec::new(),
+        };
+        self.append(groups).await
     }
 
     /// Rows written so far.
@@ -137,30 +273,47 @@ impl ParquetSink {
 
     /// Writes the footer and completes the upload: only now does the object become visible.
     pub async fn finish(mut self) -> Result<OutputStats> {
-        if let Err(e) = self.writer.finish().await {
-            // An I/O error may come from completing the upload, after which the upload cannot
-            // be aborted again (object_store cleans up a failed completion itself); an encoding
-            // error comes before any completion, so the upload is aborted here.
-            let io = matches!(e, parquet::errors::ParquetError::External(_));
-            let err = self.err(e);
-            if !io {
-                let mut upload = self.writer.into_inner();
-                let _ = upload.abort().await;
+        let written = async {
+            if let Some(mut enc) = self.own.take() {
+                let groups = enc.take().map_err(|e| self.err(e))?;
+                self.append(groups).await?;
             }
-            return Err(err);
+            let footer = self.file.finish().and_then(|_| {
+                self.file
+                    .flush()
+                    .map_err(|e| ParquetError::External(Box::new(e)))
+            });
+            footer.map_err(|e| self.err(e))?;
+            self.send().await
         }
-        let bytes = self.writer.bytes_written() as u64;
+        .await;
+        if let Err(e) = written {
+            let _ = self.upload.abort().await;
+            return Err(e);
+        }
+        // An error here comes from completing the upload, after which it cannot be aborted
+        // again (object_store cleans up a failed completion itself).
+        std::future::poll_fn(|cx| {
+            tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.upload), cx)
+        })
+        .await
+        .map_err(|e| Error::Store {
+            object: self.location.url.clone(),
+            source: object_store::Error::Generic {
+                store: "output",
+                source: Box::new(e),
+            },
+        })?;
         Ok(OutputStats {
             url: self.location.url.clone(),
             rows: self.rows,
-            bytes,
+            bytes: self.file.bytes_written() as u64,
         })
     }
 
     /// Abandons the output: aborts the upload so no object, partial or whole, appears.
-    pub async fn abort(self) {
-        let mut upload = self.writer.into_inner();
-        if let Err(e) = upload.abort().await {
+    pub async fn abort(mut self) {
+        if let Err(e) = self.upload.abort().await {
             tracing::warn!(object = %self.location.url, error = %e, "aborting upload failed");
         }
     }

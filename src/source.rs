@@ -210,6 +210,16 @@ pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
     Error::bad_input(object, format!("corrupt Parquet data: {e}"))
 }
 
+/// One fetched row group, ready to decode.
+pub struct RowGroup {
+    /// Row number in the file of the row group's first row.
+    pub first_row: u64,
+    /// Rows in the row group (before any selection).
+    pub rows: usize,
+    /// Decodes the row group's selected rows in batches.
+    pub reader: ParquetRecordBatchReader,
+}
+
 /// Streams the row groups of `input` as synchronous readers of `batch_size`-row batches,
 /// fetching up to `read_ahead` row groups ahead. With `keep` (one bit per row of the file), only
 /// the set rows are decoded, and row groups with no set row are not fetched at all; the
@@ -222,7 +232,7 @@ pub fn row_groups(
     keep: Option<Arc<BooleanBuffer>>,
     projection: Option<ProjectionMask>,
     read_ahead: usize,
-) -> mpsc::Receiver<Result<ParquetRecordBatchReader>> {
+) -> mpsc::Receiver<Result<RowGroup>> {
     let (tx, rx) = mpsc::channel(read_ahead.max(1));
     let reader = input.reader();
     let url = input.location.url.clone();
@@ -266,7 +276,11 @@ pub fn row_groups(
             }
             let item = match builder.build() {
                 Ok(mut stream) => match stream.next_row_group().await {
-                    Ok(Some(r)) => Ok(r),
+                    Ok(Some(reader)) => Ok(RowGroup {
+                        first_row: start as u64,
+                        rows,
+                        reader,
+                    }),
                     Ok(None) => continue,
                     Err(e) => Err(map_err(e)),
                 },

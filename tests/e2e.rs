@@ -97,19 +97,28 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
         .unwrap()
         .ends_with("20250116-000000000.parquet")));
 
-    // Dedup: curated holds exactly the latest valid version of each key.
+    // Dedup: the latest version of each key wins (an unparseable event time loses to any
+    // other, ties go to the later row); curated holds exactly the winners that are valid, so a
+    // key whose latest version is invalid has no curated row.
     let keys = ints(&raw, "order_id");
     let quarantined: HashSet<u64> = q_rows.iter().copied().collect();
-    let mut latest: HashMap<i64, usize> = HashMap::new();
+    let mut winners: HashMap<i64, (Option<i128>, usize)> = HashMap::new();
     for r in 0..raw.num_rows() {
-        if quarantined.contains(&(r as u64)) {
-            continue;
-        }
-        let e = latest.entry(keys[r]).or_insert(r);
-        if updated[r] >= updated[*e] {
-            *e = r;
+        let t = edp::datetime::parse_datetime(updated[r].as_deref().unwrap());
+        let e = winners.entry(keys[r]).or_insert((t, r));
+        if (t, r) >= *e {
+            *e = (t, r);
         }
     }
+    let latest: HashMap<i64, usize> = winners
+        .into_iter()
+        .map(|(k, (_, r))| (k, r))
+        .filter(|(_, r)| !quarantined.contains(&(*r as u64)))
+        .collect();
+    assert!(
+        latest.len() < keys.iter().collect::<HashSet<_>>().len(),
+        "some keys' latest version is invalid"
+    );
     let cur_keys = ints(&curated, "order_id");
     assert_eq!(cur_keys.len(), latest.len());
     assert_eq!(
