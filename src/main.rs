@@ -181,7 +181,7 @@ struct InputArgs {
 
 #[derive(Args, Debug)]
 struct ProcessArgs {
-    /// Row groups fetched ahead of decoding [config read_ahead, env READ_AHEAD, default 2].
+    /// Row groups fetched ahead of decoding [config read_ahead, env READ_AHEAD, default 1].
     #[arg(long)]
     read_ahead: Option<usize>,
     /// Mask card numbers (x-pci columns and free text); turning it off is logged as a warning
@@ -683,14 +683,16 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<u8> {
 
 /// Tunes glibc malloc for a streaming workload: batch-sized buffers (up to tens of MiB) are
 /// reused from the heap instead of being mapped and page-faulted anew for every batch, at most
-/// four arenas are kept, and free heap past 32 MiB is returned. Measured on 2M orders rows:
-/// system time 2.2 s → 1.2 s, peak RSS 400 → 350 MiB (before the batch workers).
+/// four arenas are kept, and free heap past 8 MiB is returned. Measured on 2M orders rows:
+/// system time 2.2 s → 1.2 s, peak RSS 400 → 350 MiB (before the batch workers); trimming at
+/// 8 MiB instead of 32 MiB: peak RSS −20 MiB at no measurable cost (a mmap threshold of 1–8 MiB
+/// saved ~40 MiB more but cost ~10% CPU in page faults).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }

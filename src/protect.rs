@@ -235,13 +235,19 @@ pub fn hash_pii(key: &[u8], s: &str) -> String {
 
 /// [`hash_pii`] with a precomputed keyed state.
 pub fn hash_pii_with(mac: &Hmac<Sha256>, s: &str) -> String {
+    let token = hash_token(mac, s);
+    String::from_utf8_lossy(&token).into_owned()
+}
+
+/// The token bytes of [`hash_pii`] (ASCII letters), without allocating.
+fn hash_token(mac: &Hmac<Sha256>, s: &str) -> [u8; 64] {
     let mut mac = mac.clone();
     mac.update(s.as_bytes());
     let out = mac.finalize().into_bytes();
-    let mut token = String::with_capacity(64);
-    for byte in out {
-        token.push(char::from(b'a' + (byte >> 4)));
-        token.push(char::from(b'a' + (byte & 15)));
+    let mut token = [0u8; 64];
+    for (pair, byte) in token.chunks_exact_mut(2).zip(out) {
+        pair[0] = b'a' + (byte >> 4);
+        pair[1] = b'a' + (byte & 15);
     }
     token
 }
@@ -303,7 +309,7 @@ impl Protector {
                         let m = mask_pan(s);
                         (m != s).then_some(m)
                     }),
-                    Action::Pii(Pii::Hash) => map_column(a, |s| Some(hash_pii_with(&self.mac, s))),
+                    Action::Pii(Pii::Hash) => hash_column(a, &self.mac),
                     Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
                     Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
                 };
@@ -344,18 +350,57 @@ fn map_column(a: &StringArray, f: impl Fn(&str) -> Option<String>) -> (Option<Ar
     (Some(Arc::new(b.finish())), changed)
 }
 
+/// Masks card numbers in free text; builds a new array only from the first value that holds
+/// one, so a column without any (nearly all) costs one read-only pass.
 fn scan_column(a: &StringArray) -> (Option<ArrayRef>, usize) {
-    let start = a.value_offsets()[0] as usize;
-    let end = a.value_offsets()[a.len()] as usize;
-    if !may_hold_pan(&a.values()[start..end]) {
+    let Some(first) = (0..a.len()).find(|&i| a.is_valid(i) && may_hold_pan(a.value(i).as_bytes()))
+    else {
         return (None, 0);
+    };
+    let Some(masked) = (first..a.len()).find_map(|i| {
+        a.is_valid(i)
+            .then(|| mask_card_numbers(a.value(i)))
+            .flatten()
+            .map(|m| (i, m))
+    }) else {
+        return (None, 0);
+    };
+    let (hit, value) = masked;
+    let mut b = StringBuilder::with_capacity(a.len(), a.values().len());
+    for i in 0..hit {
+        b.append_option(a.is_valid(i).then(|| a.value(i)));
     }
-    let (new, n) = map_column(a, mask_card_numbers);
-    if n == 0 {
-        (None, 0)
-    } else {
-        (new, n)
+    b.append_value(value);
+    let mut changed = 1;
+    for i in hit + 1..a.len() {
+        if a.is_null(i) {
+            b.append_null();
+            continue;
+        }
+        match mask_card_numbers(a.value(i)) {
+            Some(m) => {
+                changed += 1;
+                b.append_value(m);
+            }
+            None => b.append_value(a.value(i)),
+        }
     }
+    (Some(Arc::new(b.finish())), changed)
+}
+
+/// Replaces every value by its keyed hash token.
+fn hash_column(a: &StringArray, mac: &Hmac<Sha256>) -> (Option<ArrayRef>, usize) {
+    let mut b = StringBuilder::with_capacity(a.len(), 64 * (a.len() - a.null_count()));
+    for i in 0..a.len() {
+        if a.is_null(i) {
+            b.append_null();
+        } else {
+            let token = hash_token(mac, a.value(i));
+            b.append_value(std::str::from_utf8(&token).unwrap_or_default());
+        }
+    }
+    let changed = a.len() - a.null_count();
+    (Some(Arc::new(b.finish())), changed)
 }
 
 #[cfg(test)]

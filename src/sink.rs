@@ -222,6 +222,11 @@ impl ParquetSink {
     /// Appends encoded row groups in order and hands the bytes to the upload.
     pub async fn append(&mut self, groups: Vec<EncodedRowGroup>) -> Result<()> {
         for group in groups {
+            // One allocation for the row group's bytes instead of a vector grown by doubling.
+            let bytes: u64 = group.chunks.iter().map(|c| c.close().bytes_written).sum();
+            self.file
+                .inner_mut()
+                .reserve(usize::try_from(bytes).unwrap_or(0));
             let spliced = (|| {
                 let mut rg = self.file.next_row_group()?;
                 for chunk in group.chunks {
