@@ -36,7 +36,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::array::{new_null_array, ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch};
 use arrow::buffer::BooleanBuffer;
@@ -49,7 +49,7 @@ use parquet::arrow::ProjectionMask;
 use tokio::sync::oneshot;
 
 use crate::contract::{Contract, Format, Pci, Pii};
-use crate::dedup::{DedupIndex, DedupPlan, SpillConfig};
+use crate::dedup::{DedupIndex, DedupPlan, Offers, SpillConfig};
 use crate::protect::{MaskCounts, Protector};
 use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers};
 use crate::sink::{writer_properties, Codec, EncodedRowGroup, ParquetSink, RowGroupEncoder};
@@ -401,39 +401,52 @@ async fn key_pass(
         Some(mask),
         spec.read_ahead,
     );
-    let mut next = 0u64;
-    let mut results = spawn_batch_worker(url.clone(), readers, move |batch| {
-        let n = batch.num_rows() as u64;
-        let rows: Vec<u64> = (next..next + n).collect();
-        next += n;
-        plan.offers(&batch, file, &rows)
-    });
+    let plan = Arc::new(plan);
+    let workers = pool_workers();
+    let mut inflight: VecDeque<oneshot::Receiver<Result<KeyOffers>>> = VecDeque::new();
     let mut decoded = 0u64;
+    let mut absorb = |done: KeyOffers, c: &mut Counters| -> Result<()> {
+        c.timers.add(&done.timers);
+        let t = Instant::now();
+        for offers in &done.offers {
+            let n = offers.len();
+            let skip = sharded.then(|| {
+                let skip = BooleanBuffer::collect_bool(n, |r| !spec.shard.owns(offers.hashes()[r]));
+                owned.append_buffer(&!&skip);
+                skip
+            });
+            ix.insert(offers, skip.as_ref())?;
+            decoded += n as u64;
+            bar.inc(n as u64);
+        }
+        c.timers.dedup += t.elapsed();
+        Ok(())
+    };
+    let mut groups = readers;
     loop {
         check_interrupted(spec)?;
         let t = Instant::now();
-        let Some(item) = results.recv().await else {
+        let Some(group) = groups.recv().await else {
             break;
         };
         c.timers.read_wait += t.elapsed();
-        let Worked {
-            value: offers,
-            decode,
-            work,
-        } = item?;
-        c.timers.decode += decode;
-        c.timers.dedup += work;
-        let t = Instant::now();
-        let n = offers.len();
-        let skip = sharded.then(|| {
-            let skip = BooleanBuffer::collect_bool(n, |r| !spec.shard.owns(offers.hashes()[r]));
-            owned.append_buffer(&!&skip);
-            skip
-        });
-        ix.insert(&offers, skip.as_ref())?;
-        c.timers.dedup += t.elapsed();
-        decoded += n as u64;
-        bar.inc(n as u64);
+        let group = group?;
+        let finished = match inflight.len() >= workers {
+            true => match inflight.pop_front() {
+                Some(rx) => Some(joined(rx).await?),
+                None => None,
+            },
+            false => None,
+        };
+        let (plan, url) = (plan.clone(), url.clone());
+        inflight.push_back(on_pool(move || key_row_group(&plan, &url, file, group)));
+        if let Some(done) = finished {
+            absorb(done, c)?;
+        }
+    }
+    while let Some(rx) = inflight.pop_front() {
+        check_interrupted(spec)?;
+        absorb(joined(rx).await?, c)?;
     }
     if decoded != p.rows {
         return Err(decode_error(
@@ -452,79 +465,34 @@ fn set_owned(p: &mut Prepared, owned: BooleanBuffer) {
     p.owned = Some(Arc::new(owned));
 }
 
-/// Depth of the channel between a batch worker and its consumer, in batches.
-const WORKER_DEPTH: usize = 4;
-
-/// A worker's result for one batch, with the time spent decoding it and working on it.
-struct Worked<T> {
-    value: T,
-    decode: Duration,
-    work: Duration,
+/// What the key pass gets from one row group: the offers of its batches.
+struct KeyOffers {
+    offers: Vec<Offers>,
+    timers: Timers,
 }
 
-/// Runs `work` on every batch of every row group from `readers`, on blocking threads, and sends
-/// the results in order through a channel [`WORKER_DEPTH`] batches deep. Decoding and `work` for
-/// later batches thus overlap with the consumer's handling of earlier ones, and at most a few
-/// batches are in flight. Dropping the receiver stops the worker.
-fn spawn_batch_worker<T, W>(
-    url: String,
-    mut readers: tokio::sync::mpsc::Receiver<Result<RowGroup>>,
-    work: W,
-) -> tokio::sync::mpsc::Receiver<Result<Worked<T>>>
-where
-    T: Send + 'static,
-    W: FnMut(RecordBatch) -> Result<T> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(WORKER_DEPTH);
-    tokio::spawn(async move {
-        let mut work = Some(work);
-        while let Some(reader) = readers.recv().await {
-            let reader = match reader {
-                Ok(group) => group.reader,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            let Some(mut w) = work.take() else { return };
-            let (btx, url) = (tx.clone(), url.clone());
-            let done = tokio::task::spawn_blocking(move || {
-                let mut reader = reader;
-                loop {
-                    let t = Instant::now();
-                    let Some(batch) = reader.next() else {
-                        return Some(w);
-                    };
-                    let decode = t.elapsed();
-                    let t = Instant::now();
-                    let item = batch
-                        .map_err(|e| decode_error(&url, e))
-                        .and_then(&mut w)
-                        .map(|value| Worked {
-                            value,
-                            decode,
-                            work: t.elapsed(),
-                        });
-                    let failed = item.is_err();
-                    if btx.blocking_send(item).is_err() || failed {
-                        return None;
-                    }
-                }
-            })
-            .await;
-            match done {
-                Ok(Some(w)) => work = Some(w),
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(Error::Internal(format!("worker failed: {e}"))))
-                        .await;
-                    return;
-                }
-            }
-        }
-    });
-    rx
+/// The key pass over one row group, on a worker: decode the dedup columns and compute the
+/// offers (event times parsed, keys hashed), leaving the index only appends.
+fn key_row_group(plan: &DedupPlan, url: &str, file: u32, group: RowGroup) -> Result<KeyOffers> {
+    let mut done = KeyOffers {
+        offers: Vec::new(),
+        timers: Timers::default(),
+    };
+    let mut next = group.first_row;
+    let mut reader = group.reader;
+    loop {
+        let t = Instant::now();
+        let Some(batch) = reader.next() else { break };
+        let batch = batch.map_err(|e| decode_error(url, e))?;
+        done.timers.decode += t.elapsed();
+        let t = Instant::now();
+        let n = batch.num_rows() as u64;
+        let rows: Vec<u64> = (next..next + n).collect();
+        next += n;
+        done.offers.push(plan.offers(&batch, file, &rows)?);
+        done.timers.dedup += t.elapsed();
+    }
+    Ok(done)
 }
 
 /// What a data-pass worker needs about the file its row groups come from.
@@ -704,7 +672,7 @@ async fn data_pass(
     c: &mut Counters,
     bar: &ProgressBar,
 ) -> Result<()> {
-    let workers = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
+    let workers = pool_workers();
     let mut inflight: VecDeque<oneshot::Receiver<Result<Done>>> = VecDeque::new();
     for (p, winners) in prepared.iter().zip(winners) {
         let file = Arc::new(FileWork {
@@ -766,9 +734,9 @@ async fn data_pass(
 /// Runs `work` on the rayon pool, whose threads (one per core) also serve the column-parallel
 /// loops inside validation and protection: the pool never runs more threads than cores, where
 /// separate blocking threads would compete with it. A panic becomes an internal error.
-fn on_pool(
-    work: impl FnOnce() -> Result<Done> + Send + 'static,
-) -> oneshot::Receiver<Result<Done>> {
+fn on_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> oneshot::Receiver<Result<T>> {
     let (tx, rx) = oneshot::channel();
     rayon::spawn(move || {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
@@ -778,7 +746,12 @@ fn on_pool(
     rx
 }
 
-async fn joined(rx: oneshot::Receiver<Result<Done>>) -> Result<Done> {
+/// Row groups worked on at once: one per thread of the rayon pool.
+fn pool_workers() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+async fn joined<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
     rx.await
         .map_err(|_| Error::Internal("a row group worker stopped".into()))?
 }
@@ -847,23 +820,27 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     };
     // Near-unique columns are written without a dictionary: building one only to abandon it
     // at its size limit costs more than the rest of their encoding (perf: the dictionary
-    // interner was ~15% of a run's CPU while it included the primary key).
-    let plain: Vec<String> = spec
-        .contract
-        .columns
-        .iter()
-        .filter(|c| {
-            c.pii == Some(Pii::Hash)
-                || c.pci == Pci::Pan
-                || spec.contract.primary_key.len() == 1 && spec.contract.primary_key[0] == c.name
-                || matches!(
-                    c.format,
-                    Some(Format::DateTime | Format::Uuid | Format::Email | Format::Phone)
-                )
-        })
-        .map(|c| c.name.clone())
-        .collect();
-    let props = writer_properties(spec.codec, &plain);
+    // interner was ~15% of a run's CPU while it included the primary key). Hash tokens get no
+    // statistics either.
+    let contract = &spec.contract;
+    let names = |keep: &dyn Fn(&crate::contract::ColumnSpec) -> bool| -> Vec<String> {
+        contract
+            .columns
+            .iter()
+            .filter(|c| keep(c))
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let opaque = names(&|c| c.pii == Some(Pii::Hash));
+    let plain = names(&|c| {
+        c.pci == Pci::Pan
+            || contract.primary_key.len() == 1 && contract.primary_key[0] == c.name
+            || matches!(
+                c.format,
+                Some(Format::DateTime | Format::Uuid | Format::Email | Format::Phone)
+            )
+    });
+    let props = writer_properties(spec.codec, &plain, &opaque);
     let part = spec.shard.part_name();
     let flush_bytes = (spec.memory_limit / 16).clamp(1 << 20, crate::sink::ROW_GROUP_FLUSH_BYTES);
     let mut outputs = Outputs {

@@ -51,10 +51,16 @@ pub enum Codec {
     None,
 }
 
-/// Writer properties for outputs: the codec, statistics per page, bounded row groups, and no
-/// dictionary for `plain_columns` (near-unique values such as hashes, masked card numbers and
-/// timestamps, where building a dictionary only to abandon it costs time).
-pub fn writer_properties(codec: Codec, plain_columns: &[String]) -> WriterProperties {
+/// Writer properties for outputs: the codec, statistics per page, bounded row groups, no
+/// dictionary for `plain_columns` (near-unique values such as keys, masked card numbers and
+/// timestamps, where building a dictionary only to abandon it costs time), and neither
+/// dictionary nor statistics for `opaque_columns` (hash tokens: random values whose min/max
+/// prune nothing).
+pub fn writer_properties(
+    codec: Codec,
+    plain_columns: &[String],
+    opaque_columns: &[String],
+) -> WriterProperties {
     let compression = match codec {
         Codec::Snappy => Compression::SNAPPY,
         Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
@@ -65,8 +71,14 @@ pub fn writer_properties(codec: Codec, plain_columns: &[String]) -> WriterProper
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("edp {}", env!("CARGO_PKG_VERSION")));
-    for column in plain_columns {
+    for column in plain_columns.iter().chain(opaque_columns) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false);
+    }
+    for column in opaque_columns {
+        builder = builder.set_column_statistics_enabled(
+            ColumnPath::from(column.as_str()),
+            EnabledStatistics::None,
+        );
     }
     builder.build()
 }

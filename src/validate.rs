@@ -7,7 +7,6 @@
 //! rayon) and produce one failure bitmap per rule, never a per-row allocation. Messages describe
 //! the rule, not the value: a value could be a card number.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -38,7 +37,7 @@ enum Check {
     ExclusiveMax(f64),
     MinLength(usize),
     MaxLength(usize),
-    EnumStr(HashSet<String>),
+    EnumStr(hashbrown::HashSet<String>),
     EnumNum(Vec<f64>),
     EnumBool(Vec<bool>),
     Pattern(Box<Pattern>),
@@ -343,16 +342,26 @@ fn string_check(a: &StringArray, check: &Check) -> Option<BooleanBuffer> {
         Check::Format(Format::Email) => test(&is_email),
         Check::Format(Format::Phone) => test(&is_phone),
         Check::Format(Format::Uuid) => test(&is_uuid),
-        Check::Format(Format::Date) => test(&|s| parse_date(s).is_some()),
-        Check::Format(Format::DateTime) => test(&|s| parse_datetime(s).is_some()),
         _ => return None,
     })
+}
+
+/// A column's parsed dates or date-times, shared by its `format` and bound checks so that each
+/// value is parsed once.
+type Parsed = Option<(Format, Vec<Option<i128>>)>;
+
+fn parsed_as<'a>(array: &ArrayRef, format: Format, parsed: &'a mut Parsed) -> &'a [Option<i128>] {
+    if parsed.as_ref().is_none_or(|(f, _)| *f != format) {
+        *parsed = Some((format, instants(array.as_ref(), format)));
+    }
+    parsed.as_ref().map_or(&[], |(_, v)| v.as_slice())
 }
 
 fn run_check(
     array: &ArrayRef,
     spec_format: Option<Format>,
     check: &Check,
+    parsed: &mut Parsed,
 ) -> Result<BooleanBuffer> {
     let len = array.len();
     if let Check::NotNull = check {
@@ -388,9 +397,17 @@ fn run_check(
                 b.is_valid(i) && !set.contains(&b.value(i))
             }))
         }
+        Check::Format(format @ (Format::Date | Format::DateTime))
+            if array.data_type() == &DataType::Utf8 =>
+        {
+            let inst = parsed_as(array, *format, parsed);
+            Ok(BooleanBuffer::collect_bool(len, |i| {
+                array.is_valid(i) && inst[i].is_none()
+            }))
+        }
         Check::FormatMin(_) | Check::FormatMax(_) => {
             let format = spec_format.unwrap_or(Format::DateTime);
-            let inst = instants(array.as_ref(), format);
+            let inst = parsed_as(array, format, parsed);
             // Unparsable values are the `format` rule's failures, not the bound's.
             Ok(BooleanBuffer::collect_bool(len, |i| {
                 match (check, inst[i]) {
@@ -484,8 +501,9 @@ impl Validator {
             .map(|c| {
                 let array = batch.column(c.index);
                 let mut out = Vec::new();
+                let mut parsed = None;
                 for rule in &c.rules {
-                    let rows = run_check(array, c.format, &rule.check)?;
+                    let rows = run_check(array, c.format, &rule.check, &mut parsed)?;
                     let count = rows.count_set_bits();
                     if count > 0 {
                         out.push(RuleFailures {

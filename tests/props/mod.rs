@@ -184,7 +184,7 @@ proptest! {
         let loc = edp::store::Location::parse(dir.path().join("rt").to_str().unwrap()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let stats = rt.block_on(async {
-            let mut sink = edp::sink::ParquetSink::new(loc.child("x.parquet"), schema.clone(), edp::sink::writer_properties(edp::sink::Codec::Zstd, &["s".to_string()])).unwrap();
+            let mut sink = edp::sink::ParquetSink::new(loc.child("x.parquet"), schema.clone(), edp::sink::writer_properties(edp::sink::Codec::Zstd, &["s".to_string()], &["i".to_string()])).unwrap();
             sink.write(&batch).await.unwrap();
             sink.finish().await.unwrap()
         });
