@@ -855,8 +855,10 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
             .as_ref()
             .filter(|_| output.is_some())
             .map(|e| {
+                // Quarantine rows arrive a few at a time for the whole run: its row group is
+                // closed at a quarter of the curated size so it never holds much.
                 ParquetSink::new(e.child(&part), q_schema.clone(), props.clone())
-                    .map(|s| s.with_flush_bytes(flush_bytes))
+                    .map(|s| s.with_flush_bytes(flush_bytes / 4))
             })
             .transpose()?,
     };
