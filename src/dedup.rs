@@ -29,7 +29,7 @@
 use arrow::array::{Array, AsArray, RecordBatch};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow::array::BooleanBufferBuilder;
 use arrow::buffer::BooleanBuffer;
@@ -37,6 +37,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, Schema};
 use arrow::row::{RowConverter, SortField};
 use hashbrown::HashMap;
+use rayon::prelude::*;
 
 use crate::contract::{ColumnType, Contract, Format};
 use crate::validate::instants;
@@ -297,15 +298,33 @@ impl<const S: usize> IntRuns<S> {
         Ok(written)
     }
 
-    /// Reduces partition `p` (its spilled runs in `spilled` plus what is in memory) and calls
-    /// `add` with the winner of every key.
-    fn reduce(
+    /// Reduces every partition, as many at once as the pool has threads (a partition's spilled
+    /// runs are in memory only while it is sorted), and calls `add` with the winner of every
+    /// key.
+    fn reduce_all(
         &mut self,
-        p: usize,
-        spilled: &[u8],
+        dir: Option<&Path>,
         add: &mut impl FnMut(&Candidate) -> Result<()>,
     ) -> Result<()> {
-        let mut entries = std::mem::take(&mut self.parts[p]);
+        let threads = rayon::current_num_threads().max(1);
+        let mut parts = std::mem::take(&mut self.parts).into_iter().enumerate();
+        loop {
+            let chunk: Vec<(usize, Vec<[u64; S]>)> = parts.by_ref().take(threads).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let winners: Vec<Result<Vec<Candidate>>> = chunk
+                .into_par_iter()
+                .map(|(p, entries)| Self::reduce(entries, &read_run(dir, p)?))
+                .collect();
+            for w in winners {
+                w?.iter().try_for_each(&mut *add)?;
+            }
+        }
+    }
+
+    /// The winner of every key among a partition's in-memory `entries` and `spilled` runs.
+    fn reduce(mut entries: Vec<[u64; S]>, spilled: &[u8]) -> Result<Vec<Candidate>> {
         entries.reserve(spilled.len() / (8 * S));
         for rec in spilled.chunks_exact(8 * S) {
             let mut w = [0u64; S];
@@ -317,13 +336,26 @@ impl<const S: usize> IntRuns<S> {
             entries.push(w);
         }
         entries.sort_unstable();
-        for (i, w) in entries.iter().enumerate() {
-            if entries.get(i + 1).is_none_or(|next| next[0] != w[0]) {
-                add(&Self::candidate(w))?;
-            }
-        }
-        Ok(())
+        Ok(entries
+            .iter()
+            .enumerate()
+            .filter(|&(i, w)| entries.get(i + 1).is_none_or(|next| next[0] != w[0]))
+            .map(|(_, w)| Self::candidate(w))
+            .collect())
     }
+}
+
+/// The run file of partition `p` in spill directory `dir` (nothing when the index never
+/// spilled), deleted once read so its disk space is freed partition by partition.
+fn read_run(dir: Option<&Path>, p: usize) -> Result<Vec<u8>> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let path = dir.join(format!("part-{p:03}.run"));
+    let data =
+        std::fs::read(&path).map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(data)
 }
 
 enum Keys {
@@ -738,27 +770,14 @@ impl DedupIndex {
                     .map_err(|e| Error::Spill(format!("{}: {e}", spill.dir.path().display())))?;
             }
         }
-        for p in 0..SPILL_PARTITIONS {
-            let data = match &spill {
-                Some(s) => {
-                    let path = s.dir.path().join(format!("part-{p:03}.run"));
-                    let data = std::fs::read(&path).map_err(|e| s.io_error(e))?;
-                    // Free each partition's disk space as soon as it is read.
-                    let _ = std::fs::remove_file(&path);
-                    data
-                }
-                None => Vec::new(),
-            };
-            match &mut self.keys {
-                Keys::Int3(runs) => runs.reduce(p, &data, &mut add)?,
-                Keys::Int5(runs) => runs.reduce(p, &data, &mut add)?,
-                Keys::Bytes(map, _) => {
-                    if spill.is_none() {
-                        if p == 0 {
-                            map.values().try_for_each(&mut add)?;
-                        }
-                        continue;
-                    }
+        let dir = spill.as_ref().map(|s| s.dir.path().to_path_buf());
+        match &mut self.keys {
+            Keys::Int3(runs) => runs.reduce_all(dir.as_deref(), &mut add)?,
+            Keys::Int5(runs) => runs.reduce_all(dir.as_deref(), &mut add)?,
+            Keys::Bytes(map, _) if dir.is_none() => map.values().try_for_each(&mut add)?,
+            Keys::Bytes(map, _) => {
+                for p in 0..SPILL_PARTITIONS {
+                    let data = read_run(dir.as_deref(), p)?;
                     let mut at = 0;
                     while at + 4 <= data.len() {
                         let mut len = [0u8; 4];
