@@ -3,13 +3,14 @@
 //! Two passes keep memory independent of the data volume, and each decodes a row in full once:
 //!
 //! 1. The key pass fetches and decodes only the dedup columns (key, event time, sequence, op).
-//!    A batch worker turns them into [`Offers`](crate::dedup::Offers) (parsing, hashing) while
-//!    this task appends them to the index; the result is one bit per input row: the winners.
+//!    Row groups are turned into [`Offers`](crate::dedup::Offers) (parsing, hashing) on the
+//!    rayon pool while this task appends them to the index; the result is one bit per input
+//!    row: the winners.
 //!    A sharded job (`--shard INDEX/COUNT`) marks the rows whose key hash falls in its shard in
 //!    the same pass and offers only those. Without a primary key there is no key pass (a
 //!    sharded job then owns rows by a hash of their position).
-//! 2. The data pass decodes every owned row once, one row group per blocking worker, as many
-//!    workers as cores: validate; protect the failing rows for quarantine; protect the valid
+//! 2. The data pass decodes every owned row once, one row group per thread of the rayon pool
+//!    (one thread per core): validate; protect the failing rows for quarantine; protect the valid
 //!    winners and encode them into Parquet column chunks ([`RowGroupEncoder`]). This task takes
 //!    the results in input order and splices them into the outputs, so the output does not
 //!    depend on thread timing.
@@ -658,8 +659,8 @@ async fn absorb(
     Ok(())
 }
 
-/// The data pass: every owned row of every file decoded once, its row groups worked on by as
-/// many blocking threads as there are cores, and their results absorbed in input order.
+/// The data pass: every owned row of every file decoded once, its row groups worked on by the
+/// rayon pool (one per thread at a time), and their results absorbed in input order.
 #[allow(clippy::too_many_arguments)]
 async fn data_pass(
     spec: &JobSpec,
