@@ -97,13 +97,6 @@ pub struct EncodedRowGroup {
     rows: usize,
 }
 
-impl EncodedRowGroup {
-    /// Rows in the row group.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-}
-
 /// Encodes batches into row groups of one output; `Send`, so it can work on any thread.
 pub struct RowGroupEncoder {
     factory: Arc<ArrowRowGroupWriterFactory>,
