@@ -403,8 +403,7 @@ async fn key_pass(
         spec.read_ahead,
     );
     let plan = Arc::new(plan);
-    let workers = pool_workers();
-    let mut inflight: VecDeque<oneshot::Receiver<Result<KeyOffers>>> = VecDeque::new();
+    let mut inflight = InFlight::new();
     let mut decoded = 0u64;
     let mut absorb = |done: KeyOffers, c: &mut Counters| -> Result<()> {
         c.timers.add(&done.timers);
@@ -424,30 +423,16 @@ async fn key_pass(
         Ok(())
     };
     let mut groups = readers;
-    loop {
-        check_interrupted(spec)?;
-        let t = Instant::now();
-        let Some(group) = groups.recv().await else {
-            break;
-        };
-        c.timers.read_wait += t.elapsed();
-        let group = group?;
-        let finished = match inflight.len() >= workers {
-            true => match inflight.pop_front() {
-                Some(rx) => Some(joined(rx).await?),
-                None => None,
-            },
-            false => None,
-        };
+    while let Some(group) = next_group(spec, &mut groups, c).await? {
+        let finished = inflight.wait_for_worker().await?;
         let (plan, url) = (plan.clone(), url.clone());
-        inflight.push_back(on_pool(move || key_row_group(&plan, &url, file, group)));
+        inflight.start(move || key_row_group(&plan, &url, file, group));
         if let Some(done) = finished {
             absorb(done, c)?;
         }
     }
-    while let Some(rx) = inflight.pop_front() {
-        check_interrupted(spec)?;
-        absorb(joined(rx).await?, c)?;
+    while let Some(done) = inflight.next(spec).await? {
+        absorb(done, c)?;
     }
     if decoded != p.rows {
         return Err(decode_error(
@@ -673,8 +658,7 @@ async fn data_pass(
     c: &mut Counters,
     bar: &ProgressBar,
 ) -> Result<()> {
-    let workers = pool_workers();
-    let mut inflight: VecDeque<oneshot::Receiver<Result<Done>>> = VecDeque::new();
+    let mut inflight = InFlight::new();
     for (p, winners) in prepared.iter().zip(winners) {
         let file = Arc::new(FileWork {
             url: p.input.location.url.clone(),
@@ -696,65 +680,94 @@ async fn data_pass(
             None,
             spec.read_ahead,
         );
-        loop {
-            check_interrupted(spec)?;
-            let t = Instant::now();
-            let Some(group) = groups.recv().await else {
-                break;
-            };
-            c.timers.read_wait += t.elapsed();
-            let group = group?;
-            // With every worker busy, wait for the oldest row group, start this one, and only
-            // then splice the finished one: the workers stay busy while this task writes.
-            let finished = match inflight.len() >= workers {
-                true => match inflight.pop_front() {
-                    Some(h) => Some(joined(h).await?),
-                    None => None,
-                },
-                false => None,
-            };
+        while let Some(group) = next_group(spec, &mut groups, c).await? {
+            // Start this row group before splicing the finished one: the workers stay busy
+            // while this task writes.
+            let finished = inflight.wait_for_worker().await?;
             let encoder = outputs
                 .curated
                 .as_ref()
                 .map(ParquetSink::encoder)
                 .transpose()?;
             let file = file.clone();
-            inflight.push_back(on_pool(move || work_row_group(&file, group, encoder)));
+            inflight.start(move || work_row_group(&file, group, encoder));
             if let Some(done) = finished {
                 absorb(done, outputs, c, bar).await?;
             }
         }
     }
-    while let Some(h) = inflight.pop_front() {
-        check_interrupted(spec)?;
-        absorb(joined(h).await?, outputs, c, bar).await?;
+    while let Some(done) = inflight.next(spec).await? {
+        absorb(done, outputs, c, bar).await?;
     }
     Ok(())
 }
 
-/// Runs `work` on the rayon pool, whose threads (one per core) also serve the column-parallel
-/// loops inside validation and protection: the pool never runs more threads than cores, where
-/// separate blocking threads would compete with it. A panic becomes an internal error.
-fn on_pool<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> oneshot::Receiver<Result<T>> {
-    let (tx, rx) = oneshot::channel();
-    rayon::spawn(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-            .unwrap_or_else(|_| Err(Error::Internal("a row group worker panicked".into())));
-        let _ = tx.send(result);
-    });
-    rx
+/// The next row group of a pass, `None` at the end; stops at a signal and counts the time
+/// spent waiting for storage.
+async fn next_group(
+    spec: &JobSpec,
+    groups: &mut tokio::sync::mpsc::Receiver<Result<RowGroup>>,
+    c: &mut Counters,
+) -> Result<Option<RowGroup>> {
+    check_interrupted(spec)?;
+    let t = Instant::now();
+    let group = groups.recv().await.transpose()?;
+    c.timers.read_wait += t.elapsed();
+    Ok(group)
 }
 
-/// Row groups worked on at once: one per thread of the rayon pool.
-fn pool_workers() -> usize {
-    rayon::current_num_threads().max(1)
+/// Row groups being worked on by the rayon pool, whose threads (one per core) also serve the
+/// column-parallel loops inside validation and protection: the pool never runs more threads
+/// than cores, where separate blocking threads would compete with it. Results come back in the
+/// order the work was started; at most one row group per pool thread is in flight.
+struct InFlight<T> {
+    queue: VecDeque<oneshot::Receiver<Result<T>>>,
+    workers: usize,
 }
 
-async fn joined<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-    rx.await
-        .map_err(|_| Error::Internal("a row group worker stopped".into()))?
+impl<T: Send + 'static> InFlight<T> {
+    fn new() -> Self {
+        InFlight {
+            queue: VecDeque::new(),
+            workers: rayon::current_num_threads().max(1),
+        }
+    }
+
+    /// Runs `work` on the pool. A panic becomes an internal error.
+    fn start(&mut self, work: impl FnOnce() -> Result<T> + Send + 'static) {
+        let (tx, rx) = oneshot::channel();
+        rayon::spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|_| Err(Error::Internal("a row group worker panicked".into())));
+            let _ = tx.send(result);
+        });
+        self.queue.push_back(rx);
+    }
+
+    /// When every worker is busy, waits for the oldest row group and returns its result, so
+    /// that the caller can start the next one before handling it; `None` while one is free.
+    async fn wait_for_worker(&mut self) -> Result<Option<T>> {
+        if self.queue.len() < self.workers {
+            return Ok(None);
+        }
+        self.pop().await
+    }
+
+    /// The oldest result while any work is left (draining at the end of a pass).
+    async fn next(&mut self, spec: &JobSpec) -> Result<Option<T>> {
+        check_interrupted(spec)?;
+        self.pop().await
+    }
+
+    async fn pop(&mut self) -> Result<Option<T>> {
+        match self.queue.pop_front() {
+            Some(rx) => rx
+                .await
+                .map_err(|_| Error::Internal("a row group worker stopped".into()))?
+                .map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Runs stage 1 (or, without an output, the check-only `validate`) and returns its report.
