@@ -465,17 +465,6 @@ impl DedupPlan {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// The dedup columns this plan reads, as indexes into the schema it was built for.
-    pub fn columns(&self) -> Vec<usize> {
-        let mut cols = self.keys.clone();
-        cols.extend(self.time.map(|(i, _)| i));
-        cols.extend(self.seq);
-        cols.extend(self.op);
-        cols.sort_unstable();
-        cols.dedup();
-        cols
-    }
-
     /// The offers of `batch`, whose row `i` is row `rows[i]` of input file number `file`.
     /// `batch` holds at least the plan's columns at the plan's positions.
     pub fn offers(&self, batch: &RecordBatch, file: u32, rows: &[u64]) -> Result<Offers> {
