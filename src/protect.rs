@@ -350,42 +350,14 @@ fn map_column(a: &StringArray, f: impl Fn(&str) -> Option<String>) -> (Option<Ar
     (Some(Arc::new(b.finish())), changed)
 }
 
-/// Masks card numbers in free text; builds a new array only from the first value that holds
-/// one, so a column without any (nearly all) costs one read-only pass.
+/// Masks card numbers in free text; builds a new array only when some value holds one, so a
+/// column without any (nearly all) costs one read-only pass.
 fn scan_column(a: &StringArray) -> (Option<ArrayRef>, usize) {
-    let Some(first) = (0..a.len()).find(|&i| a.is_valid(i) && may_hold_pan(a.value(i).as_bytes()))
-    else {
-        return (None, 0);
-    };
-    let Some(masked) = (first..a.len()).find_map(|i| {
-        a.is_valid(i)
-            .then(|| mask_card_numbers(a.value(i)))
-            .flatten()
-            .map(|m| (i, m))
-    }) else {
-        return (None, 0);
-    };
-    let (hit, value) = masked;
-    let mut b = StringBuilder::with_capacity(a.len(), a.values().len());
-    for i in 0..hit {
-        b.append_option(a.is_valid(i).then(|| a.value(i)));
+    if (0..a.len()).any(|i| a.is_valid(i) && mask_card_numbers(a.value(i)).is_some()) {
+        map_column(a, mask_card_numbers)
+    } else {
+        (None, 0)
     }
-    b.append_value(value);
-    let mut changed = 1;
-    for i in hit + 1..a.len() {
-        if a.is_null(i) {
-            b.append_null();
-            continue;
-        }
-        match mask_card_numbers(a.value(i)) {
-            Some(m) => {
-                changed += 1;
-                b.append_value(m);
-            }
-            None => b.append_value(a.value(i)),
-        }
-    }
-    (Some(Arc::new(b.finish())), changed)
 }
 
 /// Replaces every value by its keyed hash token.
