@@ -1301,18 +1301,15 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
         .topic_arn()
         .unwrap()
         .to_string();
-    let alerts = rt
-        .block_on(sqs.create_queue().queue_name("alerts-sub").send())
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let dlq = rt
-        .block_on(sqs.create_queue().queue_name("edp-dlq").send())
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let queue = |name: &str| {
+        rt.block_on(sqs.create_queue().queue_name(name).send())
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    };
+    let alerts = queue("alerts-sub");
+    let dlq = queue("edp-dlq");
     let alerts_arn = rt
         .block_on(
             sqs.get_queue_attributes()
