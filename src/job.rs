@@ -49,7 +49,7 @@ use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::ProjectionMask;
 use tokio::sync::oneshot;
 
-use crate::contract::{Contract, Format, Pci, Pii};
+use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Pci, Pii};
 use crate::dedup::{DedupIndex, DedupPlan, Offers, SpillConfig};
 use crate::protect::{MaskCounts, Protector};
 use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers};
@@ -183,6 +183,20 @@ struct Counters {
     superseded: u64,
     tombstones: u64,
     masked: Masked,
+}
+
+/// True for a number column that may take many distinct values: any `number`, or an `integer`
+/// without an `enum` or a range of at most 2^16 values.
+fn numeric_wide(c: &ColumnSpec) -> bool {
+    let narrow_range = match (c.minimum, c.maximum) {
+        (Some(lo), Some(hi)) => hi - lo <= 65_536.0,
+        _ => false,
+    };
+    match c.ty {
+        ColumnType::Number => c.enum_values.is_none(),
+        ColumnType::Integer => c.enum_values.is_none() && !narrow_range,
+        ColumnType::String | ColumnType::Boolean => false,
+    }
 }
 
 fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
@@ -834,8 +848,10 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     };
     // Near-unique columns are written without a dictionary: building one only to abandon it
     // at its size limit costs more than the rest of their encoding (perf: the dictionary
-    // interner was ~15% of a run's CPU while it included the primary key). Hash tokens get no
-    // statistics either.
+    // interner was ~15% of a run's CPU while it included the primary key). So are numbers
+    // that may take many values: Snappy packs them about as well (2M orders rows: customer_id
+    // and total_amount 16.7 MB → 16.5 MB) for ~10% less CPU. Hash tokens get no statistics
+    // either.
     let contract = &spec.contract;
     let names = |keep: &dyn Fn(&crate::contract::ColumnSpec) -> bool| -> Vec<String> {
         contract
@@ -853,6 +869,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
                 c.format,
                 Some(Format::DateTime | Format::Uuid | Format::Email | Format::Phone)
             )
+            || numeric_wide(c)
     });
     let props = writer_properties(spec.codec, &plain, &opaque);
     let part = spec.shard.part_name();
