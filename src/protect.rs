@@ -19,7 +19,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Schema};
 use hmac::{Hmac, Mac};
-use rayon::prelude::*;
 use sha2::Sha256;
 
 use crate::contract::{Contract, Pci, Pii};
@@ -317,11 +316,11 @@ impl Protector {
     }
 
     /// Protects one batch, returning it and the number of values changed per column. Columns
-    /// are independent, so they are transformed in parallel.
+    /// are transformed one after the other (the job already runs one row group per core).
     pub fn protect(&self, batch: &RecordBatch) -> Result<(RecordBatch, MaskCounts)> {
         let changed: Vec<(usize, Option<ArrayRef>, Arc<str>, usize)> = self
             .columns
-            .par_iter()
+            .iter()
             .map(|(index, name, action)| {
                 let a = batch.column(*index).as_string::<i32>();
                 let (new, n) = match action {

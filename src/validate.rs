@@ -3,8 +3,9 @@
 //! [`Validator::new`] does the file-level work once per input object: it resolves every contract
 //! column to its index in the file's schema and checks presence and type compatibility, so a file
 //! that cannot be checked fails before any of its rows is read. [`Validator::validate`] is the
-//! per-batch function: each column's rules run over the whole array (columns in parallel with
-//! rayon) and produce one failure bitmap per rule, never a per-row allocation. Messages describe
+//! per-batch function: each column's rules run over the whole array and produce one failure bitmap
+//! per rule, never a per-row allocation. Columns are checked one after the other: the job runs
+//! one row group per core, and nested column-parallel loops made the cores wait on each other. Messages describe
 //! the rule, not the value: a value could be a card number.
 
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use arrow::array::{
 use arrow::buffer::{BooleanBuffer, OffsetBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Fields, Float64Type, Schema, SchemaRef, TimeUnit};
-use rayon::prelude::*;
 
 use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern};
 use crate::datetime::{is_email, is_phone, is_uuid, parse_date, parse_datetime, NANOS_PER_DAY};
@@ -497,7 +497,7 @@ impl Validator {
     pub fn validate(&self, batch: &RecordBatch) -> Result<Verdict> {
         let per_column: Vec<Result<Vec<RuleFailures>>> = self
             .columns
-            .par_iter()
+            .iter()
             .map(|c| {
                 let array = batch.column(c.index);
                 let mut out = Vec::new();
