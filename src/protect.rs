@@ -210,19 +210,53 @@ pub fn mask_card_numbers(s: &str) -> Option<String> {
 
 /// Masks a declared card number: every digit but the last four becomes `*`.
 pub fn mask_pan(s: &str) -> String {
-    let digits = s.bytes().filter(u8::is_ascii_digit).count();
-    let mut seen = 0;
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_digit() {
-                seen += 1;
-                if seen + 4 <= digits {
-                    return '*';
-                }
-            }
-            c
-        })
-        .collect()
+    let mut bytes = s.as_bytes().to_vec();
+    mask_pan_bytes(&mut bytes);
+    // Only ASCII digits were replaced by ASCII `*`, so the bytes are still UTF-8.
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// [`mask_pan`] in place; true when any digit was masked. The length never changes: each ASCII
+/// digit becomes one `*` byte, and the bytes of other characters are left alone.
+fn mask_pan_bytes(bytes: &mut [u8]) -> bool {
+    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+    let mut to_mask = digits.saturating_sub(4);
+    let changed = to_mask > 0;
+    for b in bytes.iter_mut() {
+        if to_mask == 0 {
+            break;
+        }
+        if b.is_ascii_digit() {
+            *b = b'*';
+            to_mask -= 1;
+        }
+    }
+    changed
+}
+
+/// Masks a declared card-number column: one copy of the values buffer masked in place, the
+/// offsets and nulls shared with `a` (masking keeps every value's length).
+fn pan_column(a: &StringArray) -> Result<(Option<ArrayRef>, usize)> {
+    let offsets = a.offsets();
+    let base = offsets[0] as usize;
+    let mut values = a.value_data()[base..offsets[a.len()] as usize].to_vec();
+    let mut changed = 0;
+    for (i, w) in offsets.windows(2).enumerate() {
+        if a.is_valid(i) && mask_pan_bytes(&mut values[w[0] as usize - base..w[1] as usize - base])
+        {
+            changed += 1;
+        }
+    }
+    let rebased = offsets
+        .iter()
+        .map(|&o| o - offsets[0])
+        .collect::<Vec<i32>>();
+    let masked = StringArray::try_new(
+        OffsetBuffer::new(rebased.into()),
+        values.into(),
+        a.nulls().cloned(),
+    )?;
+    Ok((Some(Arc::new(masked)), changed))
 }
 
 /// PII `mask`: every letter and digit but the last four becomes `*`.
@@ -386,10 +420,7 @@ impl Protector {
                 let a = batch.column(*index).as_string::<i32>();
                 let (new, n) = match action {
                     Action::Scan => scan_column(a),
-                    Action::Pan => map_column(a, |s| {
-                        let m = mask_pan(s);
-                        (m != s).then_some(m)
-                    }),
+                    Action::Pan => pan_column(a)?,
                     Action::Pii(Pii::Hash) => hash_column(a, &self.mac)?,
                     Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
                     Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
@@ -554,6 +585,19 @@ mod tests {
     #[test]
     fn pan_and_pii_transforms() {
         assert_eq!(mask_pan("4111-1111-1111-1111"), "****-****-****-1111");
+        let cards = StringArray::from(vec![
+            Some("4111-1111-1111-1111"),
+            None,
+            Some("ref 12"),
+            Some("5555 5555 5555 4444 Zoë"),
+        ]);
+        let (masked, changed) = pan_column(&cards.slice(1, 3) as &StringArray).unwrap();
+        let masked = masked.unwrap();
+        let masked = masked.as_string::<i32>();
+        assert_eq!(changed, 1);
+        assert!(masked.is_null(0));
+        assert_eq!(masked.value(1), "ref 12");
+        assert_eq!(masked.value(2), "**** **** **** 4444 Zoë");
         assert_eq!(mask_pii("jane@example.com"), "****@******e.com");
         let t = hash_pii(b"k", "jane@example.com");
         assert_eq!(t.len(), 64);
