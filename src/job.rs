@@ -655,8 +655,42 @@ async fn absorb(
     }
     c.timers.write += t.elapsed();
     bar.inc(done.rows);
+    trim_heap();
     Ok(())
 }
+
+/// Resident memory not accounted for by live allocations, above which [`trim_heap`] hands free
+/// heap pages back to the kernel.
+const RESIDENT_SLACK: usize = 64 << 20;
+
+/// Returns free heap pages to the kernel when the process holds more than [`RESIDENT_SLACK`]
+/// beyond its live allocations. Workers allocate a row group's buffers and this task frees
+/// them, so free holes accumulate across the heap: at 20M rows the memory in use stayed at
+/// 75–100 MiB while the free part of the heap grew from 33 to 138 MiB (mallinfo2 per row
+/// group), and RSS with it. Trimming after every row group cost ~0.8 s more CPU on 2M rows
+/// (the pages fault back in); trimming past the slack only keeps RSS flat for little.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    let resident = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok());
+    // SAFETY: sysconf, mallinfo2 and malloc_trim only read settings and statistics of the
+    // process and release the allocator's free pages.
+    unsafe {
+        let (Some(pages), Ok(page)) =
+            (resident, usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)))
+        else {
+            return;
+        };
+        let m = libc::mallinfo2();
+        if (pages * page).saturating_sub(m.uordblks + m.hblkhd) > RESIDENT_SLACK {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// The data pass: every owned row of every file decoded once, its row groups worked on by the
 /// rayon pool (one per thread at a time), and their results absorbed in input order.
