@@ -323,10 +323,8 @@ pub fn instants(array: &dyn Array, format: Format) -> Vec<Option<i128>> {
 }
 
 fn string_check(a: &StringArray, check: &Check) -> Option<BooleanBuffer> {
-    let len = a.len();
-    let test = |f: &dyn Fn(&str) -> bool| {
-        BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && !f(a.value(i)))
-    };
+    // Characters are counted only when the byte length cannot decide (a character is 1 to 4
+    // bytes).
     let chars = |s: &str| {
         if s.is_ascii() {
             s.len()
@@ -335,15 +333,20 @@ fn string_check(a: &StringArray, check: &Check) -> Option<BooleanBuffer> {
         }
     };
     Some(match check {
-        Check::MinLength(n) => test(&|s| chars(s) >= *n),
-        Check::MaxLength(n) => test(&|s| chars(s) <= *n),
-        Check::EnumStr(set) => test(&|s| set.contains(s)),
-        Check::Pattern(p) => test(&|s| p.is_match(s)),
-        Check::Format(Format::Email) => test(&is_email),
-        Check::Format(Format::Phone) => test(&is_phone),
-        Check::Format(Format::Uuid) => test(&is_uuid),
+        Check::MinLength(n) => failing(a, |s| s.len() >= n.saturating_mul(4) || chars(s) >= *n),
+        Check::MaxLength(n) => failing(a, |s| s.len() <= *n || chars(s) <= *n),
+        Check::EnumStr(set) => failing(a, |s| set.contains(s)),
+        Check::Pattern(p) => failing(a, |s| p.is_match(s)),
+        Check::Format(Format::Email) => failing(a, is_email),
+        Check::Format(Format::Phone) => failing(a, is_phone),
+        Check::Format(Format::Uuid) => failing(a, is_uuid),
         _ => return None,
     })
+}
+
+/// The non-null values of `a` that fail `ok`.
+fn failing(a: &StringArray, ok: impl Fn(&str) -> bool) -> BooleanBuffer {
+    BooleanBuffer::collect_bool(a.len(), |i| a.is_valid(i) && !ok(a.value(i)))
 }
 
 /// A column's parsed dates or date-times, shared by its `format` and bound checks so that each
