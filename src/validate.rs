@@ -617,3 +617,29 @@ pub fn quarantine_batch(
     columns.push(Arc::new(errors));
     Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_rules_count_characters_not_bytes() {
+        let a = StringArray::from(vec![
+            Some("a"),
+            Some("ab"),
+            Some("é"),
+            Some("éé"),
+            Some("ééé"),
+            Some("abcd"),
+            Some("éééé"),
+            None,
+        ]);
+        let fails = |check: Check| -> Vec<bool> {
+            let rows = string_check(&a, &check).unwrap();
+            (0..a.len()).map(|i| rows.value(i)).collect()
+        };
+        let (t, f) = (true, false);
+        assert_eq!(fails(Check::MinLength(2)), [t, f, t, f, f, f, f, f]);
+        assert_eq!(fails(Check::MaxLength(3)), [f, f, f, f, f, t, t, f]);
+    }
+}
