@@ -12,7 +12,7 @@
 //!   becomes `*`), `redact` (`REDACTED`).
 //!
 //! A column in which no value holds a 13-digit candidate is passed through untouched (zero
-//! copy): that pre-check ([`may_hold_pan`]) is what keeps the scan cheap on names, dates and enums.
+//! copy): that pre-check ([`may_hold_pan`]) keeps the scan cheap on names, dates and enums.
 
 use std::sync::Arc;
 
@@ -524,11 +524,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn keyed_hash_is_hmac_sha256(key in prop::collection::vec(any::<u8>(), 0..100), msg in prop::collection::vec(any::<u8>(), 0..200)) {
+        fn keyed_hash_is_hmac_sha256(
+            key in prop::collection::vec(any::<u8>(), 0..100),
+            msg in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
             use hmac::{Hmac, Mac};
             let mut reference = Hmac::<Sha256>::new_from_slice(&key).unwrap();
             reference.update(&msg);
-            prop_assert_eq!(KeyedHash::new(&key).mac(&msg), <[u8; 32]>::from(reference.finalize().into_bytes()));
+            let expected: [u8; 32] = reference.finalize().into_bytes().into();
+            prop_assert_eq!(KeyedHash::new(&key).mac(&msg), expected);
         }
     }
 

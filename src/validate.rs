@@ -3,10 +3,10 @@
 //! [`Validator::new`] does the file-level work once per input object: it resolves every contract
 //! column to its index in the file's schema and checks presence and type compatibility, so a file
 //! that cannot be checked fails before any of its rows is read. [`Validator::validate`] is the
-//! per-batch function: each column's rules run over the whole array and produce one failure bitmap
-//! per rule, never a per-row allocation. Columns are checked one after the other: the job runs
-//! one row group per core, and nested column-parallel loops made the cores wait on each other. Messages describe
-//! the rule, not the value: a value could be a card number.
+//! per-batch function: each column's rules run over the whole array and produce one failure
+//! bitmap per rule, never a per-row allocation. Columns are checked one after the other: the job
+//! runs one row group per core, and nested column-parallel loops made the cores wait on each
+//! other. Messages describe the rule, not the value: a value could be a card number.
 
 use std::sync::Arc;
 
