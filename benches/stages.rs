@@ -50,7 +50,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("validate", |b| {
         b.iter(|| {
             for batch in &batches {
-                criterion::black_box(validator.validate(batch).unwrap());
+                criterion::black_box(validator.validate(batch, false).unwrap());
             }
         })
     });
@@ -58,7 +58,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("protect", |b| {
         b.iter(|| {
             for batch in &batches {
-                criterion::black_box(protector.protect(batch).unwrap());
+                criterion::black_box(protector.protect(batch, false).unwrap());
             }
         })
     });

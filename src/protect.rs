@@ -19,6 +19,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Schema};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::contract::{Contract, Pci, Pii};
@@ -410,24 +411,32 @@ impl Protector {
         }
     }
 
-    /// Protects one batch, returning it and the number of values changed per column. Columns
-    /// are transformed one after the other (the job already runs one row group per core).
-    pub fn protect(&self, batch: &RecordBatch) -> Result<(RecordBatch, MaskCounts)> {
-        let changed: Vec<(usize, Option<ArrayRef>, Arc<str>, usize)> = self
-            .columns
-            .iter()
-            .map(|(index, name, action)| {
-                let a = batch.column(*index).as_string::<i32>();
-                let (new, n) = match action {
-                    Action::Scan => scan_column(a),
-                    Action::Pan => pan_column(a)?,
-                    Action::Pii(Pii::Hash) => hash_column(a, &self.mac)?,
-                    Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
-                    Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
-                };
-                Ok((*index, new, name.clone(), n))
-            })
-            .collect::<Result<_>>()?;
+    /// Protects one batch, returning it and the number of values changed per column. With
+    /// `parallel`, columns are transformed on the rayon pool (see [`crate::validate`]).
+    pub fn protect(
+        &self,
+        batch: &RecordBatch,
+        parallel: bool,
+    ) -> Result<(RecordBatch, MaskCounts)> {
+        let transform = |(index, name, action): &(usize, Arc<str>, Action)| {
+            let a = batch.column(*index).as_string::<i32>();
+            let (new, n) = match action {
+                Action::Scan => scan_column(a),
+                Action::Pan => pan_column(a)?,
+                Action::Pii(Pii::Hash) => hash_column(a, &self.mac)?,
+                Action::Pii(Pii::Mask) => map_column(a, |s| Some(mask_pii(s))),
+                Action::Pii(Pii::Redact) => map_column(a, |_| Some("REDACTED".to_string())),
+            };
+            Ok((*index, new, name.clone(), n))
+        };
+        let changed: Vec<(usize, Option<ArrayRef>, Arc<str>, usize)> = if parallel {
+            self.columns
+                .par_iter()
+                .map(transform)
+                .collect::<Result<_>>()?
+        } else {
+            self.columns.iter().map(transform).collect::<Result<_>>()?
+        };
         let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
         let mut counts = Vec::new();
         for (index, new, name, n) in changed {

@@ -17,6 +17,8 @@ use arrow::buffer::{BooleanBuffer, OffsetBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Fields, Float64Type, Schema, SchemaRef, TimeUnit};
 
+use rayon::prelude::*;
+
 use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern};
 use crate::datetime::{is_email, is_phone, is_uuid, parse_date, parse_datetime, NANOS_PER_DAY};
 use crate::{Error, Result};
@@ -497,30 +499,33 @@ impl Validator {
     }
 
     /// Checks every row of `batch` (which must have the schema the validator was built for).
-    pub fn validate(&self, batch: &RecordBatch) -> Result<Verdict> {
-        let per_column: Vec<Result<Vec<RuleFailures>>> = self
-            .columns
-            .iter()
-            .map(|c| {
-                let array = batch.column(c.index);
-                let mut out = Vec::new();
-                let mut parsed = None;
-                for rule in &c.rules {
-                    let rows = run_check(array, c.format, &rule.check, &mut parsed)?;
-                    let count = rows.count_set_bits();
-                    if count > 0 {
-                        out.push(RuleFailures {
-                            rule: rule.name,
-                            column: c.name.clone(),
-                            message: rule.message.clone(),
-                            rows,
-                            count,
-                        });
-                    }
+    /// With `parallel`, columns are checked on the rayon pool: for a job with fewer row groups
+    /// than cores, where nothing else would keep the other cores busy.
+    pub fn validate(&self, batch: &RecordBatch, parallel: bool) -> Result<Verdict> {
+        let check = |c: &ColumnRules| -> Result<Vec<RuleFailures>> {
+            let array = batch.column(c.index);
+            let mut out = Vec::new();
+            let mut parsed = None;
+            for rule in &c.rules {
+                let rows = run_check(array, c.format, &rule.check, &mut parsed)?;
+                let count = rows.count_set_bits();
+                if count > 0 {
+                    out.push(RuleFailures {
+                        rule: rule.name,
+                        column: c.name.clone(),
+                        message: rule.message.clone(),
+                        rows,
+                        count,
+                    });
                 }
-                Ok(out)
-            })
-            .collect();
+            }
+            Ok(out)
+        };
+        let per_column: Vec<Result<Vec<RuleFailures>>> = if parallel {
+            self.columns.par_iter().map(check).collect()
+        } else {
+            self.columns.iter().map(check).collect()
+        };
         let mut failures = Vec::new();
         for f in per_column {
             failures.extend(f?);
