@@ -3,7 +3,7 @@
 //! Two passes keep memory independent of the data volume, and each decodes a row in full once:
 //!
 //! 1. The key pass fetches and decodes only the dedup columns (key, event time, sequence, op).
-//!    Row groups are turned into [`Offers`](crate::dedup::Offers) (parsing, hashing) on the
+//!    Row groups are turned into [`Offers`] (parsing, hashing) on the
 //!    rayon pool while this task appends them to the index; the result is one bit per input
 //!    row: the winners.
 //!    A sharded job (`--shard INDEX/COUNT`) marks the rows whose key hash falls in its shard in

@@ -33,3 +33,19 @@ pub mod store;
 pub mod validate;
 
 pub use error::{Error, Result};
+
+/// `f` over `columns`, on the rayon pool when `parallel`. The job asks for it only when it has
+/// fewer row groups than cores: nested in row-group parallelism, column-parallel loops left
+/// cores idle (see `job::InFlight`).
+pub(crate) fn map_columns<T: Sync, R: Send>(
+    columns: &[T],
+    parallel: bool,
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    if parallel {
+        columns.par_iter().map(f).collect()
+    } else {
+        columns.iter().map(f).collect()
+    }
+}

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Schema};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::contract::{Contract, Pci, Pii};
@@ -248,16 +247,18 @@ fn pan_column(a: &StringArray) -> Result<(Option<ArrayRef>, usize)> {
             changed += 1;
         }
     }
-    let rebased = offsets
-        .iter()
-        .map(|&o| o - offsets[0])
-        .collect::<Vec<i32>>();
-    let masked = StringArray::try_new(
-        OffsetBuffer::new(rebased.into()),
+    let rebased = offsets.iter().map(|&o| o - offsets[0]).collect();
+    Ok((Some(with_values(a, rebased, values)?), changed))
+}
+
+/// A string column with `a`'s nulls and new `offsets` and `values` (one value per row of `a`).
+fn with_values(a: &StringArray, offsets: Vec<i32>, values: Vec<u8>) -> Result<ArrayRef> {
+    let array = StringArray::try_new(
+        OffsetBuffer::new(offsets.into()),
         values.into(),
         a.nulls().cloned(),
     )?;
-    Ok((Some(Arc::new(masked)), changed))
+    Ok(Arc::new(array))
 }
 
 /// PII `mask`: every letter and digit but the last four becomes `*`.
@@ -412,7 +413,7 @@ impl Protector {
     }
 
     /// Protects one batch, returning it and the number of values changed per column. With
-    /// `parallel`, columns are transformed on the rayon pool (see [`crate::validate`]).
+    /// `parallel`, columns are transformed on the rayon pool (see `map_columns` in the crate root).
     pub fn protect(
         &self,
         batch: &RecordBatch,
@@ -429,14 +430,10 @@ impl Protector {
             };
             Ok((*index, new, name.clone(), n))
         };
-        let changed: Vec<(usize, Option<ArrayRef>, Arc<str>, usize)> = if parallel {
-            self.columns
-                .par_iter()
-                .map(transform)
-                .collect::<Result<_>>()?
-        } else {
-            self.columns.iter().map(transform).collect::<Result<_>>()?
-        };
+        let changed: Vec<(usize, Option<ArrayRef>, Arc<str>, usize)> =
+            crate::map_columns(&self.columns, parallel, transform)
+                .into_iter()
+                .collect::<Result<_>>()?;
         let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
         let mut counts = Vec::new();
         for (index, new, name, n) in changed {
@@ -497,12 +494,7 @@ fn hash_column(a: &StringArray, mac: &KeyedHash) -> Result<(Option<ArrayRef>, us
             })?,
         );
     }
-    let hashed = StringArray::try_new(
-        OffsetBuffer::new(offsets.into()),
-        values.into(),
-        a.nulls().cloned(),
-    )?;
-    Ok((Some(Arc::new(hashed)), changed))
+    Ok((Some(with_values(a, offsets, values)?), changed))
 }
 
 #[cfg(test)]

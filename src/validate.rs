@@ -4,9 +4,10 @@
 //! column to its index in the file's schema and checks presence and type compatibility, so a file
 //! that cannot be checked fails before any of its rows is read. [`Validator::validate`] is the
 //! per-batch function: each column's rules run over the whole array and produce one failure
-//! bitmap per rule, never a per-row allocation. Columns are checked one after the other: the job
-//! runs one row group per core, and nested column-parallel loops made the cores wait on each
-//! other. Messages describe the rule, not the value: a value could be a card number.
+//! bitmap per rule, never a per-row allocation. Columns are checked in parallel only on request
+//! (`parallel`): the job runs one row group per core, and column-parallel loops nested in that
+//! made the cores wait on each other. Messages describe the rule, not the value: a value could
+//! be a card number.
 
 use std::sync::Arc;
 
@@ -16,8 +17,6 @@ use arrow::array::{
 use arrow::buffer::{BooleanBuffer, OffsetBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Fields, Float64Type, Schema, SchemaRef, TimeUnit};
-
-use rayon::prelude::*;
 
 use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern};
 use crate::datetime::{is_email, is_phone, is_uuid, parse_date, parse_datetime, NANOS_PER_DAY};
@@ -521,13 +520,8 @@ impl Validator {
             }
             Ok(out)
         };
-        let per_column: Vec<Result<Vec<RuleFailures>>> = if parallel {
-            self.columns.par_iter().map(check).collect()
-        } else {
-            self.columns.iter().map(check).collect()
-        };
         let mut failures = Vec::new();
-        for f in per_column {
+        for f in crate::map_columns(&self.columns, parallel, check) {
             failures.extend(f?);
         }
         let invalid = failures
