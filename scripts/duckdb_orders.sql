@@ -1,7 +1,8 @@
 -- The stage 1 `orders` job written by hand in DuckDB, for scripts/bench.sh to compare against:
 -- the same row checks as fixtures/contracts/orders.json, the latest version per order_id (kept
 -- when valid), card numbers masked (declared column and free text, by regex: no Luhn check, so
--- it does less work than edp), e-mails hashed, curated and quarantine written as Snappy Parquet.
+-- it does less work than edp), e-mails hashed, date-times typed in curated, curated and quarantine
+-- written as Snappy Parquet.
 -- Placeholders RAW, OUT and THREADS are filled in by scripts/bench.sh.
 SET threads = THREADS;
 SET preserve_insertion_order = false;
@@ -39,7 +40,9 @@ COPY (
   SELECT * EXCLUDE (_errors, filename, file_row_number) REPLACE (
       CASE WHEN card_number IS NULL THEN NULL ELSE repeat('*', length(card_number) - 4) || right(card_number, 4) END AS card_number,
       regexp_replace(notes, '([0-9][ -]?){9,15}([0-9]{4})', '************\2', 'g') AS notes,
-      sha256('edp-bench-key' || email) AS email)
+      sha256('edp-bench-key' || email) AS email,
+      try_cast(created_at AS TIMESTAMP) AS created_at,
+      try_cast(updated_at AS TIMESTAMP) AS updated_at)
   FROM checked
   QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY try_cast(updated_at AS TIMESTAMP) DESC NULLS LAST, filename DESC, file_row_number DESC) = 1
     AND len(_errors) = 0

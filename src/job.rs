@@ -56,7 +56,7 @@ use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers}
 use crate::sink::{writer_properties, Codec, EncodedRowGroup, ParquetSink, RowGroupEncoder};
 use crate::source::{self, decode_error, InputObject, RowGroup};
 use crate::store::{store_error, Location};
-use crate::validate::{quarantine_batch, quarantine_schema, Validator, Verdict};
+use crate::validate::{curated_schema, quarantine_batch, quarantine_schema, Validator, Verdict};
 use crate::{Error, Result};
 
 /// Default rows per record batch.
@@ -318,6 +318,20 @@ struct Outputs {
     quarantine: Option<ParquetSink>,
 }
 
+/// The job's input schema (reconciled across inputs) and the schemas of its two outputs.
+struct Schemas {
+    input: SchemaRef,
+    quarantine: SchemaRef,
+    curated: SchemaRef,
+}
+
+/// Protection plans for the two outputs: quarantine rows keep the input types (a date-time
+/// column there is text, scanned for card numbers like any other), curated rows have typed dates.
+struct Protectors {
+    quarantine: Arc<Protector>,
+    curated: Arc<Protector>,
+}
+
 impl Outputs {
     async fn abort(&mut self) {
         if let Some(s) = self.curated.take() {
@@ -498,10 +512,15 @@ fn key_row_group(plan: &DedupPlan, url: &str, file: u32, group: RowGroup) -> Res
 /// What a data-pass worker needs about the file its row groups come from.
 struct FileWork {
     url: String,
+    /// The job's input schema, which quarantine output extends.
     schema: SchemaRef,
     q_schema: SchemaRef,
+    /// The schema of curated output (typed dates when validating).
+    c_schema: SchemaRef,
     validator: Arc<Validator>,
     plan: Option<Arc<DedupPlan>>,
+    /// Protection of quarantine rows (input types) and of curated rows (curated types).
+    q_protector: Arc<Protector>,
     protector: Arc<Protector>,
     /// Winning rows of the file (one bit per row); `None` keeps every valid row.
     winners: Option<Arc<BooleanBuffer>>,
@@ -581,7 +600,7 @@ fn work_row_group(
         let t = Instant::now();
         if let (Some(invalid), true) = (invalid, w.write_quarantine) {
             let failing = filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
-            let (failing, counts) = w.protector.protect(&failing, w.column_parallel)?;
+            let (failing, counts) = w.q_protector.protect(&failing, w.column_parallel)?;
             add_counts(&mut c.masked.quarantine, counts);
             done.quarantine.extend(quarantine_batch(
                 &failing,
@@ -595,11 +614,8 @@ fn work_row_group(
             c.timers.protect += t.elapsed();
             continue;
         };
-        let curated = if kept == n {
-            batch
-        } else {
-            filter_record_batch(&batch, &BooleanArray::new(keep, None))?
-        };
+        let keep = (kept < n).then(|| BooleanArray::new(keep, None));
+        let curated = verdict.curated(batch, keep.as_ref(), &w.c_schema)?;
         let (curated, counts) = w.protector.protect(&curated, w.column_parallel)?;
         add_counts(&mut c.masked.curated, counts);
         c.timers.protect += t.elapsed();
@@ -700,11 +716,10 @@ fn trim_heap() {}
 #[allow(clippy::too_many_arguments)]
 async fn data_pass(
     spec: &JobSpec,
-    schema: &SchemaRef,
-    q_schema: &SchemaRef,
+    schemas: &Schemas,
     prepared: &[Prepared],
     winners: Vec<Option<BooleanBuffer>>,
-    protector: &Arc<Protector>,
+    protectors: &Protectors,
     outputs: &mut Outputs,
     c: &mut Counters,
     bar: &ProgressBar,
@@ -718,11 +733,13 @@ async fn data_pass(
     for (p, winners) in prepared.iter().zip(winners) {
         let file = Arc::new(FileWork {
             url: p.input.location.url.clone(),
-            schema: schema.clone(),
-            q_schema: q_schema.clone(),
+            schema: schemas.input.clone(),
+            q_schema: schemas.quarantine.clone(),
+            c_schema: schemas.curated.clone(),
             validator: p.validator.clone(),
             plan: p.plan.clone(),
-            protector: protector.clone(),
+            q_protector: protectors.quarantine.clone(),
+            protector: protectors.curated.clone(),
             winners: winners.map(Arc::new),
             owned: p.owned.clone(),
             validation: spec.validation_enabled,
@@ -835,13 +852,27 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     let started = Instant::now();
     check_spill_dir(&spec.spill_dir)?;
     let (mut prepared, schema) = prepare(spec).await?;
-    let q_schema = quarantine_schema(&schema);
-    let protector = Arc::new(Protector::new(
-        &spec.contract,
-        &schema,
-        spec.pci_enabled,
-        &spec.pii_key,
-    ));
+    let schemas = Schemas {
+        quarantine: quarantine_schema(&schema),
+        curated: if spec.validation_enabled {
+            curated_schema(&spec.contract, &schema)
+        } else {
+            schema.clone()
+        },
+        input: schema,
+    };
+    let protector = |s: &Schema| {
+        Arc::new(Protector::new(
+            &spec.contract,
+            s,
+            spec.pci_enabled,
+            &spec.pii_key,
+        ))
+    };
+    let protectors = Protectors {
+        quarantine: protector(&schemas.input),
+        curated: protector(&schemas.curated),
+    };
     let mut c = Counters::default();
     let file_rows: Vec<u64> = prepared.iter().map(|p| p.rows).collect();
     let total_rows: u64 = file_rows.iter().sum();
@@ -924,7 +955,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         curated: output
             .as_ref()
             .map(|o| {
-                ParquetSink::new(o.child(&part), schema.clone(), props.clone())
+                ParquetSink::new(o.child(&part), schemas.curated.clone(), props.clone())
                     .map(|s| s.with_flush_bytes(flush_bytes))
             })
             .transpose()?,
@@ -934,7 +965,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
             .map(|e| {
                 // Quarantine rows arrive a few at a time for the whole run: its row group is
                 // closed at a quarter of the curated size so it never holds much.
-                ParquetSink::new(e.child(&part), q_schema.clone(), props.clone())
+                ParquetSink::new(e.child(&part), schemas.quarantine.clone(), props.clone())
                     .map(|s| s.with_flush_bytes(flush_bytes / 4))
             })
             .transpose()?,
@@ -986,11 +1017,10 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     });
     let result = data_pass(
         spec,
-        &schema,
-        &q_schema,
+        &schemas,
         &prepared,
         winners,
-        &protector,
+        &protectors,
         &mut outputs,
         &mut c,
         &bar,

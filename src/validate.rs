@@ -8,14 +8,20 @@
 //! (`parallel`): the job runs one row group per core, and column-parallel loops nested in that
 //! made the cores wait on each other. Messages describe the rule, not the value: a value could
 //! be a card number.
+//!
+//! Date and date-time strings are parsed to check them, and the parsed values are kept: curated
+//! output stores them typed ([`curated_schema`]: `Timestamp(µs, UTC)` and `Date32`), which
+//! analysts can filter and prune on, and which costs far less to encode than the text (2M orders
+//! rows: 104 MB of date-time strings against 32 MB of int64). Quarantine keeps the text as read.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray, StructArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, ListArray, RecordBatch, StringArray,
+    StructArray, TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::buffer::{BooleanBuffer, OffsetBuffer};
-use arrow::compute::cast;
+use arrow::compute::{cast, filter_record_batch, FilterBuilder};
 use arrow::datatypes::{DataType, Field, Fields, Float64Type, Schema, SchemaRef, TimeUnit};
 
 use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern};
@@ -60,6 +66,8 @@ struct ColumnRules {
     name: Arc<str>,
     /// The column's `format`, which tells how temporal bounds read its values.
     format: Option<Format>,
+    /// The type its values are written as in curated output, when that is not the input type.
+    typed: Option<DataType>,
     rules: Vec<Rule>,
 }
 
@@ -82,6 +90,8 @@ pub struct Verdict {
     pub failures: Vec<RuleFailures>,
     /// True where the row broke at least one rule; `None` when every row passed.
     pub invalid: Option<BooleanBuffer>,
+    /// Date and date-time string columns (by index) as their curated type, null where invalid.
+    pub typed: Vec<(usize, ArrayRef)>,
 }
 
 impl Verdict {
@@ -90,6 +100,84 @@ impl Verdict {
         self.invalid
             .as_ref()
             .map_or(0, BooleanBuffer::count_set_bits)
+    }
+
+    /// The rows of `batch` selected by `keep` (all when `None`; never an invalid row), their
+    /// date and date-time strings replaced by the typed values, in `schema` (the
+    /// [`curated_schema`] of the batch's schema).
+    pub fn curated(
+        &self,
+        batch: RecordBatch,
+        keep: Option<&BooleanArray>,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        if self.typed.is_empty() {
+            return Ok(match keep {
+                Some(keep) => filter_record_batch(&batch, keep)?,
+                None => batch,
+            });
+        }
+        let mut columns = batch.columns().to_vec();
+        for (index, array) in &self.typed {
+            columns[*index] = array.clone();
+        }
+        if let Some(keep) = keep {
+            let predicate = FilterBuilder::new(keep).optimize().build();
+            columns = columns
+                .iter()
+                .map(|c| predicate.filter(c))
+                .collect::<std::result::Result<_, _>>()?;
+        }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// The curated type of a column of type `dt` with `format`, when it differs from `dt`.
+fn curated_type(format: Option<Format>, dt: &DataType) -> Option<DataType> {
+    match (format, dt) {
+        (Some(Format::DateTime), DataType::Utf8) => Some(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("UTC".into()),
+        )),
+        (Some(Format::Date), DataType::Utf8) => Some(DataType::Date32),
+        _ => None,
+    }
+}
+
+/// The schema of curated output for validated input of schema `input`: `date-time` strings
+/// become `Timestamp(Microsecond, "UTC")` (digits past the microsecond are dropped), `date`
+/// strings `Date32`; every other column keeps its type.
+pub fn curated_schema(contract: &Contract, input: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = input
+        .fields()
+        .iter()
+        .map(|f| {
+            let format = contract.column(f.name()).and_then(|c| c.format);
+            match curated_type(format, f.data_type()) {
+                Some(dt) => f.as_ref().clone().with_data_type(dt),
+                None => f.as_ref().clone(),
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
+}
+
+/// Parsed instants as an array of `dt` (from [`curated_type`]), null where `None`.
+fn typed_array(instants: &[Option<i128>], dt: &DataType) -> ArrayRef {
+    match dt {
+        DataType::Date32 => Arc::new(Date32Array::from_iter(
+            instants
+                .iter()
+                .map(|v| v.and_then(|d| i32::try_from(d).ok())),
+        )),
+        _ => Arc::new(
+            TimestampMicrosecondArray::from_iter(
+                instants
+                    .iter()
+                    .map(|v| v.and_then(|n| i64::try_from(n.div_euclid(1_000)).ok())),
+            )
+            .with_data_type(dt.clone()),
+        ),
     }
 }
 
@@ -474,6 +562,7 @@ impl Validator {
                     index,
                     name: spec.name.as_str().into(),
                     format: spec.format,
+                    typed: curated_type(spec.format, dt),
                     rules,
                 });
             }
@@ -501,7 +590,8 @@ impl Validator {
     /// With `parallel`, columns are checked on the rayon pool: for a job with fewer row groups
     /// than cores, where nothing else would keep the other cores busy.
     pub fn validate(&self, batch: &RecordBatch, parallel: bool) -> Result<Verdict> {
-        let check = |c: &ColumnRules| -> Result<Vec<RuleFailures>> {
+        type Checked = (Vec<RuleFailures>, Option<(usize, ArrayRef)>);
+        let check = |c: &ColumnRules| -> Result<Checked> {
             let array = batch.column(c.index);
             let mut out = Vec::new();
             let mut parsed = None;
@@ -518,17 +608,30 @@ impl Validator {
                     });
                 }
             }
-            Ok(out)
+            let typed = c.typed.as_ref().map(|dt| {
+                let format = c.format.unwrap_or(Format::DateTime);
+                (
+                    c.index,
+                    typed_array(parsed_as(array, format, &mut parsed), dt),
+                )
+            });
+            Ok((out, typed))
         };
-        let mut failures = Vec::new();
-        for f in crate::map_columns(&self.columns, parallel, check) {
-            failures.extend(f?);
+        let (mut failures, mut typed) = (Vec::new(), Vec::new());
+        for checked in crate::map_columns(&self.columns, parallel, check) {
+            let (f, t) = checked?;
+            failures.extend(f);
+            typed.extend(t);
         }
         let invalid = failures
             .iter()
             .map(|f| f.rows.clone())
             .reduce(|a, b| &a | &b);
-        Ok(Verdict { failures, invalid })
+        Ok(Verdict {
+            failures,
+            invalid,
+            typed,
+        })
     }
 }
 
@@ -620,6 +723,7 @@ pub fn quarantine_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::{Date32Type, TimestampMicrosecondType};
 
     #[test]
     fn length_rules_count_characters_not_bytes() {
@@ -640,5 +744,65 @@ mod tests {
         let (t, f) = (true, false);
         assert_eq!(fails(Check::MinLength(2)), [t, f, t, f, f, f, f, f]);
         assert_eq!(fails(Check::MaxLength(3)), [f, f, f, f, f, t, t, f]);
+    }
+
+    #[test]
+    fn curated_rows_carry_typed_dates() {
+        let contract = Contract::from_json_str(
+            "t.json",
+            r#"{"title": "t", "type": "object", "required": ["at", "day"], "properties": {
+                "at": {"type": "string", "format": "date-time"},
+                "day": {"type": "string", "format": "date"},
+                "note": {"type": ["string", "null"]}}}"#,
+        )
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("at", DataType::Utf8, false),
+            Field::new("day", DataType::Utf8, false),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    "2025-01-16 12:34:56.1234567+01:00",
+                    "not a time",
+                    "1969-12-31T23:59:59.9999999Z",
+                    "9999-12-31 23:59:59",
+                ])),
+                Arc::new(StringArray::from(vec![
+                    "2025-01-16",
+                    "2025-01-17",
+                    "1969-12-31",
+                    "1970-01-02",
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("x"),
+                    None,
+                    Some("y"),
+                    Some("z"),
+                ])),
+            ],
+        )
+        .unwrap();
+        let verdict = Validator::new(&contract, &schema, "t")
+            .unwrap()
+            .validate(&batch, false)
+            .unwrap();
+        let invalid = verdict.invalid.clone().unwrap();
+        let keep = BooleanArray::new(!&invalid, None);
+        let c_schema = curated_schema(&contract, &schema);
+        let curated = verdict.curated(batch, Some(&keep), &c_schema).unwrap();
+        assert_eq!(curated.schema(), c_schema);
+        assert_eq!(curated.num_rows(), 3);
+        let at = curated.column(0).as_primitive::<TimestampMicrosecondType>();
+        // Digits past the microsecond are dropped (towards the past), the offset applied.
+        assert_eq!(at.value(0), 1_737_027_296_123_456);
+        assert_eq!(at.value(1), -1);
+        assert_eq!(at.value(2), 253_402_300_799_000_000);
+        assert_eq!(at.data_type(), c_schema.field(0).data_type());
+        let day = curated.column(1).as_primitive::<Date32Type>();
+        assert_eq!(day.values().to_vec(), vec![20_104, -1, 1]);
+        assert_eq!(curated.column(2).as_string::<i32>().value(2), "z");
     }
 }

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 
 use arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+use arrow::datatypes::{
+    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Path of the built `edp` binary.
@@ -114,6 +116,27 @@ pub fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
     (0..a.len())
         .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
         .collect()
+}
+
+/// A curated date-time column: `Timestamp(Microsecond, "UTC")`, as microseconds since the epoch.
+pub fn micros(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    let a = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    assert_eq!(
+        a.data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        "{name}"
+    );
+    let a = a.as_primitive::<TimestampMicrosecondType>();
+    (0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i)))
+        .collect()
+}
+
+/// The microseconds since the epoch of an ISO 8601 date-time string, as curated output holds it.
+pub fn parse_micros(s: &str) -> Option<i64> {
+    edp::datetime::parse_datetime(s).map(|n| n.div_euclid(1_000) as i64)
 }
 
 /// An Int64 column.
