@@ -47,7 +47,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::ProjectionMask;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Pci, Pii};
 use crate::dedup::{DedupIndex, DedupPlan, Offers, SpillConfig};
@@ -532,10 +532,10 @@ struct FileWork {
     column_parallel: bool,
 }
 
-/// A worker's result for one row group.
+/// A worker's result for one row group (its curated row groups went out through the worker's
+/// channel as they were encoded).
 #[derive(Default)]
 struct Done {
-    curated: Vec<EncodedRowGroup>,
     quarantine: Vec<RecordBatch>,
     rows: u64,
     counters: Counters,
@@ -543,12 +543,14 @@ struct Done {
 
 /// The data pass over one row group, on a worker thread: decode the owned rows, validate
 /// them, protect and collect failing rows for quarantine, protect and encode the valid winners
-/// with `encoder` (when writing). Each row ends in exactly one count: curated, quarantined or
-/// superseded (valid but not its key's winner).
+/// with `encoder` (when writing), sending each output row group to `encoded` as soon as it is
+/// closed, so that a large input row group is never held encoded in full. Each row ends in
+/// exactly one count: curated, quarantined or superseded (valid but not its key's winner).
 fn work_row_group(
     w: &FileWork,
     group: RowGroup,
     mut encoder: Option<RowGroupEncoder>,
+    encoded: mpsc::UnboundedSender<EncodedRowGroup>,
 ) -> Result<Done> {
     let first = group.first_row;
     let numbers: Vec<u64> = match &w.owned {
@@ -624,6 +626,10 @@ fn work_row_group(
             object: w.url.clone(),
             source,
         })?;
+        // A closed receiver means the job is failing; its error is reported there.
+        for rg in enc.take_closed() {
+            let _ = encoded.send(rg);
+        }
         c.timers.write += t.elapsed();
     }
     if at != numbers.len() {
@@ -634,10 +640,13 @@ fn work_row_group(
     }
     if let Some(mut enc) = encoder {
         let t = Instant::now();
-        done.curated = enc.take().map_err(|source| Error::Parquet {
+        let rest = enc.take().map_err(|source| Error::Parquet {
             object: w.url.clone(),
             source,
         })?;
+        for rg in rest {
+            let _ = encoded.send(rg);
+        }
         c.timers.write += t.elapsed();
     }
     done.rows = at as u64;
@@ -667,9 +676,6 @@ async fn absorb(
         for batch in &done.quarantine {
             q.write(batch).await?;
         }
-    }
-    if let Some(cur) = outputs.curated.as_mut() {
-        cur.append(done.curated).await?;
     }
     c.timers.write += t.elapsed();
     bar.inc(done.rows);
@@ -725,6 +731,8 @@ async fn data_pass(
     bar: &ProgressBar,
 ) -> Result<()> {
     let mut inflight = InFlight::new();
+    // The curated row groups of each row group in flight, in the order they were started.
+    let mut encoded: VecDeque<mpsc::UnboundedReceiver<EncodedRowGroup>> = VecDeque::new();
     let row_groups: usize = prepared
         .iter()
         .map(|p| p.meta.metadata().num_row_groups())
@@ -757,6 +765,9 @@ async fn data_pass(
         while let Some(group) = next_group(spec, &mut groups, c).await? {
             // Start this row group before splicing the finished one: the workers stay busy
             // while this task writes.
+            if inflight.is_full() {
+                splice(encoded.pop_front(), outputs, c).await?;
+            }
             let finished = inflight.wait_for_worker().await?;
             let encoder = outputs
                 .curated
@@ -764,14 +775,40 @@ async fn data_pass(
                 .map(ParquetSink::encoder)
                 .transpose()?;
             let file = file.clone();
-            inflight.start(move || work_row_group(&file, group, encoder));
+            let (tx, rx) = mpsc::unbounded_channel();
+            encoded.push_back(rx);
+            inflight.start(move || work_row_group(&file, group, encoder, tx));
             if let Some(done) = finished {
                 absorb(done, outputs, c, bar).await?;
             }
         }
     }
-    while let Some(done) = inflight.next(spec).await? {
+    loop {
+        splice(encoded.pop_front(), outputs, c).await?;
+        let Some(done) = inflight.next(spec).await? else {
+            break;
+        };
         absorb(done, outputs, c, bar).await?;
+    }
+    Ok(())
+}
+
+/// Appends the curated row groups of the oldest row group in flight as its worker encodes them,
+/// until the worker is done (it drops its sender, also when it fails).
+async fn splice(
+    encoded: Option<mpsc::UnboundedReceiver<EncodedRowGroup>>,
+    outputs: &mut Outputs,
+    c: &mut Counters,
+) -> Result<()> {
+    let Some(mut encoded) = encoded else {
+        return Ok(());
+    };
+    while let Some(rg) = encoded.recv().await {
+        let t = Instant::now();
+        if let Some(cur) = outputs.curated.as_mut() {
+            cur.append([rg]).await?;
+        }
+        c.timers.write += t.elapsed();
     }
     Ok(())
 }
@@ -821,10 +858,15 @@ impl<T: Send + 'static> InFlight<T> {
         self.queue.push_back(rx);
     }
 
+    /// True when every worker is busy.
+    fn is_full(&self) -> bool {
+        self.queue.len() >= self.workers
+    }
+
     /// When every worker is busy, waits for the oldest row group and returns its result, so
     /// that the caller can start the next one before handling it; `None` while one is free.
     async fn wait_for_worker(&mut self) -> Result<Option<T>> {
-        if self.queue.len() < self.workers {
+        if !self.is_full() {
             return Ok(None);
         }
         self.pop().await

@@ -151,10 +151,15 @@ impl RowGroupEncoder {
         Ok(())
     }
 
+    /// The row groups closed since the last call; the one in progress stays open.
+    pub fn take_closed(&mut self) -> Vec<EncodedRowGroup> {
+        std::mem::take(&mut self.done)
+    }
+
     /// Closes the row group in progress and returns every row group encoded since the last call.
     pub fn take(&mut self) -> Result<Vec<EncodedRowGroup>, ParquetError> {
         self.close_row_group()?;
-        Ok(std::mem::take(&mut self.done))
+        Ok(self.take_closed())
     }
 }
 
@@ -229,7 +234,10 @@ impl ParquetSink {
     }
 
     /// Appends encoded row groups in order and hands the bytes to the upload.
-    pub async fn append(&mut self, groups: Vec<EncodedRowGroup>) -> Result<()> {
+    pub async fn append(
+        &mut self,
+        groups: impl IntoIterator<Item = EncodedRowGroup>,
+    ) -> Result<()> {
         for group in groups {
             // One allocation for the row group's bytes instead of a vector grown by doubling.
             let bytes: u64 = group.chunks.iter().map(|c| c.close().bytes_written).sum();
