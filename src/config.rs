@@ -61,7 +61,7 @@ pub const KEYS: &[Key] = &[
         "read_ahead",
         "READ_AHEAD",
         Some("2"),
-        "row groups fetched ahead of decoding",
+        "row groups (or slices of large ones) fetched ahead of decoding",
     ),
     key(
         "compression",

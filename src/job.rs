@@ -1,6 +1,8 @@
 //! The stage 1 job: raw objects → curated and quarantine Parquet plus a run report.
 //!
-//! Two passes keep memory independent of the data volume, and each decodes a row in full once:
+//! Two passes keep memory independent of the data volume, and each decodes a row in full once.
+//! Both work on [`source::slices`]: row groups, large ones cut into row ranges when the file's
+//! offset index allows fetching only a range's pages. "Row group" below means such a slice.
 //!
 //! 1. The key pass fetches and decodes only the dedup columns (key, event time, sequence, op).
 //!    Row groups are turned into [`Offers`] (parsing, hashing) on the
@@ -29,7 +31,8 @@
 //! winners are kept as one bit per input row. The rest of the budget covers what is bounded by
 //! construction: `--read-ahead` compressed row groups fetched ahead, one row group per worker
 //! (a decoded batch and its encoded pages, closed into a row group at 1/16 of the limit, at most
-//! 32 MiB), and each output's multipart parts (3 × 10 MiB).
+//! 32 MiB, and handed to this task as soon as it is closed), and each output's multipart parts
+//! (3 × 10 MiB).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -528,7 +531,7 @@ struct FileWork {
     owned: Option<Arc<BooleanBuffer>>,
     validation: bool,
     write_quarantine: bool,
-    /// Check and protect columns in parallel: the job has fewer row groups than workers.
+    /// Check and protect columns in parallel: the job has fewer slices than workers.
     column_parallel: bool,
 }
 
@@ -733,11 +736,8 @@ async fn data_pass(
     let mut inflight = InFlight::new();
     // The curated row groups of each row group in flight, in the order they were started.
     let mut encoded: VecDeque<mpsc::UnboundedReceiver<EncodedRowGroup>> = VecDeque::new();
-    let row_groups: usize = prepared
-        .iter()
-        .map(|p| p.meta.metadata().num_row_groups())
-        .sum();
-    let column_parallel = row_groups < inflight.workers;
+    let slices: usize = prepared.iter().map(|p| source::slices(&p.meta).len()).sum();
+    let column_parallel = slices < inflight.workers;
     for (p, winners) in prepared.iter().zip(winners) {
         let file = Arc::new(FileWork {
             url: p.input.location.url.clone(),

@@ -181,7 +181,8 @@ struct InputArgs {
 
 #[derive(Args, Debug)]
 struct ProcessArgs {
-    /// Row groups fetched ahead of decoding [config read_ahead, env READ_AHEAD, default 1].
+    /// Row groups (or slices of large ones) fetched ahead of decoding [config read_ahead, env
+    /// READ_AHEAD, default 1].
     #[arg(long)]
     read_ahead: Option<usize>,
     /// Mask card numbers (x-pci columns and free text); turning it off is logged as a warning

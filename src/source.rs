@@ -19,12 +19,12 @@ use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, RowSelection,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, RowSelection, RowSelector,
 };
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::mpsc;
 
 use crate::store::{store_error, Location};
@@ -151,6 +151,12 @@ impl InputObject {
     }
 }
 
+/// Footer reading: the offset index (page locations) is loaded when the file has one, so that a
+/// large row group can be read in slices ([`slices`]).
+fn read_options() -> ArrowReaderOptions {
+    ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional)
+}
+
 fn normalise(dt: &DataType) -> Option<DataType> {
     match dt {
         DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
@@ -169,7 +175,7 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
         ));
     }
     let mut reader = input.reader();
-    let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+    let meta = ArrowReaderMetadata::load_async(&mut reader, read_options())
         .await
         .map_err(|e| read_error(url, "not a readable Parquet file", e))?;
     let schema = meta.schema();
@@ -188,7 +194,7 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
             None => f.as_ref().clone(),
         })
         .collect();
-    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(fields)));
+    let options = read_options().with_schema(Arc::new(Schema::new(fields)));
     ArrowReaderMetadata::try_new(meta.metadata().clone(), options)
         .map_err(|e| Error::bad_input(url, format!("cannot read schema: {e}")))
 }
@@ -210,21 +216,90 @@ pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
     Error::bad_input(object, format!("corrupt Parquet data: {e}"))
 }
 
-/// One fetched row group, ready to decode.
+/// One fetched row group (or slice of one), ready to decode.
 pub struct RowGroup {
-    /// Row number in the file of the row group's first row.
+    /// Row number in the file of the first row.
     pub first_row: u64,
-    /// Rows in the row group (before any selection).
+    /// Rows covered (before any selection).
     pub rows: usize,
-    /// Decodes the row group's selected rows in batches.
+    /// Decodes the selected rows in batches.
     pub reader: ParquetRecordBatchReader,
 }
 
-/// Streams the row groups of `input` as synchronous readers of `batch_size`-row batches,
-/// fetching up to `read_ahead` row groups ahead. With `keep` (one bit per row of the file), only
-/// the set rows are decoded, and row groups with no set row are not fetched at all; the
-/// selection is built one row group at a time, so its size does not grow with the file. With
-/// `projection`, only those columns are fetched and decoded (the key-only pass of sharding).
+/// Rows per slice of a large row group.
+pub const SLICE_ROWS: usize = 1 << 17;
+
+/// A contiguous range of rows within one row group: the unit of work of both passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub row_group: usize,
+    /// Row number in the file of the slice's first row.
+    pub first_row: usize,
+    /// Its first row's position within the row group.
+    pub offset: usize,
+    pub rows: usize,
+    /// Rows in the whole row group.
+    pub group_rows: usize,
+}
+
+/// The work units of a file: each row group whole, except that a row group of more than
+/// [`SLICE_ROWS`] rows in a file with an offset index is cut into slices of that many rows
+/// (empty row groups have nothing to do).
+/// A slice fetches only the pages that hold its rows (plus the column's dictionary), so memory
+/// follows the slice, not the row group, and the slices of one row group go to different
+/// cores. Without an offset index every slice would fetch the whole row group, so it stays whole.
+pub fn slices(meta: &ArrowReaderMetadata) -> Vec<Slice> {
+    let md = meta.metadata();
+    let indexed = md.offset_index().is_some_and(|ix| !ix.is_empty());
+    let mut out = Vec::new();
+    let mut first = 0usize;
+    for (row_group, g) in md.row_groups().iter().enumerate() {
+        let group_rows = g.num_rows().max(0) as usize;
+        let step = if indexed { SLICE_ROWS } else { group_rows };
+        let mut offset = 0;
+        while offset < group_rows {
+            let rows = step.min(group_rows - offset);
+            out.push(Slice {
+                row_group,
+                first_row: first + offset,
+                offset,
+                rows,
+                group_rows,
+            });
+            offset += rows;
+        }
+        first += group_rows;
+    }
+    out
+}
+
+/// The row selection, within its row group, of the rows of `slice` set in `keep` (all when
+/// `None`); `None` when that is the whole row group, and an empty selection when no row is set.
+fn slice_selection(slice: &Slice, keep: Option<BooleanBuffer>) -> Option<RowSelection> {
+    let inner: Vec<RowSelector> = match keep {
+        Some(bits) if bits.count_set_bits() < slice.rows => {
+            RowSelection::from_filters(&[BooleanArray::new(bits, None)]).into()
+        }
+        _ if slice.rows == slice.group_rows => return None,
+        _ => vec![RowSelector::select(slice.rows)],
+    };
+    let mut selectors = Vec::with_capacity(inner.len() + 2);
+    if slice.offset > 0 {
+        selectors.push(RowSelector::skip(slice.offset));
+    }
+    selectors.extend(inner);
+    let after = slice.group_rows - slice.offset - slice.rows;
+    if after > 0 {
+        selectors.push(RowSelector::skip(after));
+    }
+    Some(selectors.into())
+}
+
+/// Streams the [`slices`] of `input` as synchronous readers of `batch_size`-row batches,
+/// fetching up to `read_ahead` slices ahead. With `keep` (one bit per row of the file), only
+/// the set rows are decoded, and slices with no set row are not fetched at all; the selection is
+/// built one slice at a time, so its size does not grow with the file. With `projection`, only
+/// those columns are fetched and decoded (the key pass).
 pub fn row_groups(
     input: &InputObject,
     meta: ArrowReaderMetadata,
@@ -238,25 +313,16 @@ pub fn row_groups(
     let url = input.location.url.clone();
     tokio::spawn(async move {
         let map_err = |e: ParquetError| read_error(&url, "corrupt Parquet data", e);
-        let mut offset = 0usize;
-        let groups: Vec<usize> = meta
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows().max(0) as usize)
-            .collect();
-        for (index, rows) in groups.into_iter().enumerate() {
-            let start = offset;
-            offset += rows;
+        for slice in slices(&meta) {
             let mut builder =
                 ParquetRecordBatchStreamBuilder::new_with_metadata(reader.clone(), meta.clone())
                     .with_batch_size(batch_size)
-                    .with_row_groups(vec![index]);
+                    .with_row_groups(vec![slice.row_group]);
             if let Some(mask) = &projection {
                 builder = builder.with_projection(mask.clone());
             }
-            if let Some(bits) = &keep {
-                if start + rows > bits.len() {
+            let bits = match &keep {
+                Some(bits) if slice.first_row + slice.rows > bits.len() => {
                     let _ = tx
                         .send(Err(Error::Internal(
                             "selection shorter than the file".into(),
@@ -264,21 +330,23 @@ pub fn row_groups(
                         .await;
                     return;
                 }
-                let slice = bits.slice(start, rows);
-                if slice.count_set_bits() == 0 {
-                    continue;
+                Some(bits) => {
+                    let bits = bits.slice(slice.first_row, slice.rows);
+                    if bits.count_set_bits() == 0 {
+                        continue;
+                    }
+                    Some(bits)
                 }
-                if slice.count_set_bits() < rows {
-                    builder = builder.with_row_selection(RowSelection::from_filters(&[
-                        BooleanArray::new(slice, None),
-                    ]));
-                }
+                None => None,
+            };
+            if let Some(selection) = slice_selection(&slice, bits) {
+                builder = builder.with_row_selection(selection);
             }
             let item = match builder.build() {
                 Ok(mut stream) => match stream.next_row_group().await {
                     Ok(Some(reader)) => Ok(RowGroup {
-                        first_row: start as u64,
-                        rows,
+                        first_row: slice.first_row as u64,
+                        rows: slice.rows,
                         reader,
                     }),
                     Ok(None) => continue,
@@ -293,4 +361,107 @@ pub fn row_groups(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int64Array, RecordBatch};
+    use arrow::datatypes::Int64Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    use proptest::prelude::*;
+
+    /// One Int64 column holding each row's number: `groups` row groups of `rows` rows.
+    fn file(groups: usize, rows: usize) -> Bytes {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(rows))
+            .build();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(props)).unwrap();
+        let n = (groups * rows) as i64;
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))])
+                .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out.into()
+    }
+
+    /// The row numbers each slice decodes with `keep`, in order.
+    fn decoded(data: &Bytes, keep: &BooleanBuffer) -> Vec<i64> {
+        let meta = ArrowReaderMetadata::load(data, read_options()).unwrap();
+        let mut out = Vec::new();
+        for slice in slices(&meta) {
+            let bits = keep.slice(slice.first_row, slice.rows);
+            if bits.count_set_bits() == 0 {
+                continue;
+            }
+            let mut b =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(data.clone(), meta.clone())
+                    .with_row_groups(vec![slice.row_group]);
+            if let Some(s) = slice_selection(&slice, Some(bits)) {
+                b = b.with_row_selection(s);
+            }
+            for batch in b.build().unwrap() {
+                out.extend(
+                    batch
+                        .unwrap()
+                        .column(0)
+                        .as_primitive::<Int64Type>()
+                        .values(),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn large_row_groups_are_sliced_when_indexed() {
+        let data = file(2, SLICE_ROWS * 2 + 5);
+        let meta = ArrowReaderMetadata::load(&data, read_options()).unwrap();
+        let s = slices(&meta);
+        let rows: Vec<(usize, usize, usize)> =
+            s.iter().map(|s| (s.row_group, s.offset, s.rows)).collect();
+        assert_eq!(
+            rows,
+            [
+                (0, 0, SLICE_ROWS),
+                (0, SLICE_ROWS, SLICE_ROWS),
+                (0, 2 * SLICE_ROWS, 5),
+                (1, 0, SLICE_ROWS),
+                (1, SLICE_ROWS, SLICE_ROWS),
+                (1, 2 * SLICE_ROWS, 5),
+            ]
+        );
+        assert_eq!(s[3].first_row, 2 * SLICE_ROWS + 5);
+        // Without the offset index a row group stays whole.
+        let whole = ArrowReaderMetadata::load(&data, ArrowReaderOptions::new()).unwrap();
+        assert_eq!(slices(&whole).len(), 2);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// Slices with a row selection decode exactly the kept rows, in file order.
+        #[test]
+        fn slices_decode_exactly_the_kept_rows(
+            density in prop_oneof![Just(0u32), Just(100), 1u32..100],
+            seed in any::<u64>(),
+        ) {
+            static DATA: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+            let data = DATA.get_or_init(|| file(2, SLICE_ROWS + 1000));
+            let n = 2 * (SLICE_ROWS + 1000);
+            let mut x = seed | 1;
+            let keep = BooleanBuffer::collect_bool(n, |_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 100) < u64::from(density)
+            });
+            let expected: Vec<i64> = keep.set_indices().map(|i| i as i64).collect();
+            prop_assert_eq!(decoded(data, &keep), expected);
+        }
+    }
 }

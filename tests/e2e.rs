@@ -627,6 +627,84 @@ fn spilling_gives_identical_output() {
 }
 
 #[test]
+fn a_large_row_group_is_read_in_slices_with_the_same_result() {
+    let dir = TempDir::new().unwrap();
+    let raw = generate(dir.path(), "orders", 300_000, 23, 0.02);
+    // The same rows as one row group of 300,000 rows, with the offset index parquet-rs writes.
+    let whole = read_parquet(&raw);
+    let one_dir = dir.path().join("one");
+    std::fs::create_dir(&one_dir).unwrap();
+    let one = one_dir.join("20250116-000000000.parquet");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1_000_000))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&one).unwrap(),
+        whole.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&whole).unwrap();
+    w.close().unwrap();
+    let orders = contract("orders");
+    let run = |input: &Path, out: &str, shard: Option<&str>| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "raw-to-curated",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--contract",
+            orders.to_str().unwrap(),
+        ];
+        if let Some(s) = shard {
+            args.extend(["--shard", s]);
+        }
+        ok(edp(&args));
+        out
+    };
+    let a = run(raw.parent().unwrap(), "groups", None);
+    let b = run(&one_dir, "slices", None);
+    let (ca, cb) = (
+        read_parquet(&a.join("part-00000.parquet")),
+        read_parquet(&b.join("part-00000.parquet")),
+    );
+    assert!(ca.num_rows() > 250_000);
+    assert_eq!(sorted_rows(&ca, "order_id"), sorted_rows(&cb, "order_id"));
+    // Slices of 131,072 rows: the output has one row group per slice.
+    let groups = |p: &Path| {
+        parquet::file::reader::FileReader::metadata(
+            &parquet::file::reader::SerializedFileReader::new(std::fs::File::open(p).unwrap())
+                .unwrap(),
+        )
+        .num_row_groups()
+    };
+    assert_eq!(groups(&b.join("part-00000.parquet")), 3);
+    for key in [
+        "rows_in",
+        "rows_quarantined",
+        "duplicates_superseded",
+        "tombstones",
+    ] {
+        assert_eq!(report(&a)[key], report(&b)[key], "{key}");
+    }
+    // Shards select rows within slices.
+    let mut union = Vec::new();
+    for i in 0..2 {
+        let s = run(&one_dir, &format!("shard{i}"), Some(&format!("{i}/2")));
+        union.extend(sorted_rows(
+            &read_parquet(&s.join(format!("part-{i:05}-of-00002.parquet"))),
+            "order_id",
+        ));
+    }
+    union.sort();
+    let mut expected = sorted_rows(&ca, "order_id");
+    expected.sort();
+    assert_eq!(union, expected);
+}
+
+#[test]
 fn shards_together_equal_one_process() {
     let dir = TempDir::new().unwrap();
     let raw = generate(dir.path(), "payments", 6000, 17, 0.05);
