@@ -34,15 +34,11 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn digits(b: &[u8]) -> Option<u32> {
-    let mut v = 0u32;
-    for &c in b {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u32::from(c - b'0');
-    }
-    Some(v)
+/// Two ASCII digits as a number.
+#[inline]
+fn two_digits(hi: u8, lo: u8) -> Option<u32> {
+    let (h, l) = (hi.wrapping_sub(b'0'), lo.wrapping_sub(b'0'));
+    (h < 10 && l < 10).then_some(u32::from(h) * 10 + u32::from(l))
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
@@ -64,12 +60,12 @@ pub fn parse_date(s: &str) -> Option<i64> {
 }
 
 fn parse_date_bytes(b: &[u8]) -> Option<i64> {
-    if b[4] != b'-' || b[7] != b'-' {
+    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = b else {
         return None;
-    }
-    let year = i64::from(digits(&b[0..4])?);
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
+    };
+    let year = i64::from(two_digits(y0, y1)? * 100 + two_digits(y2, y3)?);
+    let month = two_digits(m0, m1)?;
+    let day = two_digits(d0, d1)?;
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
@@ -90,39 +86,51 @@ const FRACTION_SCALE: [u32; 10] = [
     1,
 ];
 
-/// Parses an ISO 8601 / SQL date-time into nanoseconds since the epoch (UTC).
+/// Parses an ISO 8601 / SQL date-time into nanoseconds since the epoch (UTC). Fixed positions
+/// are matched as byte patterns and the fraction is read in one pass: this runs for every
+/// date-time value, twice for the event time (key pass and validation).
 pub fn parse_datetime(s: &str) -> Option<i128> {
-    let b = s.as_bytes();
-    if b.len() < 19 {
+    let (head, mut rest) = s.as_bytes().split_at_checked(19)?;
+    let (date, time) = head.split_at(10);
+    let days = parse_date_bytes(date)?;
+    let &[b'T' | b't' | b' ', h0, h1, b':', m0, m1, b':', s0, s1] = time else {
         return None;
-    }
-    let days = parse_date_bytes(&b[..10])?;
-    if !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
+    };
+    let (hour, minute, second) = (
+        two_digits(h0, h1)?,
+        two_digits(m0, m1)?,
+        two_digits(s0, s1)?,
+    );
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let mut rest = &b[19..];
-    let mut nanos: i128 = 0;
-    if let Some((&b'.', frac)) = rest.split_first() {
-        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 || n > 9 {
+    let mut nanos = 0u32;
+    if let [b'.', frac @ ..] = rest {
+        let mut n = 0;
+        while let Some(d) = frac
+            .get(n)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|d| *d < 10)
+        {
+            if n == 9 {
+                return None;
+            }
+            nanos = nanos * 10 + u32::from(d);
+            n += 1;
+        }
+        if n == 0 {
             return None;
         }
-        nanos = i128::from(digits(&frac[..n])? * FRACTION_SCALE[n]);
+        nanos *= FRACTION_SCALE[n];
         rest = &frac[n..];
     }
     let offset_secs: i64 = match rest {
         [] | [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), tail @ ..] => {
-            let (h, m) = match tail {
-                [h1, h2] => (digits(&[*h1, *h2])?, 0),
+            let (h, m) = match *tail {
+                [h1, h2] => (two_digits(h1, h2)?, 0),
                 [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
-                    (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
+                    (two_digits(h1, h2)?, two_digits(m1, m2)?)
                 }
                 _ => return None,
             };
@@ -139,7 +147,7 @@ pub fn parse_datetime(s: &str) -> Option<i128> {
         _ => return None,
     };
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + nanos)
+    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
 }
 
 /// Parses a contract bound for a date-time column: a full date-time or a bare date (midnight UTC).
@@ -254,6 +262,82 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn digits(b: &[u8]) -> Option<u32> {
+        let mut v = 0u32;
+        for &c in b {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        Some(v)
+    }
+
+    fn reference_date_bytes(b: &[u8]) -> Option<i64> {
+        if b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let year = i64::from(digits(&b[0..4])?);
+        let month = digits(&b[5..7])?;
+        let day = digits(&b[8..10])?;
+        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+            return None;
+        }
+        Some(days_from_civil(year, month, day))
+    }
+
+    /// The previous, straightforward date-time parser that [`parse_datetime`] must agree with.
+    fn reference_datetime(s: &str) -> Option<i128> {
+        let b = s.as_bytes();
+        if b.len() < 19 {
+            return None;
+        }
+        let days = reference_date_bytes(&b[..10])?;
+        if !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let hour = digits(&b[11..13])?;
+        let minute = digits(&b[14..16])?;
+        let second = digits(&b[17..19])?;
+        if hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        let mut rest = &b[19..];
+        let mut nanos: i128 = 0;
+        if let Some((&b'.', frac)) = rest.split_first() {
+            let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+            if n == 0 || n > 9 {
+                return None;
+            }
+            nanos = i128::from(digits(&frac[..n])? * FRACTION_SCALE[n]);
+            rest = &frac[n..];
+        }
+        let offset_secs: i64 = match rest {
+            [] | [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), tail @ ..] => {
+                let (h, m) = match tail {
+                    [h1, h2] => (digits(&[*h1, *h2])?, 0),
+                    [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
+                        (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
+                    }
+                    _ => return None,
+                };
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let secs = i64::from(h * 3600 + m * 60);
+                if *sign == b'+' {
+                    secs
+                } else {
+                    -secs
+                }
+            }
+            _ => return None,
+        };
+        let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
+        Some(i128::from(secs) * 1_000_000_000 + nanos)
+    }
+
     /// The straightforward e-mail check that [`is_email`] must agree with.
     fn reference_email(s: &str) -> bool {
         let Some((local, domain)) = s.split_once('@') else {
@@ -287,6 +371,23 @@ mod tests {
             last = label;
         }
         labels >= 2 && last.len() >= 2 && last.bytes().all(|c| c.is_ascii_alphabetic())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn datetime_parser_agrees_with_the_reference(
+            s in "[0-9]{4}-[0-1][0-9]-[0-3][0-9][T t][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,11})?(Z|z|[+-][0-9]{1,2}(:?[0-9]{2})?)?[x ]?",
+            mangle in proptest::option::of((0usize..40, any::<u8>())),
+        ) {
+            let mut b = s.into_bytes();
+            if let Some((i, c)) = mangle {
+                let n = b.len();
+                b[i % n] = c;
+            }
+            let s = String::from_utf8_lossy(&b);
+            prop_assert_eq!(parse_datetime(&s), reference_datetime(&s), "{}", s);
+        }
     }
 
     proptest! {

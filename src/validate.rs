@@ -162,6 +162,15 @@ pub fn curated_schema(contract: &Contract, input: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
 }
 
+/// Nanoseconds as microseconds, rounded towards the past. Divides in 64 bits when the value fits
+/// (until 2262): 128-bit division is a library call, and this runs per value.
+fn micros(nanos: i128) -> Option<i64> {
+    match i64::try_from(nanos) {
+        Ok(n) => Some(n.div_euclid(1_000)),
+        Err(_) => i64::try_from(nanos.div_euclid(1_000)).ok(),
+    }
+}
+
 /// Parsed instants as an array of `dt` (from [`curated_type`]), null where `None`.
 fn typed_array(instants: &[Option<i128>], dt: &DataType) -> ArrayRef {
     match dt {
@@ -171,12 +180,8 @@ fn typed_array(instants: &[Option<i128>], dt: &DataType) -> ArrayRef {
                 .map(|v| v.and_then(|d| i32::try_from(d).ok())),
         )),
         _ => Arc::new(
-            TimestampMicrosecondArray::from_iter(
-                instants
-                    .iter()
-                    .map(|v| v.and_then(|n| i64::try_from(n.div_euclid(1_000)).ok())),
-            )
-            .with_data_type(dt.clone()),
+            TimestampMicrosecondArray::from_iter(instants.iter().map(|v| v.and_then(micros)))
+                .with_data_type(dt.clone()),
         ),
     }
 }
