@@ -124,30 +124,28 @@ pub fn parse_datetime(s: &str) -> Option<i128> {
         nanos *= FRACTION_SCALE[n];
         rest = &frac[n..];
     }
-    let offset_secs: i64 = match rest {
-        [] | [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), tail @ ..] => {
-            let (h, m) = match *tail {
-                [h1, h2] => (two_digits(h1, h2)?, 0),
-                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
-                    (two_digits(h1, h2)?, two_digits(m1, m2)?)
-                }
-                _ => return None,
-            };
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let secs = i64::from(h * 3600 + m * 60);
-            if *sign == b'+' {
-                secs
-            } else {
-                -secs
-            }
-        }
+    let secs =
+        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds(rest)?;
+    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+}
+
+/// The UTC offset that ends a date-time, in seconds: none, `Z`, `±HH`, `±HHMM` or `±HH:MM`.
+fn offset_seconds(rest: &[u8]) -> Option<i64> {
+    let (sign, tail) = match rest {
+        [] | [b'Z' | b'z'] => return Some(0),
+        [sign @ (b'+' | b'-'), tail @ ..] => (*sign, tail),
         _ => return None,
     };
-    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+    let (h, m) = match *tail {
+        [h1, h2] => (two_digits(h1, h2)?, 0),
+        [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => (two_digits(h1, h2)?, two_digits(m1, m2)?),
+        _ => return None,
+    };
+    if h > 23 || m > 59 {
+        return None;
+    }
+    let secs = i64::from(h * 3600 + m * 60);
+    Some(if sign == b'+' { secs } else { -secs })
 }
 
 /// Parses a contract bound for a date-time column: a full date-time or a bare date (midnight UTC).
@@ -286,7 +284,8 @@ mod tests {
         Some(days_from_civil(year, month, day))
     }
 
-    /// The previous, straightforward date-time parser that [`parse_datetime`] must agree with.
+    /// The previous, straightforward date-time parser that [`parse_datetime`] must agree with
+    /// (date and time of day; the offset is parsed by the shared `offset_seconds`).
     fn reference_datetime(s: &str) -> Option<i128> {
         let b = s.as_bytes();
         if b.len() < 19 {
@@ -312,29 +311,9 @@ mod tests {
             nanos = i128::from(digits(&frac[..n])? * FRACTION_SCALE[n]);
             rest = &frac[n..];
         }
-        let offset_secs: i64 = match rest {
-            [] | [b'Z' | b'z'] => 0,
-            [sign @ (b'+' | b'-'), tail @ ..] => {
-                let (h, m) = match tail {
-                    [h1, h2] => (digits(&[*h1, *h2])?, 0),
-                    [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
-                        (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
-                    }
-                    _ => return None,
-                };
-                if h > 23 || m > 59 {
-                    return None;
-                }
-                let secs = i64::from(h * 3600 + m * 60);
-                if *sign == b'+' {
-                    secs
-                } else {
-                    -secs
-                }
-            }
-            _ => return None,
-        };
-        let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
+        // The offset is parsed by the shared `offset_seconds`.
+        let secs =
+            days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds(rest)?;
         Some(i128::from(secs) * 1_000_000_000 + nanos)
     }
 

@@ -372,14 +372,6 @@ mod bad_input {
         v.iter().map(String::as_str).collect()
     }
 
-    /// Writes `batch` as Parquet to `path`.
-    fn write(path: &Path, batch: &arrow::array::RecordBatch) {
-        let f = std::fs::File::create(path).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
-        w.write(batch).unwrap();
-        w.close().unwrap();
-    }
-
     #[test]
     fn corrupt_truncated_empty_and_non_parquet_inputs() {
         let dir = TempDir::new().unwrap();
@@ -431,7 +423,7 @@ mod bad_input {
         let idx = batch.schema().index_of("status").unwrap();
         let mut b = batch.clone();
         b.remove_column(idx);
-        write(&missing, &b);
+        write_parquet(&missing, &b, None);
         let out = dir.path().join("out1");
         expect_failure(
             &args(&stage1(&missing, &out, &contract("orders"))),
@@ -459,7 +451,7 @@ mod bad_input {
             cols,
         )
         .unwrap();
-        write(&wrong, &b);
+        write_parquet(&wrong, &b, None);
         let out = dir.path().join("out2");
         expect_failure(
             &args(&stage1(&wrong, &out, &contract("orders"))),
@@ -634,18 +626,11 @@ fn a_large_row_group_is_read_in_slices_with_the_same_result() {
     let whole = read_parquet(&raw);
     let one_dir = dir.path().join("one");
     std::fs::create_dir(&one_dir).unwrap();
-    let one = one_dir.join("20250116-000000000.parquet");
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(1_000_000))
-        .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&one).unwrap(),
-        whole.schema(),
-        Some(props),
-    )
-    .unwrap();
-    w.write(&whole).unwrap();
-    w.close().unwrap();
+    write_parquet(
+        &one_dir.join("20250116-000000000.parquet"),
+        &whole,
+        Some(1_000_000),
+    );
     let orders = contract("orders");
     let run = |input: &Path, out: &str, shard: Option<&str>| {
         let out = dir.path().join(out);
@@ -788,20 +773,11 @@ fn inputs_with_added_nullable_columns_are_reconciled() {
     // The older full load lacks the nullable `notes` column; the CDC file has it.
     let mut old = batch.slice(0, 500);
     old.remove_column(old.schema().index_of("notes").unwrap());
-    let write = |path: std::path::PathBuf, b: &arrow::array::RecordBatch| {
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(path).unwrap(),
-            b.schema(),
-            None,
-        )
-        .unwrap();
-        w.write(b).unwrap();
-        w.close().unwrap();
-    };
-    write(input.join("LOAD00000001.parquet"), &old);
-    write(
-        input.join("20250116-000000000.parquet"),
+    write_parquet(&input.join("LOAD00000001.parquet"), &old, None);
+    write_parquet(
+        &input.join("20250116-000000000.parquet"),
         &batch.slice(500, 500),
+        None,
     );
     let (out, _) = run_stage1(dir.path(), "orders", &input);
     let curated = read_parquet(&out.join("part-00000.parquet"));
@@ -815,7 +791,7 @@ fn inputs_with_added_nullable_columns_are_reconciled() {
     // A missing required column cannot be reconciled.
     let mut bad = batch.slice(0, 10);
     bad.remove_column(bad.schema().index_of("status").unwrap());
-    write(input.join("LOAD00000002.parquet"), &bad);
+    write_parquet(&input.join("LOAD00000002.parquet"), &bad, None);
     let o = edp(&[
         "raw-to-curated",
         "--input",

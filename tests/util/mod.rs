@@ -85,6 +85,18 @@ pub fn generate(dir: &Path, dataset: &str, rows: u64, seed: u64, fault_rate: f64
     out.join("20250116-000000000.parquet")
 }
 
+/// Writes `batch` as Parquet to `path` with the writer's defaults (an offset index included),
+/// in row groups of at most `row_group_rows` rows when given.
+pub fn write_parquet(path: &Path, batch: &RecordBatch, row_group_rows: Option<usize>) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(row_group_rows)
+        .build();
+    let f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
 /// All rows of a Parquet file as one batch.
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
