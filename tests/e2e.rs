@@ -1339,6 +1339,16 @@ fn validation_and_deduplication_can_be_turned_off() {
         no_dedup["rows_curated"].as_u64().unwrap(),
         3000 - full["rows_quarantined"].as_u64().unwrap()
     );
+    // Unchecked date-times are not parsed: curated keeps them as text, unparsable ones included.
+    let curated = read_parquet(&dir.path().join("noval/part-00000.parquet"));
+    let updated = strings(&curated, "updated_at");
+    assert_eq!(
+        updated.len() as u64,
+        no_validation["rows_curated"].as_u64().unwrap()
+    );
+    assert!(updated
+        .iter()
+        .any(|u| edp::datetime::parse_datetime(u.as_deref().unwrap()).is_none()));
 }
 
 /// Bodies of the messages waiting in an SQS queue.
