@@ -178,6 +178,7 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
     let meta = ArrowReaderMetadata::load_async(&mut reader, read_options())
         .await
         .map_err(|e| read_error(url, "not a readable Parquet file", e))?;
+    warn_unsliced(url, &meta);
     let schema = meta.schema();
     if schema
         .fields()
@@ -250,12 +251,15 @@ pub struct Slice {
 /// cores. Without an offset index every slice would fetch the whole row group, so it stays whole.
 pub fn slices(meta: &ArrowReaderMetadata) -> Vec<Slice> {
     let md = meta.metadata();
-    let indexed = md.offset_index().is_some_and(|ix| !ix.is_empty());
     let mut out = Vec::new();
     let mut first = 0usize;
     for (row_group, g) in md.row_groups().iter().enumerate() {
         let group_rows = g.num_rows().max(0) as usize;
-        let step = if indexed { SLICE_ROWS } else { group_rows };
+        let step = if indexed(md, row_group) {
+            SLICE_ROWS
+        } else {
+            group_rows
+        };
         let mut offset = 0;
         while offset < group_rows {
             let rows = step.min(group_rows - offset);
@@ -271,6 +275,33 @@ pub fn slices(meta: &ArrowReaderMetadata) -> Vec<Slice> {
         first += group_rows;
     }
     out
+}
+
+/// True when every column chunk of row group `rg` has page locations in the offset index.
+fn indexed(md: &ParquetMetaData, rg: usize) -> bool {
+    md.offset_index()
+        .and_then(|ix| ix.get(rg))
+        .is_some_and(|cols| !cols.is_empty() && cols.iter().all(|c| !c.page_locations().is_empty()))
+}
+
+/// Warns when `meta` has row groups that [`slices`] cannot cut: they are read whole, so the
+/// memory they take follows their size, not the configuration.
+fn warn_unsliced(url: &str, meta: &ArrowReaderMetadata) {
+    let md = meta.metadata();
+    let largest = (0..md.num_row_groups())
+        .map(|rg| md.row_group(rg))
+        .enumerate()
+        .filter(|(rg, g)| g.num_rows().max(0) as usize > SLICE_ROWS && !indexed(md, *rg))
+        .max_by_key(|(_, g)| g.compressed_size());
+    if let Some((_, g)) = largest {
+        tracing::warn!(
+            object = url,
+            rows = g.num_rows(),
+            compressed_mib = g.compressed_size() >> 20,
+            "row groups of more than {SLICE_ROWS} rows without an offset index are read whole: \
+             memory grows with them (write the file with an offset index to read it in slices)"
+        );
+    }
 }
 
 /// The row selection, within its row group, of the rows of `slice` set in `keep` (all when
