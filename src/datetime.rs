@@ -52,13 +52,10 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 
 /// Parses `YYYY-MM-DD` into days since the epoch.
 pub fn parse_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 10 {
-        return None;
-    }
-    parse_date_bytes(b)
+    parse_date_bytes(s.as_bytes())
 }
 
+/// [`parse_date`] on bytes: exactly ten, in the `YYYY-MM-DD` pattern.
 fn parse_date_bytes(b: &[u8]) -> Option<i64> {
     let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = b else {
         return None;

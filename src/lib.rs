@@ -35,8 +35,8 @@ pub mod validate;
 pub use error::{Error, Result};
 
 /// `f` over `columns`, on the rayon pool when `parallel`. The job asks for it only when it has
-/// fewer row groups than cores: nested in row-group parallelism, column-parallel loops left
-/// cores idle (see `job::InFlight`).
+/// fewer row groups (slices) than cores: nested in row-group parallelism, column-parallel loops
+/// left cores idle (see `job::InFlight`).
 pub(crate) fn map_columns<T: Sync, R: Send>(
     columns: &[T],
     parallel: bool,

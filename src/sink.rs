@@ -278,7 +278,7 @@ impl ParquetSink {
         let groups = match self.own.as_mut() {
             Some(enc) => enc
                 .write(batch)
-                .map(|()| std::mem::take(&mut enc.done))
+                .map(|()| enc.take_closed())
                 .map_err(|source| Error::Parquet {
                     object: self.location.url.clone(),
                     source,

@@ -288,8 +288,9 @@ fn indexed(md: &ParquetMetaData, rg: usize) -> bool {
 /// memory they take follows their size, not the configuration.
 fn warn_unsliced(url: &str, meta: &ArrowReaderMetadata) {
     let md = meta.metadata();
-    let largest = (0..md.num_row_groups())
-        .map(|rg| md.row_group(rg))
+    let largest = md
+        .row_groups()
+        .iter()
         .enumerate()
         .filter(|(rg, g)| g.num_rows().max(0) as usize > SLICE_ROWS && !indexed(md, *rg))
         .max_by_key(|(_, g)| g.compressed_size());

@@ -17,11 +17,11 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Date32Array, ListArray, RecordBatch, StringArray,
-    StructArray, TimestampMicrosecondArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, ListArray, RecordBatch,
+    RecordBatchOptions, StringArray, StructArray, TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::buffer::{BooleanBuffer, OffsetBuffer};
-use arrow::compute::{cast, filter_record_batch, FilterBuilder};
+use arrow::compute::{cast, FilterBuilder};
 use arrow::datatypes::{DataType, Field, Fields, Float64Type, Schema, SchemaRef, TimeUnit};
 
 use crate::contract::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern};
@@ -111,24 +111,25 @@ impl Verdict {
         keep: Option<&BooleanArray>,
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
-        if self.typed.is_empty() {
-            return Ok(match keep {
-                Some(keep) => filter_record_batch(&batch, keep)?,
-                None => batch,
-            });
-        }
         let mut columns = batch.columns().to_vec();
         for (index, array) in &self.typed {
             columns[*index] = array.clone();
         }
+        let mut rows = batch.num_rows();
         if let Some(keep) = keep {
             let predicate = FilterBuilder::new(keep).optimize().build();
+            rows = predicate.count();
             columns = columns
                 .iter()
                 .map(|c| predicate.filter(c))
                 .collect::<std::result::Result<_, _>>()?;
         }
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 }
 

@@ -356,22 +356,6 @@ mod bad_input {
         err
     }
 
-    fn stage1(input: &Path, out: &Path, contract_path: &Path) -> Vec<String> {
-        vec![
-            "raw-to-curated".into(),
-            "--input".into(),
-            input.to_str().unwrap().into(),
-            "--output".into(),
-            out.to_str().unwrap().into(),
-            "--contract".into(),
-            contract_path.to_str().unwrap().into(),
-        ]
-    }
-
-    fn args(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
-
     #[test]
     fn corrupt_truncated_empty_and_non_parquet_inputs() {
         let dir = TempDir::new().unwrap();
@@ -631,22 +615,13 @@ fn a_large_row_group_is_read_in_slices_with_the_same_result() {
         &whole,
         Some(1_000_000),
     );
-    let orders = contract("orders");
     let run = |input: &Path, out: &str, shard: Option<&str>| {
         let out = dir.path().join(out);
-        let mut args = vec![
-            "raw-to-curated",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--contract",
-            orders.to_str().unwrap(),
-        ];
+        let mut a = stage1(input, &out, &contract("orders"));
         if let Some(s) = shard {
-            args.extend(["--shard", s]);
+            a.extend(["--shard".to_string(), s.to_string()]);
         }
-        ok(edp(&args));
+        ok(edp(&args(&a)));
         out
     };
     let a = run(raw.parent().unwrap(), "groups", None);

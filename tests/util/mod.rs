@@ -66,6 +66,24 @@ pub fn ok(o: Output) -> String {
     err
 }
 
+/// The arguments of `edp raw-to-curated` from `input` to `out` under `contract_path`.
+pub fn stage1(input: &Path, out: &Path, contract_path: &Path) -> Vec<String> {
+    vec![
+        "raw-to-curated".into(),
+        "--input".into(),
+        input.to_str().unwrap().into(),
+        "--output".into(),
+        out.to_str().unwrap().into(),
+        "--contract".into(),
+        contract_path.to_str().unwrap().into(),
+    ]
+}
+
+/// `&str` views of owned arguments, as [`edp`] takes them.
+pub fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// Generates `rows` rows of `dataset` into `dir/<dataset>/` and returns the object path.
 pub fn generate(dir: &Path, dataset: &str, rows: u64, seed: u64, fault_rate: f64) -> PathBuf {
     let out = dir.join(dataset);
