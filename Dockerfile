@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # edp container: a locked release build, then a slim runtime with CA certificates, a non-root
-# user, `edp` as the entrypoint, and the dataset contracts under /app/config/contracts.
+# user, `edp` as the entrypoint, the dataset contracts under /app/config/contracts and the stage 2
+# SQL models under /app/config/models.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
@@ -19,7 +20,9 @@ RUN apt-get update \
     && chown edp /app/spill
 COPY --from=build /src/target/release/edp /usr/local/bin/edp
 COPY fixtures/contracts /app/config/contracts
+COPY models /app/config/models
 ENV CONTRACTS_DIR=/app/config/contracts \
+    MODELS_DIR=/app/config/models \
     SPILL_DIR=/app/spill \
     LOG_LEVEL=info
 USER edp

@@ -30,6 +30,8 @@ fn orders(rows: u64) -> Vec<RecordBatch> {
         rows,
         seed: 1,
         fault_rate: generate::DEFAULT_FAULT_RATE,
+        days: generate::DEFAULT_DAYS,
+        end_day: generate::DEFAULT_END_DAY,
     };
     generate::batches(spec, |b| {
         out.push(b);
@@ -94,6 +96,8 @@ fn end_to_end(c: &mut Criterion) {
         rows: E2E_ROWS,
         seed: 1,
         fault_rate: generate::DEFAULT_FAULT_RATE,
+        days: generate::DEFAULT_DAYS,
+        end_day: generate::DEFAULT_END_DAY,
     };
     rt.block_on(generate::generate(spec, &raw)).unwrap();
     let job = JobSpec {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (see README): formatting, lints, then every test (unit, property and the
 # end-to-end tests that run the built `edp` binary, some against an S3-protocol server).
-# Sets up what the tests need on a fresh machine: the `moto[server]` Python package (installed
-# with pip if missing), started on a free loopback port for the duration of the run, and
+# Sets up what the tests need on a fresh machine: a Python virtual environment under target/py
+# with the `moto[server]` package, started on a free loopback port for the duration of the run, and
 # cfn-lint (likewise), which checks the CloudFormation template in deploy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,14 +11,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "scripts/test.sh: cargo not found; install Rust with rustup first" >&2
     exit 1
 fi
-python=${PYTHON:-python3}
-if ! "$python" -c "import moto.server, flask_cors" >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing moto[server]" >&2
-    "$python" -m pip install --quiet 'moto[server]'
+# Python tools live in a project-local virtual environment: a stock Debian or Ubuntu Python
+# refuses a system-wide `pip install` (PEP 668).
+venv=${EDP_VENV:-target/py}
+if [ ! -x "$venv/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$venv"
 fi
-if ! "$python" -c "import cfnlint.runner" >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing cfn-lint" >&2
-    "$python" -m pip install --quiet cfn-lint
+python="$venv/bin/python"
+if ! "$python" -c "import moto.server, flask_cors, cfnlint.runner, duckdb" >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing moto[server], cfn-lint and duckdb into $venv" >&2
+    "$python" -m pip install --quiet 'moto[server]' cfn-lint duckdb
 fi
 "$python" -c "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())" deploy/edp.yaml
 
@@ -39,6 +41,8 @@ if ! kill -0 "$moto_pid" 2>/dev/null; then
     exit 1
 fi
 export EDP_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+# A Python with duckdb: the stage 2 test reads the prod output back with another engine.
+export EDP_TEST_PYTHON="$PWD/$python"
 
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings

@@ -113,6 +113,48 @@ pub const KEYS: &[Key] = &[
         "contracts of `edp run`",
     ),
     key(
+        "prod_bucket",
+        "PROD_BUCKET",
+        None,
+        "prod output bucket of `edp run` on curated objects",
+    ),
+    key(
+        "models_dir",
+        "MODELS_DIR",
+        Some("/app/config/models"),
+        "stage 2 SQL models (checks in checks/)",
+    ),
+    key(
+        "catalog",
+        "CATALOG",
+        Some("none"),
+        "stage 2 catalog update: glue, projection, crawler or none",
+    ),
+    key(
+        "glue_database",
+        "GLUE_DATABASE",
+        Some("edp_prod"),
+        "Glue database of the prod tables",
+    ),
+    key(
+        "glue_crawler",
+        "GLUE_CRAWLER",
+        None,
+        "crawler started by --catalog crawler",
+    ),
+    key(
+        "prod_compression",
+        "PROD_COMPRESSION",
+        Some("zstd"),
+        "stage 2 output codec: zstd, snappy or none",
+    ),
+    key(
+        "target_file_size",
+        "TARGET_FILE_SIZE",
+        Some("256MiB"),
+        "stage 2 files are closed past this size",
+    ),
+    key(
         "kms_key_id",
         "KMS_KEY_ID",
         None,

@@ -44,6 +44,12 @@ pub enum Error {
     /// Publishing a notification (SNS) or a dead letter (SQS) failed.
     #[error("notification: {0}")]
     Notify(String),
+    /// Updating the Glue catalog failed (the prod outputs are published; a rerun retries).
+    #[error("catalog: {0}")]
+    Catalog(String),
+    /// DataFusion failed while running a model or check.
+    #[error("model {model}: {message}")]
+    Query { model: String, message: String },
     /// The run was interrupted by a signal; outputs were aborted.
     #[error("interrupted by {0}: outputs aborted, nothing published")]
     Interrupted(&'static str),
@@ -78,7 +84,8 @@ impl Error {
         match self {
             Error::Contract { .. } | Error::Config(_) => 3,
             Error::BadInput { .. } | Error::Parquet { .. } => 4,
-            Error::Store { .. } | Error::Spill(_) | Error::Notify(_) => 5,
+            Error::Store { .. } | Error::Spill(_) | Error::Notify(_) | Error::Catalog(_) => 5,
+            Error::Query { .. } => 1,
             Error::Interrupted(_) => 143,
             Error::Conservation(_) => 6,
             Error::Internal(_) => 70,

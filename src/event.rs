@@ -52,6 +52,9 @@ pub struct Route {
     pub curated_prefix: String,
     /// Output prefix in the error bucket.
     pub errors_prefix: String,
+    /// The key's prefix before the `<dataset>-raw/` or `<dataset>-curated/` segment (empty at
+    /// the bucket's root): stage 2's curated root and prod prefix.
+    pub root_prefix: String,
 }
 
 /// Decodes `%XX` escapes and `+` (a space), as S3 encodes keys in events.
@@ -206,6 +209,7 @@ pub fn route(key: &str) -> Result<Route> {
         stage,
         curated_prefix: prefix("curated"),
         errors_prefix: prefix("errors"),
+        root_prefix: parts[..at].join("/"),
     })
 }
 

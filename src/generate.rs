@@ -8,9 +8,16 @@
 //! an out-of-range amount, an unknown enum value, an orphan foreign key or a card number in free
 //! text. The datasets are consistent with each other: entity counts derive from one [`World`].
 //!
-//! Generation is a pure function of (dataset, rows, seed, fault rate) through a SplitMix64
-//! generator written here, so the same seed gives the same bytes on every machine and version of
-//! the dependencies.
+//! Times look like a shop's period (by default the year ending 2025-01-16): orders grow by half
+//! over it, weekends are busier than weekdays, nights are quiet with peaks at lunchtime and in
+//! the evening (UTC), and Black Friday, Cyber Monday and the last week before Christmas are peak
+//! days. Order ids grow with `created_at`. Every later version of a key (re-send or delete) is
+//! later than its first; order lines and payments follow their order; customers signed up in the
+//! two years before the period, before any of their orders.
+//!
+//! Generation is a pure function of (dataset, rows, seed, fault rate, period) through a
+//! SplitMix64 generator written here, so the same seed gives the same bytes on every machine and
+//! version of the dependencies.
 
 use std::sync::Arc;
 
@@ -22,7 +29,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::datetime::format_micros;
+use crate::datetime::{civil_from_days, format_micros, parse_date, NANOS_PER_DAY};
 use crate::protect::{luhn_valid, mask_card_numbers};
 use crate::sink::{OutputStats, ParquetSink};
 use crate::store::Location;
@@ -72,8 +79,22 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 pub const OBJECT_NAME: &str = "20250116-000000000.parquet";
 const BATCH_ROWS: usize = 8192;
 const WAREHOUSES: u64 = 4;
-/// 2025-01-01 00:00:00 UTC in nanoseconds.
-const BASE_NANOS: i128 = 1_735_689_600 * 1_000_000_000;
+/// Default length of the generated period, in days.
+pub const DEFAULT_DAYS: u32 = 365;
+/// Default last day of the period (inclusive), as `--end-date` takes it: the day of
+/// [`OBJECT_NAME`].
+pub const DEFAULT_END_DATE: &str = "2025-01-16";
+/// [`DEFAULT_END_DATE`] in days since 1970-01-01.
+pub const DEFAULT_END_DAY: i64 = 20_104;
+/// Longest period accepted, in days (a century).
+pub const MAX_DAYS: u32 = 36_525;
+/// 9999-12-31 in days since 1970-01-01: the latest end day accepted.
+const LAST_END_DAY: i64 = 2_932_896;
+/// Customers signed up during this many days before the period.
+const SIGNUP_DAYS: u32 = 730;
+/// Shares of planned rows that re-send an earlier key and that delete one.
+const RESEND: f64 = 0.10;
+const DELETE: f64 = 0.01;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +103,35 @@ pub struct GenSpec {
     pub rows: u64,
     pub seed: u64,
     pub fault_rate: f64,
+    /// Length of the period the rows' times fall in, in days (1 to [`MAX_DAYS`]).
+    pub days: u32,
+    /// Last day of the period (inclusive, UTC), in days since 1970-01-01.
+    pub end_day: i64,
+}
+
+/// Parses a date `YYYY-MM-DD` (as `--end-date` takes it) into days since 1970-01-01.
+pub fn parse_day(s: &str) -> std::result::Result<i64, String> {
+    parse_date(s).ok_or_else(|| format!("`{s}`: expected a date YYYY-MM-DD"))
+}
+
+/// Checks a period of `days` days ending on `end_day` (days since 1970-01-01): 1 to
+/// [`MAX_DAYS`] days, ending by 9999-12-31, with customers' sign-ups (the two years before it)
+/// after 1970-01-01.
+pub fn check_period(days: u32, end_day: i64) -> std::result::Result<(), String> {
+    if !(1..=MAX_DAYS).contains(&days) {
+        return Err(format!("--days {days} is not between 1 and {MAX_DAYS}"));
+    }
+    if end_day > LAST_END_DAY {
+        return Err("--end-date is after 9999-12-31".into());
+    }
+    if end_day - i64::from(days) + 1 - i64::from(SIGNUP_DAYS) < 0 {
+        return Err(format!(
+            "a period of {days} days ending on {} starts before 1972-01-01 (customers sign up \
+             in the two years before it, after 1970-01-01)",
+            &format_micros(i128::from(end_day) * NANOS_PER_DAY)[..10]
+        ));
+    }
+    Ok(())
 }
 
 /// Entity counts of one consistent shop.
@@ -476,6 +526,165 @@ fn iso(nanos: i128) -> String {
     format!("{}T{}Z", &s[..10], &s[11..19])
 }
 
+/// Nanoseconds per microsecond, second, minute and hour.
+const MICRO: i128 = 1_000;
+const SECOND: i128 = 1_000_000_000;
+const MINUTE: i128 = 60 * SECOND;
+const HOUR: i128 = 3_600 * SECOND;
+/// The largest `f64` below 1 that locating a quantile returns.
+const BELOW_ONE: f64 = 1.0 - f64::EPSILON;
+/// Growth over a period: its last day is this much busier than its first (+50%).
+const GROWTH: f64 = 0.5;
+/// Weights of Monday to Sunday: weekends are the busiest days.
+const WEEKDAY: [f64; 7] = [1.0, 0.95, 0.95, 1.0, 1.1, 1.3, 1.25];
+/// Weights of the hours of the day (UTC): quiet nights (under 3% of the day between 01:00 and
+/// 06:00), a lunchtime peak and a larger evening one.
+const HOURLY: [f64; 24] = [
+    1.2, 0.6, 0.35, 0.25, 0.25, 0.4, 0.9, 1.6, 2.4, 3.0, 3.4, 3.9, 4.5, 4.2, 3.6, 3.4, 3.5, 3.9,
+    4.4, 5.0, 5.4, 4.8, 3.4, 2.0,
+];
+/// Salts of the stable draws that place keys in time: orders, the first version of other
+/// entities, customers' sign-ups, order lines' and payments' delays after their order.
+const T_ORDER: u64 = 0x7101;
+const T_FIRST: u64 = 0x7102;
+const T_SIGNUP: u64 = 0x7103;
+const T_AFTER: u64 = 0x7104;
+
+/// The weekday of a day since 1970-01-01 (a Thursday), Monday being 0.
+fn weekday_of(day: i64) -> usize {
+    (day + 3).rem_euclid(7) as usize
+}
+
+/// The weight of a peak day, replacing its weekday's: Black Friday (the day after the fourth
+/// Thursday of November) ×4, the weekend after it, Cyber Monday ×3.5, the last week of
+/// Christmas shopping (15 to 22 December) ×3, 23 and 24 December ×2, a quiet Christmas Day.
+fn peak(month: u32, date: u32, weekday: usize) -> Option<f64> {
+    // The fourth Thursday of November is the 22nd to the 28th, so Black Friday is the Friday
+    // 0 to 6 days after 23 November, and the days after it follow in the same way.
+    let since_23_nov = match month {
+        11 => i64::from(date) - 23,
+        12 => i64::from(date) + 7,
+        _ => -1,
+    };
+    let after_friday = (weekday as i64 + 3) % 7; // Friday 0, Saturday 1, Sunday 2, Monday 3
+    if (after_friday..=after_friday + 6).contains(&since_23_nov) {
+        match after_friday {
+            0 => return Some(4.0),
+            1 => return Some(2.5),
+            2 => return Some(2.2),
+            3 => return Some(3.5),
+            _ => {}
+        }
+    }
+    match (month, date) {
+        (12, 15..=22) => Some(3.0),
+        (12, 23 | 24) => Some(2.0),
+        (12, 25) => Some(0.6),
+        _ => None,
+    }
+}
+
+/// The relative activity of `day` (days since 1970-01-01), `i` days into a period of `n`:
+/// linear growth by [`GROWTH`] over the period times the weekday's or the peak day's weight.
+fn day_weight(day: i64, i: u32, n: u32) -> f64 {
+    let growth = 1.0 + GROWTH * f64::from(i) / f64::from(n.saturating_sub(1).max(1));
+    let (_, month, date) = civil_from_days(day);
+    let weekday = weekday_of(day);
+    growth * peak(month, date, weekday).unwrap_or(WEEKDAY[weekday])
+}
+
+/// The inverse of a cumulative distribution over buckets of positive weights, with a guide
+/// table (Chen and Asau) so that a lookup takes one or two steps.
+struct Cdf {
+    /// `cum[i]`: the share of buckets `0..=i`; the last is 1.
+    cum: Vec<f64>,
+    /// `guide[j]`: the first bucket whose `cum` exceeds `j / guide.len()`.
+    guide: Vec<u32>,
+}
+
+impl Cdf {
+    /// `weights` must be non-empty and positive.
+    fn new(weights: &[f64]) -> Cdf {
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let mut cum: Vec<f64> = weights
+            .iter()
+            .map(|w| {
+                acc += w;
+                acc / total
+            })
+            .collect();
+        if let Some(last) = cum.last_mut() {
+            *last = 1.0;
+        }
+        let n = cum.len();
+        let mut guide = Vec::with_capacity(n);
+        let mut i = 0;
+        for j in 0..n {
+            while i + 1 < n && cum[i] <= j as f64 / n as f64 {
+                i += 1;
+            }
+            guide.push(i as u32);
+        }
+        Cdf { cum, guide }
+    }
+
+    /// The bucket holding quantile `q` (in `[0, 1)`) and where in the bucket `q` falls, in
+    /// `[0, 1)`: monotonic in `q`.
+    fn locate(&self, q: f64) -> (usize, f64) {
+        let n = self.cum.len();
+        let mut i = self.guide[((q * n as f64) as usize).min(n - 1)] as usize;
+        while i + 1 < n && self.cum[i] <= q {
+            i += 1;
+        }
+        let lo = if i == 0 { 0.0 } else { self.cum[i - 1] };
+        let within = (q - lo) / (self.cum[i] - lo);
+        (i, within.clamp(0.0, BELOW_ONE))
+    }
+}
+
+/// A period of whole UTC days and how a shop's activity spreads over it: per-day weights
+/// ([`day_weight`]: growth, weekday, peak days), then per-hour weights within a day
+/// ([`HOURLY`]), then uniform within the hour.
+struct Calendar {
+    first_day: i64,
+    days: Cdf,
+    hours: Cdf,
+}
+
+impl Calendar {
+    /// The `days` days (at least one) from `first_day` (days since 1970-01-01).
+    fn new(first_day: i64, days: u32) -> Calendar {
+        let weights: Vec<f64> = (0..days.max(1))
+            .map(|i| day_weight(first_day + i64::from(i), i, days))
+            .collect();
+        Calendar {
+            first_day,
+            days: Cdf::new(&weights),
+            hours: Cdf::new(&HOURLY),
+        }
+    }
+
+    /// The instant (nanoseconds since the epoch, whole microseconds) at quantile `q` (in
+    /// `[0, 1)`) of the period's activity. Monotonic in `q`, so keys spread in key order are
+    /// in time order.
+    fn at(&self, q: f64) -> i128 {
+        let (day, q) = self.days.locate(q);
+        let (hour, q) = self.hours.locate(q);
+        let micros = (q * 3_600_000_000.0) as i128;
+        (i128::from(self.first_day) + day as i128) * NANOS_PER_DAY
+            + hour as i128 * HOUR
+            + micros * MICRO
+    }
+}
+
+/// The expected number of distinct keys among `rows` planned rows: the first ten are new
+/// keys, then all but the re-sends and deletes (see [`Planner::next`]).
+fn expected_keys(rows: u64) -> f64 {
+    let first = rows.min(10) as f64;
+    (first + rows.saturating_sub(10) as f64 * (1.0 - RESEND - DELETE)).max(1.0)
+}
+
 /// A fault injected into one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -489,12 +698,13 @@ enum Fault {
     BadPattern,
 }
 
-/// One planned row: which entity, which CDC operation, when, which fault.
+/// One planned row: which entity, which CDC operation, which fault, and where a re-send or
+/// delete falls after its key's first version (in `[0, 1)`, see [`Gen::version`]).
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     key: u64,
     op: &'static str,
-    time: i128,
+    later: f64,
     fault: Option<Fault>,
 }
 
@@ -521,20 +731,19 @@ fn faults_of(d: Dataset) -> &'static [Fault] {
 struct Planner {
     r: SplitMix,
     next_key: u64,
-    row: u64,
     spec: GenSpec,
 }
 
 impl Planner {
+    /// The next row: after ten new keys, [`RESEND`] of the rows re-send an earlier key and
+    /// [`DELETE`] delete one.
     fn next(&mut self) -> Plan {
         let r = &mut self.r;
-        let time =
-            BASE_NANOS + i128::from(self.row) * 400_000_000 + i128::from(r.below(400_000)) * 1000;
-        self.row += 1;
+        let later = r.unit();
         let roll = r.unit();
-        let (key, op) = if self.next_key > 10 && roll < 0.10 {
+        let (key, op) = if self.next_key > 10 && roll < RESEND {
             (1 + r.below(self.next_key - 1), "U")
-        } else if self.next_key > 10 && roll < 0.11 {
+        } else if self.next_key > 10 && roll < RESEND + DELETE {
             (1 + r.below(self.next_key - 1), "D")
         } else {
             self.next_key += 1;
@@ -546,7 +755,7 @@ impl Planner {
         Plan {
             key,
             op,
-            time,
+            later,
             fault,
         }
     }
@@ -672,9 +881,77 @@ struct Gen {
     seed: u64,
     world: World,
     dataset: Dataset,
+    /// The period rows fall in, and the two years before it in which customers signed up.
+    period: Calendar,
+    signup: Calendar,
+    /// The period's last microsecond (nanoseconds since the epoch).
+    last: i128,
+    /// The expected distinct keys of the generated dataset and of the shop's orders.
+    keys: f64,
+    order_keys: f64,
 }
 
 impl Gen {
+    fn new(spec: &GenSpec) -> Gen {
+        let world = World::for_rows(spec.dataset, spec.rows);
+        let first_day = spec.end_day - i64::from(spec.days) + 1;
+        Gen {
+            seed: spec.seed,
+            world,
+            dataset: spec.dataset,
+            period: Calendar::new(first_day, spec.days),
+            signup: Calendar::new(first_day - i64::from(SIGNUP_DAYS), SIGNUP_DAYS),
+            last: i128::from(spec.end_day + 1) * NANOS_PER_DAY - MICRO,
+            keys: expected_keys(spec.rows),
+            order_keys: expected_keys(world.orders),
+        }
+    }
+
+    /// When key `key` of about `keys` comes in `cal`: keys spread in key order, each at a
+    /// stable jitter within its share of the activity. A key beyond the expected count (one of
+    /// the few more than expected, an order id of the world that no orders row has, an orphan)
+    /// comes at a stable random point of the activity, so it does not distort its shape.
+    fn spread(&self, cal: &Calendar, key: u64, salt: u64, keys: f64) -> i128 {
+        let mut r = stable(self.seed, key, salt);
+        let q = (key.saturating_sub(1) as f64 + r.unit()) / keys;
+        cal.at(if q < 1.0 { q } else { r.unit() })
+    }
+
+    /// When order `order` was created (the same in every dataset of one [`World`]).
+    fn order_created(&self, order: u64) -> i128 {
+        self.spread(&self.period, order, T_ORDER, self.order_keys)
+    }
+
+    /// When the first version of key `key` of the generated dataset was written.
+    fn first_version(&self, key: u64) -> i128 {
+        self.spread(&self.period, key, T_FIRST, self.keys)
+    }
+
+    /// `order_created` plus a stable delay of `min` to `max` for entity `key` (an order line or
+    /// a payment), within the period.
+    fn after_order(&self, order: u64, key: u64, min: i128, max: i128) -> i128 {
+        let delay = min + ((max - min) as f64 * stable(self.seed, key, T_AFTER).unit()) as i128;
+        ((self.order_created(order) + delay) / MICRO * MICRO).min(self.last)
+    }
+
+    /// The time of row `p` whose key's first version is at `first`: `first` for an insert; for
+    /// a re-send or delete, a minute to four weeks later (most within days: payment, shipping,
+    /// delivery, refunds), or a point between `first` and the period's end when that delay
+    /// would pass the end.
+    fn version(&self, first: i128, p: &Plan) -> i128 {
+        if p.op == "I" {
+            return first;
+        }
+        let u = p.later;
+        let delay = MINUTE + (u * u * u * u * (28 * NANOS_PER_DAY) as f64) as i128;
+        let t = if first + delay <= self.last {
+            first + delay
+        } else {
+            first + ((self.last - first).max(0) as f64 * u) as i128
+        };
+        t / MICRO * MICRO
+    }
+
     fn bad_date(r: &mut SplitMix) -> String {
         r.pick(&[
             "2025-02-30 10:00:00",
@@ -690,12 +967,9 @@ impl Gen {
         let seed = self.seed;
         let w = &self.world;
         let fault = p.fault;
-        let updated = if fault == Some(Fault::BadDate) {
-            Gen::bad_date(r)
-        } else {
-            format_micros(p.time)
-        };
-        let created_nanos = BASE_NANOS - 86_400_000_000_000 * 30 + i128::from(p.key) * 200_000_000;
+        // An impossible date replaces the valid `updated_at` of time `t`.
+        let bad_date = (fault == Some(Fault::BadDate)).then(|| Gen::bad_date(r));
+        let updated = |t: i128| bad_date.clone().unwrap_or_else(|| format_micros(t));
         let orphan = |r: &mut SplitMix, n: u64| {
             if fault == Some(Fault::OrphanKey) {
                 n + 1 + r.below(1000)
@@ -744,11 +1018,12 @@ impl Gen {
                     s(country),
                     s(tier),
                     V::B(r.chance(0.4)),
-                    s(iso(created_nanos)),
-                    s(updated),
+                    s(iso(self.spread(&self.signup, p.key, T_SIGNUP, self.keys))),
+                    s(updated(self.version(self.first_version(p.key), p))),
                 ]
             }
             Dataset::Orders => {
+                let created = self.order_created(p.key);
                 let mut a = stable(seed, p.key, 2);
                 let customer = orphan(&mut a, w.customers);
                 let mut c = stable(seed, customer, 1);
@@ -796,13 +1071,15 @@ impl Gen {
                     opt(card),
                     opt(notes),
                     s(place.2),
-                    s(format_micros(created_nanos)),
-                    s(updated),
+                    s(format_micros(created)),
+                    s(updated(self.version(created, p))),
                 ]
             }
             Dataset::OrderItems => {
                 let mut a = stable(seed, p.key, 3);
                 let order = orphan(&mut a, w.orders);
+                // Written with its order, within two seconds.
+                let first = self.after_order(order, p.key, 0, 2 * SECOND);
                 // Popular and rare products: a steep power law over product ids.
                 let product = 1 + ((w.products as f64) * a.unit().powi(3)) as u64;
                 let mut quantity = 1 + (a.unit().powi(6) * 20.0) as i64;
@@ -822,7 +1099,7 @@ impl Gen {
                     V::I(quantity),
                     V::F(price),
                     V::F(*a.pick(&[0.0, 0.0, 0.0, 5.0, 10.0, 25.0])),
-                    s(updated),
+                    s(updated(self.version(first, p))),
                 ]
             }
             Dataset::Products => {
@@ -861,7 +1138,7 @@ impl Gen {
                     V::F(price),
                     weight.map_or(V::N, V::F),
                     V::B(r.chance(0.9)),
-                    V::T(micros(p.time)),
+                    V::T(micros(self.version(self.first_version(p.key), p))),
                 ]
             }
             Dataset::Inventory => {
@@ -882,7 +1159,7 @@ impl Gen {
                     V::I(warehouse as i64),
                     V::I(qty),
                     V::I(10 + r.below(40) as i64),
-                    s(updated),
+                    s(updated(self.version(self.first_version(p.key), p))),
                 ]
             }
             Dataset::Payments => {
@@ -911,7 +1188,10 @@ impl Gen {
                 if fault == Some(Fault::OutOfRange) {
                     amount = -amount;
                 }
-                let seq = format!("{:016}{:019}", p.time / 1_000_000_000, r.below(1_000_000));
+                // Paid half a minute to ten minutes after the order was placed.
+                let created = self.after_order(order, p.key, 30 * SECOND, 10 * MINUTE);
+                let time = self.version(created, p);
+                let seq = format!("{:016}{:019}", time / SECOND, r.below(1_000_000));
                 vec![
                     op,
                     s(uuid(seed, p.key)),
@@ -922,8 +1202,8 @@ impl Gen {
                     V::F(amount),
                     s(PLACES[order as usize % PLACES.len()].4),
                     s(status),
-                    s(format_micros(created_nanos)),
-                    s(updated),
+                    s(format_micros(created)),
+                    s(updated(time)),
                     s(seq),
                 ]
             }
@@ -979,16 +1259,12 @@ fn build(schema: &SchemaRef, rows: Vec<Vec<V>>) -> Result<RecordBatch> {
 
 /// Generates the batches of `spec`, calling `sink` with each.
 pub fn batches(spec: GenSpec, mut sink: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    check_period(spec.days, spec.end_day).map_err(crate::Error::Config)?;
     let schema = schema(spec.dataset);
-    let gen = Gen {
-        seed: spec.seed,
-        world: World::for_rows(spec.dataset, spec.rows),
-        dataset: spec.dataset,
-    };
+    let gen = Gen::new(&spec);
     let mut planner = Planner {
         r: SplitMix::new(spec.seed ^ (spec.dataset as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93)),
         next_key: 1,
-        row: 0,
         spec,
     };
     let mut values = SplitMix::new(spec.seed.rotate_left(17) ^ spec.dataset as u64);
@@ -1044,6 +1320,282 @@ pub async fn generate(spec: GenSpec, out: &Location) -> Result<OutputStats> {
         Err(e) => {
             sink.abort().await;
             Err(crate::Error::Internal(format!("generator panicked: {e}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+
+    use super::*;
+    use crate::datetime::{days_from_civil, parse_datetime};
+
+    fn spec(dataset: Dataset, rows: u64) -> GenSpec {
+        GenSpec {
+            dataset,
+            rows,
+            seed: 7,
+            fault_rate: 0.0,
+            days: DEFAULT_DAYS,
+            end_day: DEFAULT_END_DAY,
+        }
+    }
+
+    fn generated(spec: GenSpec) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        batches(spec, |b| {
+            out.push(b);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name(name).unwrap().as_string::<i32>();
+                (0..a.len())
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn ints(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name(name).unwrap().as_primitive::<Int64Type>();
+                a.values().to_vec()
+            })
+            .collect()
+    }
+
+    fn nanos(s: &str) -> i128 {
+        parse_datetime(s).unwrap_or_else(|| panic!("{s}"))
+    }
+
+    #[test]
+    fn the_default_period_and_its_checks() {
+        assert_eq!(parse_day(DEFAULT_END_DATE), Ok(DEFAULT_END_DAY));
+        assert_eq!(LAST_END_DAY, days_from_civil(9999, 12, 31));
+        assert!(parse_day("2025-02-30").is_err());
+        assert!(parse_day("16/01/2025").is_err());
+        assert!(check_period(DEFAULT_DAYS, DEFAULT_END_DAY).is_ok());
+        assert!(check_period(1, DEFAULT_END_DAY).is_ok());
+        assert!(check_period(0, DEFAULT_END_DAY).is_err());
+        assert!(check_period(MAX_DAYS + 1, DEFAULT_END_DAY).is_err());
+        assert!(check_period(1, LAST_END_DAY).is_ok());
+        assert!(check_period(1, LAST_END_DAY + 1).is_err());
+        // Customers sign up in the two years before the period: it starts on 1972-01-01 or later.
+        let first_1972 = days_from_civil(1972, 1, 1);
+        assert!(check_period(10, first_1972 + 9).is_ok());
+        assert!(check_period(10, first_1972 + 8).is_err());
+        let spec = GenSpec {
+            days: 0,
+            ..spec(Dataset::Orders, 10)
+        };
+        let err = batches(spec, |_| Ok(())).unwrap_err();
+        assert!(matches!(err, crate::Error::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn peak_days_fall_on_their_dates() {
+        let weight = |y, m, d| {
+            let day = days_from_civil(y, m, d);
+            peak(m, d, weekday_of(day))
+        };
+        // Black Friday, then its weekend and Cyber Monday, in three years.
+        for (y, m, d) in [(2023, 11, 24), (2024, 11, 29), (2025, 11, 28)] {
+            assert_eq!(weight(y, m, d), Some(4.0), "{y}-{m}-{d}");
+        }
+        assert_eq!(weight(2024, 11, 30), Some(2.5));
+        assert_eq!(weight(2024, 12, 1), Some(2.2));
+        for (y, m, d) in [(2023, 11, 27), (2024, 12, 2), (2025, 12, 1)] {
+            assert_eq!(weight(y, m, d), Some(3.5), "{y}-{m}-{d}");
+        }
+        // The Friday a week earlier and the Thursday (Thanksgiving) are ordinary days.
+        assert_eq!(weight(2024, 11, 22), None);
+        assert_eq!(weight(2024, 11, 28), None);
+        assert_eq!(weight(2024, 12, 9), None);
+        assert_eq!(weight(2024, 12, 18), Some(3.0));
+        assert_eq!(weight(2024, 12, 25), Some(0.6));
+        assert_eq!(weight(2024, 7, 5), None);
+        // 2025-01-16 was a Thursday.
+        assert_eq!(weekday_of(DEFAULT_END_DAY), 3);
+    }
+
+    #[test]
+    fn inverse_cdf_is_monotonic_and_exact_at_bucket_edges() {
+        let cdf = Cdf::new(&[1.0, 3.0, 0.5, 0.5]);
+        assert_eq!(cdf.locate(0.0), (0, 0.0));
+        assert_eq!(cdf.locate(0.2), (1, 0.0));
+        assert_eq!(cdf.locate(0.8), (2, 0.0));
+        assert_eq!(cdf.locate(0.95).0, 3);
+        assert!(cdf.locate(BELOW_ONE).1 < 1.0);
+        let cal = Calendar::new(DEFAULT_END_DAY - 364, 365);
+        let mut last = i128::MIN;
+        for i in 0..10_000 {
+            let t = cal.at(f64::from(i) / 10_000.0);
+            assert!(t >= last);
+            last = t;
+        }
+        assert!(last < i128::from(DEFAULT_END_DAY + 1) * NANOS_PER_DAY);
+    }
+
+    #[test]
+    fn orders_spread_over_a_shops_year() {
+        let batches = generated(spec(Dataset::Orders, 20_000));
+        let op = strings(&batches, "Op");
+        let ids = ints(&batches, "order_id");
+        let created = strings(&batches, "created_at");
+        let updated = strings(&batches, "updated_at");
+        let first = DEFAULT_END_DAY - i64::from(DEFAULT_DAYS) + 1;
+        let mut per_day: BTreeMap<i64, u64> = BTreeMap::new();
+        let (mut night, mut orders) = (0u32, 0u32);
+        let mut first_version: HashMap<i64, i128> = HashMap::new();
+        for (r, op) in op.iter().enumerate() {
+            let (created, updated) = (&created[r], &updated[r]);
+            let (c, u) = (nanos(created), nanos(updated));
+            assert!(
+                u >= c,
+                "row {r}: updated_at {updated} < created_at {created}"
+            );
+            if op != "I" {
+                // Re-sends and deletes come after the key's first version.
+                assert!(u > first_version[&ids[r]], "row {r}: {updated} too early");
+                continue;
+            }
+            assert_eq!(u, c, "an order's first version is its creation");
+            first_version.insert(ids[r], u);
+            orders += 1;
+            let day = parse_date(&created[..10]).unwrap();
+            assert!((first..=DEFAULT_END_DAY).contains(&day), "{created}");
+            *per_day.entry(day).or_default() += 1;
+            let hour: u32 = created[11..13].parse().unwrap();
+            night += u32::from((1..=5).contains(&hour));
+        }
+        assert!(
+            per_day.len() >= 300,
+            "orders on only {} days",
+            per_day.len()
+        );
+        // Nights (01:00 to 05:59 UTC) are quiet.
+        assert!(
+            f64::from(night) < 0.10 * f64::from(orders),
+            "{night} of {orders}"
+        );
+        // Weekends are busier than weekdays, per day (2025-01-11 was a Saturday).
+        let saturday = days_from_civil(2025, 1, 11);
+        let (mut weekend, mut weekday) = ((0, 0), (0, 0));
+        for day in first..=DEFAULT_END_DAY {
+            let n = per_day.get(&day).copied().unwrap_or(0);
+            let slot = if (day - saturday).rem_euclid(7) < 2 {
+                &mut weekend
+            } else {
+                &mut weekday
+            };
+            slot.0 += n;
+            slot.1 += 1;
+        }
+        let avg = |(n, days): (u64, u64)| n as f64 / days as f64;
+        assert!(avg(weekend) > avg(weekday), "{weekend:?} {weekday:?}");
+        // Growth: days 200 to 289 (before the peak season) are busier than the first 90.
+        let span = |from: i64, to: i64| -> u64 {
+            per_day.range(first + from..first + to).map(|e| e.1).sum()
+        };
+        let (early, late) = (span(0, 90), span(200, 290));
+        assert!(late as f64 > 1.1 * early as f64, "{early} then {late}");
+        // The busiest day is Black Friday.
+        let busiest = per_day.iter().max_by_key(|e| *e.1).unwrap();
+        assert_eq!(*busiest.0, days_from_civil(2024, 11, 29), "{per_day:?}");
+        // Order ids grow with created_at (but for ids beyond the expected count).
+        let mut by_id: Vec<(i64, i128)> = first_version.into_iter().collect();
+        by_id.sort_unstable();
+        let in_order = by_id.windows(2).filter(|w| w[0].1 <= w[1].1).count();
+        assert!(in_order as f64 > 0.99 * (by_id.len() - 1) as f64);
+    }
+
+    #[test]
+    fn lines_payments_and_customers_fit_their_orders_in_time() {
+        let world = World::for_rows(Dataset::Orders, 4_000);
+        let of = |d: Dataset| generated(spec(d, world.rows_of(d)));
+        let orders = of(Dataset::Orders);
+        let created: HashMap<i64, i128> = ints(&orders, "order_id")
+            .into_iter()
+            .zip(strings(&orders, "created_at").iter().map(|s| nanos(s)))
+            .collect();
+        let placed: Vec<i128> = created.values().copied().collect();
+        let period_start = *placed.iter().min().unwrap();
+        let period_end = *placed.iter().max().unwrap();
+
+        let payments = of(Dataset::Payments);
+        let pay_created = strings(&payments, "created_at");
+        let pay_updated = strings(&payments, "updated_at");
+        // The period's last microsecond: a payment of an order just before it is clamped to it.
+        let last = i128::from(DEFAULT_END_DAY + 1) * NANOS_PER_DAY - MICRO;
+        let mut matched = 0;
+        for (r, order) in ints(&payments, "order_id").into_iter().enumerate() {
+            let (c, u) = (nanos(&pay_created[r]), nanos(&pay_updated[r]));
+            assert!(u >= c, "payment row {r}");
+            if let Some(&o) = created.get(&order) {
+                matched += 1;
+                let soon = (o + 30 * SECOND).min(last);
+                assert!((soon..=o + 10 * MINUTE).contains(&c), "payment row {r}");
+            }
+        }
+        assert!(matched > payments.iter().map(|b| b.num_rows()).sum::<usize>() * 4 / 5);
+
+        let items = of(Dataset::OrderItems);
+        let item_updated = strings(&items, "updated_at");
+        for (r, order) in ints(&items, "order_id").into_iter().enumerate() {
+            if let Some(&o) = created.get(&order) {
+                assert!(nanos(&item_updated[r]) >= o, "order_items row {r}");
+            }
+        }
+
+        // Customers signed up before the period, so before any of their orders.
+        let customers = of(Dataset::Customers);
+        let start = i128::from(DEFAULT_END_DAY - i64::from(DEFAULT_DAYS) + 1) * NANOS_PER_DAY;
+        assert!(period_start >= start && period_end < start + 365 * NANOS_PER_DAY);
+        let signed_up = strings(&customers, "created_at");
+        let cust_updated = strings(&customers, "updated_at");
+        for (created, updated) in signed_up.iter().zip(&cust_updated) {
+            let c = nanos(created);
+            assert!(
+                (start - 730 * NANOS_PER_DAY..start).contains(&c),
+                "{created}"
+            );
+            assert!(nanos(updated) >= start, "{updated}");
+        }
+    }
+
+    #[test]
+    fn another_period_moves_every_time_into_it() {
+        let end = days_from_civil(2024, 6, 30);
+        let a = GenSpec {
+            days: 30,
+            end_day: end,
+            ..spec(Dataset::Payments, 3_000)
+        };
+        let batches = generated(a);
+        let lo = i128::from(end - 29) * NANOS_PER_DAY;
+        let hi = i128::from(end + 1) * NANOS_PER_DAY;
+        for col in ["created_at", "updated_at"] {
+            for s in strings(&batches, col) {
+                assert!((lo..hi).contains(&nanos(&s)), "{col} {s}");
+            }
+        }
+        // Deterministic: the same spec gives the same rows.
+        let again = generated(a);
+        for col in ["updated_at", "AR_H_CHANGE_SEQ"] {
+            assert_eq!(strings(&batches, col), strings(&again, col), "{col}");
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod protect;
 pub mod report;
 pub mod sink;
 pub mod source;
+pub mod stage2;
 pub mod store;
 pub mod validate;
 

@@ -14,6 +14,7 @@ use edp::contract::{Contract, Pii};
 use edp::generate::{self, Dataset, GenSpec, World};
 use edp::job::{self, JobSpec, Shard, DEFAULT_BATCH_SIZE, DEFAULT_READ_AHEAD};
 use edp::sink::Codec;
+use edp::stage2::{self, catalog::CatalogMode, ProdSpec};
 use edp::store::Location;
 use edp::Error;
 use edp::{event, metrics, notify};
@@ -119,6 +120,14 @@ enum Progress {
 enum Command {
     /// Stage 1: validate, deduplicate and protect raw data into curated and quarantine Parquet.
     RawToCurated(RawToCurated),
+    /// Stage 2: current state of every curated dataset through the SQL models into Athena-ready
+    /// prod tables (Hive date partitions), then the catalog.
+    CuratedToProd(CuratedToProdArgs),
+    /// Prod tables: `edp prod ddl` prints the Athena CREATE EXTERNAL TABLE of every model.
+    Prod {
+        #[command(subcommand)]
+        action: ProdAction,
+    },
     /// Check raw data against its contract and print the report; writes nothing.
     Validate(ValidateArgs),
     /// Write realistic synthetic raw data with known injected faults.
@@ -130,6 +139,71 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProdAction {
+    /// Plan every model against the curated footers and print its Athena DDL (reads no rows).
+    Ddl {
+        /// Curated root (as for curated-to-prod): the schemas come from its footers.
+        #[arg(long)]
+        curated: String,
+        /// Prod root: the tables' LOCATION.
+        #[arg(long)]
+        output: String,
+        #[command(flatten)]
+        prod: ProdArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ProdArgs {
+    /// Models directory: <name>.sql per model, checks in checks/ [config models_dir, env
+    /// MODELS_DIR, default /app/config/models].
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// Directory of the datasets' contracts, <dataset>.json [config contracts_dir, env
+    /// CONTRACTS_DIR, default /app/config/contracts].
+    #[arg(long)]
+    contracts_dir: Option<PathBuf>,
+    /// Catalog update after a successful write: glue (tables and partitions), projection
+    /// (partition projection), crawler (start glue_crawler) or none [config catalog, env CATALOG,
+    /// default none].
+    #[arg(long)]
+    catalog: Option<String>,
+    /// Glue database of the prod tables [config glue_database, env GLUE_DATABASE, default edp_prod].
+    #[arg(long)]
+    glue_database: Option<String>,
+    /// Crawler that --catalog crawler starts [config glue_crawler, env GLUE_CRAWLER].
+    #[arg(long)]
+    glue_crawler: Option<String>,
+    /// Codec of the prod files [config prod_compression, env PROD_COMPRESSION, default zstd].
+    #[arg(long, value_enum)]
+    compression: Option<Codec>,
+    /// Files are closed past this size, e.g. 256MiB [config target_file_size, env
+    /// TARGET_FILE_SIZE, default 256MiB].
+    #[arg(long, value_parser = parse_bytes)]
+    target_file_size: Option<usize>,
+    /// Scratch directory for current state, staged files and DataFusion's spills [config
+    /// spill_dir, env SPILL_DIR, default: the system temp dir].
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CuratedToProdArgs {
+    /// Curated root: <dataset>-curated/ (as edp run writes it) or <dataset>/ per dataset below it.
+    #[arg(long)]
+    curated: String,
+    /// Prod root: <output>/<model>/year=YYYY/month=MM/day=DD/part-00000.parquet, the report in
+    /// <output>/_edp_prod_report.json.
+    #[arg(long)]
+    output: String,
+    /// Build only these models (and the models they read). Repeatable; default: all.
+    #[arg(long = "model", num_args = 1..)]
+    model: Vec<String>,
+    #[command(flatten)]
+    prod: ProdArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +237,10 @@ struct RunArgs {
     /// env CONTRACTS_DIR, default /app/config/contracts].
     #[arg(long)]
     contracts_dir: Option<PathBuf>,
+    /// Bucket for stage 2 output (a curated object's event): s3://BUCKET/<prefix>/<model>/…
+    /// [config prod_bucket, env PROD_BUCKET].
+    #[arg(long)]
+    prod_bucket: Option<String>,
     #[command(flatten)]
     process: ProcessArgs,
 }
@@ -262,6 +340,13 @@ struct GenerateArgs {
     /// Share of rows carrying an injected fault (0 to 1).
     #[arg(long, default_value_t = generate::DEFAULT_FAULT_RATE)]
     fault_rate: f64,
+    /// Days the rows' times span, ending on --end-date (1 to 36525): a shop's growth, weekly
+    /// and daily rhythm and peak days over them.
+    #[arg(long, default_value_t = generate::DEFAULT_DAYS)]
+    days: u32,
+    /// Last day of the period, YYYY-MM-DD (UTC, inclusive).
+    #[arg(long, default_value = generate::DEFAULT_END_DATE, value_parser = generate::parse_day)]
+    end_date: i64,
 }
 
 /// Sets up logging on stderr with the `log_level` filter; returns true when logs are JSON.
@@ -303,11 +388,19 @@ fn flag_layer(cli: &Cli) -> Vec<(&'static str, Option<String>)> {
         Command::Run(a) => {
             flags.push(("curated_bucket", a.curated_bucket.clone()));
             flags.push(("error_bucket", a.errors_bucket.clone()));
+            flags.push(("prod_bucket", a.prod_bucket.clone()));
             flags.push((
                 "contracts_dir",
                 a.contracts_dir.as_ref().map(|p| p.display().to_string()),
             ));
             Some(&a.process)
+        }
+        Command::CuratedToProd(CuratedToProdArgs { prod, .. })
+        | Command::Prod {
+            action: ProdAction::Ddl { prod, .. },
+        } => {
+            prod_flags(&mut flags, prod);
+            None
         }
         Command::Generate(_) | Command::Config { .. } => None,
     };
@@ -325,6 +418,70 @@ fn flag_layer(cli: &Cli) -> Vec<(&'static str, Option<String>)> {
         ));
     }
     flags
+}
+
+/// The configuration layer of the stage 2 flags.
+fn prod_flags(flags: &mut Vec<(&'static str, Option<String>)>, p: &ProdArgs) {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    flags.push(("models_dir", path(&p.models)));
+    flags.push(("contracts_dir", path(&p.contracts_dir)));
+    flags.push(("catalog", p.catalog.clone()));
+    flags.push(("glue_database", p.glue_database.clone()));
+    flags.push(("glue_crawler", p.glue_crawler.clone()));
+    flags.push((
+        "prod_compression",
+        p.compression.map(|c| format!("{c:?}").to_lowercase()),
+    ));
+    flags.push((
+        "target_file_size",
+        p.target_file_size.map(|v| v.to_string()),
+    ));
+    flags.push(("spill_dir", path(&p.spill_dir)));
+}
+
+/// A stage 2 run's settings from the layered configuration.
+fn prod_spec(
+    config: &Config,
+    curated: String,
+    output: String,
+    only: Vec<String>,
+    dataset: Option<String>,
+    interrupted: Arc<AtomicBool>,
+) -> Result<ProdSpec, Error> {
+    let value = |k: &str| config.get(k).map(|(v, _)| v.clone());
+    let setting = |k: &str| value(k).ok_or_else(|| Error::Config(format!("{k} is not set")));
+    Ok(ProdSpec {
+        curated,
+        output,
+        models_dir: PathBuf::from(setting("models_dir")?),
+        contracts_dir: PathBuf::from(setting("contracts_dir")?),
+        only,
+        dataset,
+        memory_limit: config
+            .parse_with(
+                "memory_limit",
+                "a size of at least 1MiB, like 512MiB or 2GiB",
+                |s| parse_bytes(s).ok(),
+            )?
+            .unwrap_or(job::DEFAULT_MEMORY_LIMIT),
+        spill_dir: value("spill_dir").map_or_else(std::env::temp_dir, PathBuf::from),
+        batch_size: config
+            .parse::<NonZeroUsize>("batch_size", "a positive integer")?
+            .map_or(DEFAULT_BATCH_SIZE, NonZeroUsize::get),
+        codec: config
+            .parse_with("prod_compression", "zstd, snappy or none", |s| {
+                Codec::from_str(s, true).ok()
+            })?
+            .unwrap_or(Codec::Zstd),
+        target_file_size: config
+            .parse_with("target_file_size", "a size like 256MiB", |s| {
+                parse_bytes(s).ok()
+            })?
+            .map_or(stage2::DEFAULT_TARGET_FILE_SIZE, |v| v as u64),
+        catalog: CatalogMode::parse(&setting("catalog")?, value("glue_crawler").as_deref())?,
+        database: setting("glue_database")?,
+        interrupted,
+    })
 }
 
 /// Everything a job needs that comes from the layered configuration.
@@ -409,6 +566,7 @@ async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    generate::check_period(args.days, args.end_date).map_err(Error::Config)?;
     let out = Location::parse(&args.out)?;
     let plan: Vec<(Dataset, u64, Location)> = match args.dataset {
         Selection::All => {
@@ -426,6 +584,8 @@ async fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
             rows,
             seed: args.seed,
             fault_rate: args.fault_rate,
+            days: args.days,
+            end_day: args.end_date,
         };
         let stats = generate::generate(spec, &loc).await?;
         eprintln!(
@@ -562,14 +722,6 @@ async fn run_objects(
             stage = route.stage.name()
         );
         async {
-            if route.stage != event::Stage::RawToCurated {
-                return Err(Error::Config(format!(
-                    "key `{}`: stage {} is not implemented yet",
-                    object.key,
-                    route.stage.name()
-                ))
-                .into());
-            }
             let setting = |name: &str, flag: &str| {
                 config.get(name).map(|(v, _)| v.clone()).ok_or_else(|| {
                     Error::Config(format!(
@@ -578,6 +730,40 @@ async fn run_objects(
                     ))
                 })
             };
+            if route.stage == event::Stage::CuratedToProd {
+                let curated = setting("curated_bucket", "curated-bucket")?;
+                let prod = setting("prod_bucket", "prod-bucket")?;
+                let under = |bucket: &str| match route.root_prefix.as_str() {
+                    "" => format!("s3://{bucket}"),
+                    p => format!("s3://{bucket}/{p}"),
+                };
+                let spec = prod_spec(
+                    config,
+                    under(&curated),
+                    under(&prod),
+                    Vec::new(),
+                    Some(route.dataset.clone()),
+                    interrupted.clone(),
+                )?;
+                tracing::info!("processing");
+                let started = std::time::Instant::now();
+                let result = stage2::run(&spec).await;
+                println!("{}", metrics::emf_prod(&route.dataset, result.as_ref().ok(), started.elapsed()));
+                let report = result?;
+                eprint!("{}", report.summary());
+                if report.violations > 0 {
+                    tracing::warn!(violations = report.violations, "checks found violations");
+                    if let Some(n) = notifier {
+                        let alert = serde_json::json!({
+                            "request_id": request_id, "bucket": object.bucket, "key": object.key,
+                            "dataset": route.dataset, "violations": report.violations,
+                            "checks": report.checks,
+                        });
+                        n.alert("edp: stage 2 checks found violations", &alert).await?;
+                    }
+                }
+                return Ok(());
+            }
             let contracts_dir = setting("contracts_dir", "contracts-dir")?;
             let contract = PathBuf::from(contracts_dir).join(format!("{}.json", route.dataset));
             let curated = setting("curated_bucket", "curated-bucket")?;
@@ -667,6 +853,35 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<u8> {
             } else {
                 0
             })
+        }
+        Command::CuratedToProd(args) => {
+            let spec = prod_spec(
+                &config,
+                args.curated.clone(),
+                args.output.clone(),
+                args.model.clone(),
+                None,
+                interrupted,
+            )?;
+            let report = stage2::run(&spec).await?;
+            eprint!("{}", report.summary());
+            Ok(0)
+        }
+        Command::Prod {
+            action: ProdAction::Ddl {
+                curated, output, ..
+            },
+        } => {
+            let spec = prod_spec(
+                &config,
+                curated.clone(),
+                output.clone(),
+                Vec::new(),
+                None,
+                interrupted,
+            )?;
+            print!("{}", stage2::ddl(&spec).await?);
+            Ok(0)
         }
         Command::Generate(args) => {
             run_generate(args).await?;

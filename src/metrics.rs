@@ -59,3 +59,49 @@ pub fn emf(stage: &str, dataset: &str, report: Option<&Report>, elapsed: Duratio
     })
     .to_string()
 }
+
+/// The EMF line for one stage 2 run triggered by `dataset`; `report` is `None` when it failed.
+/// `RecordsProcessed` counts the curated rows read, `RowsWritten` the prod rows, `Violations`
+/// the rows the checks selected.
+pub fn emf_prod(
+    dataset: &str,
+    report: Option<&crate::stage2::ProdReport>,
+    elapsed: Duration,
+) -> String {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (read, written, violations, errors) = match report {
+        Some(r) => (
+            r.datasets.iter().map(|d| d.rows_read).sum::<u64>(),
+            r.models.iter().map(|m| m.rows).sum::<u64>(),
+            r.violations,
+            0,
+        ),
+        None => (0, 0, 0, 1),
+    };
+    json!({
+        "_aws": {
+            "Timestamp": timestamp,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Stage", "Dataset"], ["Stage"]],
+                "Metrics": [
+                    {"Name": "RecordsProcessed", "Unit": "Count"},
+                    {"Name": "RowsWritten", "Unit": "Count"},
+                    {"Name": "Violations", "Unit": "Count"},
+                    {"Name": "Duration", "Unit": "Milliseconds"},
+                    {"Name": "ErrorCount", "Unit": "Count"}
+                ]
+            }]
+        },
+        "Stage": "curated-to-prod",
+        "Dataset": dataset,
+        "RecordsProcessed": read,
+        "RowsWritten": written,
+        "Violations": violations,
+        "Duration": elapsed.as_millis() as u64,
+        "ErrorCount": errors,
+    })
+    .to_string()
+}

@@ -2,6 +2,7 @@
 
 #[path = "props/mod.rs"]
 mod props;
+mod stage2;
 mod util;
 
 use std::collections::{HashMap, HashSet};

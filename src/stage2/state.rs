@@ -1,0 +1,329 @@
+//! Current state of one dataset: the latest version of each primary key across all of its
+//! curated objects, deletes applied. This is the table the models read under the dataset's name.
+//!
+//! It is stage 1's deduplication run over curated objects instead of raw ones, with the same
+//! [`DedupPlan`] and [`DedupIndex`] (so the same order, `(event time, sequence, object order,
+//! row order)`, and the same spilling past the index's budget): a key pass reads only the key,
+//! event-time, sequence and op columns of every object; the index yields one bit per row for
+//! the winners; a data pass decodes only the winners (Parquet row selections), drops the winning
+//! tombstones and the op column, and writes the rows to one local Parquet file in the job's
+//! scratch directory. DataFusion then scans that file like any table, so memory does not grow
+//! with the dataset: the index has its budget, and one batch is held at a time.
+//!
+//! Objects of one dataset may differ by added nullable columns (a contract that grew): the
+//! state has every column in order of first appearance, read as null where an object lacks it.
+//! A column with two types, or a missing column that is not nullable, is bad input.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::contract::Contract;
+use crate::dedup::{DedupIndex, DedupPlan, SpillConfig};
+use crate::source::{self, InputObject};
+use crate::{Error, Result};
+
+/// Rows per row group of the scratch file: DataFusion reads it a row group per partition.
+const SCRATCH_ROW_GROUP_ROWS: usize = 1 << 17;
+
+/// The current state of one dataset, in a local Parquet file.
+#[derive(Debug)]
+pub struct DatasetState {
+    pub dataset: String,
+    pub file: PathBuf,
+    pub schema: SchemaRef,
+    pub stats: StateStats,
+}
+
+/// What building a dataset's current state read and kept.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StateStats {
+    pub dataset: String,
+    /// Curated objects read.
+    pub objects: usize,
+    /// Rows in all of them.
+    pub rows_read: u64,
+    /// Rows of the current state (live keys).
+    pub rows_current: u64,
+    /// Versions replaced by a later version of their key.
+    pub superseded: u64,
+    /// Keys whose latest version is a delete (removed from the state).
+    pub deleted: u64,
+    /// Dedup index entries written to spill files.
+    pub spilled_entries: u64,
+}
+
+/// The union schema of `metas` (columns in order of first appearance, the op column left out),
+/// checked: one type per column, and a column some object lacks must be nullable.
+pub(crate) fn union_schema(
+    contract: &Contract,
+    objects: &[(InputObject, ArrowReaderMetadata)],
+) -> Result<SchemaRef> {
+    let op = contract.cdc_op.as_deref();
+    let mut fields: Vec<Field> = Vec::new();
+    for (object, meta) in objects {
+        for f in meta.schema().fields() {
+            if Some(f.name().as_str()) == op {
+                continue;
+            }
+            match fields.iter().find(|g| g.name() == f.name()) {
+                Some(g) if g.data_type() != f.data_type() => {
+                    return Err(Error::bad_input(
+                        &object.location.url,
+                        format!(
+                            "column `{}` is {} here but {} in an earlier curated object",
+                            f.name(),
+                            f.data_type(),
+                            g.data_type()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => fields.push(f.as_ref().clone()),
+            }
+        }
+    }
+    for (object, meta) in objects {
+        for f in &mut fields {
+            if meta.schema().field_with_name(f.name()).is_err() {
+                if !f.is_nullable() && contract.column(f.name()).is_some_and(|c| !c.nullable) {
+                    return Err(Error::bad_input(
+                        &object.location.url,
+                        format!("missing column `{}`, which is not nullable", f.name()),
+                    ));
+                }
+                *f = f.clone().with_nullable(true);
+            }
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `batch` in `schema`'s column order, null columns where it lacks one.
+fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.schema().index_of(f.name()) {
+            Ok(i) => batch.column(i).clone(),
+            Err(_) => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Rows of `batch` that are not CDC deletes under `op` (case-insensitive `D`).
+fn live_rows(batch: &RecordBatch, op: Option<&str>) -> Result<Option<BooleanArray>> {
+    let Some(i) = op.and_then(|name| batch.schema().index_of(name).ok()) else {
+        return Ok(None);
+    };
+    let ops = cast(batch.column(i), &DataType::Utf8)?;
+    let ops = ops.as_string::<i32>();
+    let live: BooleanArray = (0..ops.len())
+        .map(|r| Some(!(ops.is_valid(r) && ops.value(r).eq_ignore_ascii_case("D"))))
+        .collect();
+    Ok(Some(live))
+}
+
+/// Builds the current state of `contract`'s dataset from `objects` (in object order) into
+/// `<scratch>/<dataset>.parquet`.
+pub async fn build(
+    contract: &Contract,
+    objects: &[InputObject],
+    scratch: &Path,
+    batch_size: usize,
+    spill: SpillConfig,
+) -> Result<DatasetState> {
+    let mut opened = Vec::with_capacity(objects.len());
+    for object in objects {
+        let meta = source::open(object).await?;
+        opened.push((object.clone(), meta));
+    }
+    let schema = union_schema(contract, &opened)?;
+    let mut stats = StateStats {
+        dataset: contract.dataset.clone(),
+        objects: objects.len(),
+        ..StateStats::default()
+    };
+    let file_rows: Vec<u64> = opened
+        .iter()
+        .map(|(_, m)| m.metadata().file_metadata().num_rows().max(0) as u64)
+        .collect();
+    stats.rows_read = file_rows.iter().sum();
+
+    let winners = key_pass(contract, &opened, &file_rows, batch_size, spill).await?;
+    let path = scratch.join(format!("{}.parquet", contract.dataset));
+    let file = std::fs::File::create(&path)
+        .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(SCRATCH_ROW_GROUP_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+        .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
+    let op = contract.cdc_op.as_deref();
+    for (f, (object, meta)) in opened.iter().enumerate() {
+        let keep = winners.as_ref().map(|w| Arc::new(w.rows[f].clone()));
+        let mut groups = source::row_groups(object, meta.clone(), batch_size, keep, None, 1);
+        while let Some(group) = groups.recv().await {
+            for batch in group?.reader {
+                let batch = batch.map_err(|e| source::decode_error(&object.location.url, e))?;
+                let batch = match live_rows(&batch, op)? {
+                    Some(live) => filter_record_batch(&batch, &live)?,
+                    None => batch,
+                };
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                stats.rows_current += batch.num_rows() as u64;
+                writer
+                    .write(&align(&batch, &schema)?)
+                    .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
+            }
+        }
+    }
+    writer
+        .close()
+        .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
+    if let Some(w) = &winners {
+        stats.superseded = w.superseded;
+        stats.deleted = w.tombstones;
+        stats.spilled_entries = w.spilled_entries;
+    }
+    Ok(DatasetState {
+        dataset: contract.dataset.clone(),
+        file: path,
+        schema,
+        stats,
+    })
+}
+
+/// The winners of every object, one bit per row; `None` without a primary key (every row is
+/// current).
+async fn key_pass(
+    contract: &Contract,
+    opened: &[(InputObject, ArrowReaderMetadata)],
+    file_rows: &[u64],
+    batch_size: usize,
+    spill: SpillConfig,
+) -> Result<Option<crate::dedup::Winners>> {
+    if contract.primary_key.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = contract
+        .primary_key
+        .iter()
+        .chain(&contract.event_time)
+        .chain(&contract.sequence)
+        .chain(&contract.cdc_op)
+        .map(String::as_str)
+        .collect();
+    let total: u64 = file_rows.iter().sum();
+    let mut index: Option<DedupIndex> = None;
+    for (f, (object, meta)) in opened.iter().enumerate() {
+        let url = &object.location.url;
+        let present: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| meta.schema().field_with_name(n).is_ok())
+            .collect();
+        let mask = ProjectionMask::columns(meta.parquet_schema(), present.iter().copied());
+        let projected = Schema::new(
+            meta.schema()
+                .fields()
+                .iter()
+                .filter(|f| present.contains(&f.name().as_str()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let Some(plan) = DedupPlan::new(contract, &projected, url)? else {
+            return Ok(None);
+        };
+        if index.is_none() {
+            index = Some(DedupIndex::new(&plan, total, Some(spill.clone()))?);
+        }
+        let Some(index) = index.as_mut() else {
+            return Err(Error::Internal("dedup index not built".into()));
+        };
+        let file =
+            u32::try_from(f).map_err(|_| Error::Config("too many curated objects".into()))?;
+        let mut groups = source::row_groups(object, meta.clone(), batch_size, None, Some(mask), 1);
+        while let Some(group) = groups.recv().await {
+            let group = group?;
+            let mut row = group.first_row;
+            for batch in group.reader {
+                let batch = batch.map_err(|e| source::decode_error(url, e))?;
+                let n = batch.num_rows() as u64;
+                let rows: Vec<u64> = (row..row + n).collect();
+                index.offer(&plan, &batch, None, file, &rows)?;
+                row += n;
+            }
+        }
+    }
+    match index {
+        Some(index) => Ok(Some(index.finish(file_rows)?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn deletes_are_not_live_and_missing_op_means_all_live() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("Op", DataType::Utf8, true),
+            Field::new("id", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("I"),
+                    Some("d"),
+                    None,
+                    Some("U"),
+                ])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+            ],
+        )
+        .unwrap();
+        let live = live_rows(&batch, Some("Op")).unwrap().unwrap();
+        assert_eq!(
+            live.iter().collect::<Vec<_>>(),
+            vec![Some(true), Some(false), Some(true), Some(true)]
+        );
+        assert!(live_rows(&batch, Some("op_missing")).unwrap().is_none());
+        assert!(live_rows(&batch, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn align_fills_missing_columns_with_nulls() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("b", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![7, 8]))],
+        )
+        .unwrap();
+        let target = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let out = align(&batch, &target).unwrap();
+        assert_eq!(out.column(0).null_count(), 2);
+        assert_eq!(
+            out.column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values(),
+            &[7, 8]
+        );
+    }
+}
