@@ -12,6 +12,12 @@ use arrow::datatypes::{
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+/// The Python with the test tools (moto, boto3, duckdb): `EDP_TEST_PYTHON` as scripts/test.sh
+/// sets it (its virtual environment), else `python3`.
+pub fn python() -> String {
+    std::env::var("EDP_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// Path of the built `edp` binary.
 pub fn edp_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_edp"))
@@ -307,7 +313,7 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("python3")
+        let child = Command::new(python())
             .args([
                 "-m",
                 "moto.server",
@@ -400,7 +406,7 @@ impl S3Server {
                 aws_access_key_id='test', aws_secret_access_key='test')\n\
             h = s.head_object(Bucket=sys.argv[2], Key=sys.argv[3])\n\
             print(h.get('ServerSideEncryption'), h.get('SSEKMSKeyId'))";
-        let out = Command::new("python3")
+        let out = Command::new(python())
             .args(["-c", script, &self.endpoint, bucket, key])
             .output()
             .expect("python3");
