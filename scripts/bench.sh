@@ -5,6 +5,13 @@
 # package installed into a virtual environment) on the same file and prints the time ratio.
 #
 #   scripts/bench.sh [ROWS...]        default: 2000000
+#   scripts/bench.sh --stage2 [ORDERS] default: 1000000
+#
+# --stage2 benchmarks stage 2 instead: `edp generate --dataset all` with ORDERS orders over a
+# year (and their lines, payments, customers, products, inventory), stage 1 on each dataset,
+# then the full rebuild of every model with `edp curated-to-prod --memory-limit 1GiB` (which
+# also runs the checks) against the same six models written by hand for DuckDB
+# (scripts/duckdb_prod.sql, memory_limit 1GB) on the same curated files, in one run.
 #
 # Data and outputs go to $BENCH_DIR (default: a temporary directory, removed at the end).
 # NO_DUCKDB=1 skips the DuckDB comparison.
@@ -20,6 +27,48 @@ work=${BENCH_DIR:-$(mktemp -d)}
 [ -z "${BENCH_DIR:-}" ] && trap 'rm -rf "$work"' EXIT
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+
+duckdb_venv() {
+    venv="$work/venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install --quiet duckdb >&2
+    fi
+}
+
+peak_of() { awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$1"; }
+wall_of() { awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$1"; }
+
+if [ "${rows_list[0]}" = "--stage2" ]; then
+    orders=${rows_list[1]:-1000000}
+    raw="$work/s2-raw-$orders" cur="$work/s2-cur-$orders"
+    if [ ! -d "$cur" ]; then
+        "$edp" --progress never generate --dataset all --rows "$orders" --out "$raw" --seed 1 >&2
+        for d in customers orders order_items products inventory payments; do
+            "$edp" --progress never --log-format json raw-to-curated --input "$raw/$d" \
+                --output "$cur/$d" --contract "fixtures/contracts/$d.json" >/dev/null 2>&1
+        done
+    fi
+    rows=$(python3 -c "import json,sys; print(sum(json.load(open(f'$cur/{d}/_edp_report.json'))['rows_curated'] for d in sys.argv[1:]))" customers orders order_items products inventory payments)
+    rm -rf "$work/s2-prod"
+    /usr/bin/time -v "$edp" --progress never --log-format json --memory-limit 1GiB curated-to-prod \
+        --curated "$cur" --output "$work/s2-prod" --models models --contracts-dir fixtures/contracts \
+        --spill-dir "$work" 2> "$work/s2-time.txt" >/dev/null
+    wall=$(wall_of "$work/s2-time.txt")
+    echo "edp     stage2 orders=$orders curated_rows=$rows  wall=${wall}s  peak_rss=$(peak_of "$work/s2-time.txt") MiB"
+    python3 -c "import json; r=json.load(open('$work/s2-prod/_edp_prod_report.json')); print('        phases', r['durations'])"
+    [ -n "${NO_DUCKDB:-}" ] && exit 0
+    duckdb_venv
+    rm -rf "$work/s2-duck" && mkdir -p "$work/s2-duck"
+    sed -e "s|CUR|$cur|g" -e "s|OUT|$work/s2-duck|g" -e "s|THREADS|$(nproc)|g" -e "s|MEMORY|1GB|g" \
+        scripts/duckdb_prod.sql > "$work/s2-duck.sql"
+    /usr/bin/time -v "$venv/bin/python" -c "import duckdb,sys; duckdb.connect().execute(open(sys.argv[1]).read())" "$work/s2-duck.sql" \
+        2> "$work/s2-duck-time.txt" >/dev/null
+    dwall=$(wall_of "$work/s2-duck-time.txt")
+    echo "duckdb  stage2 orders=$orders  wall=${dwall}s  peak_rss=$(peak_of "$work/s2-duck-time.txt") MiB"
+    echo "edp is $(python3 -c "print(round($dwall / $wall, 2))")x faster than the DuckDB script"
+    exit 0
+fi
 for rows in "${rows_list[@]}"; do
     raw="$work/raw-$rows"
     [ -d "$raw" ] || "$edp" --progress never generate --dataset orders --rows "$rows" --out "$raw" --seed 1 >&2
@@ -33,11 +82,7 @@ for rows in "${rows_list[@]}"; do
     echo "edp     orders rows=$rows  wall=${wall}s  rows/s=$rps  peak_rss=${peak} MiB  spilled=$(python3 -c "import json;print(json.load(open('$work/out-$rows/_edp_report.json'))['dedup_spilled_entries'])")"
 
     [ -n "${NO_DUCKDB:-}" ] && continue
-    venv="$work/venv"
-    if [ ! -x "$venv/bin/python" ]; then
-        python3 -m venv "$venv" >&2
-        "$venv/bin/pip" install --quiet duckdb >&2
-    fi
+    duckdb_venv
     rm -rf "$work/duck-$rows" && mkdir -p "$work/duck-$rows"
     sed -e "s|RAW|$raw|g" -e "s|OUT|$work/duck-$rows|g" -e "s|THREADS|$(nproc)|g" scripts/duckdb_orders.sql > "$work/duck-$rows.sql"
     start=$(date +%s.%N)

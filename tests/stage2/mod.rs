@@ -5,6 +5,8 @@
 //! a rerun is byte-identical and follows an order that moved to another day, DuckDB reads the Hive
 //! layout back, and a model naming an unknown column fails before anything is written.
 
+mod aws;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
