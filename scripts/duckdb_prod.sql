@@ -7,22 +7,22 @@ SET memory_limit = 'MEMORY';
 SET preserve_insertion_order = false;
 
 CREATE TEMP TABLE customers AS
-SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/customers/**/*.parquet', filename = true, file_row_number = true)
+SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/customers/part-*.parquet', filename = true, file_row_number = true)
 QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY updated_at DESC, filename DESC, file_row_number DESC) = 1 AND Op <> 'D';
 CREATE TEMP TABLE orders AS
-SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/orders/**/*.parquet', filename = true, file_row_number = true)
+SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/orders/part-*.parquet', filename = true, file_row_number = true)
 QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY updated_at DESC, filename DESC, file_row_number DESC) = 1 AND Op <> 'D';
 CREATE TEMP TABLE order_items AS
-SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/order_items/**/*.parquet', filename = true, file_row_number = true)
+SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/order_items/part-*.parquet', filename = true, file_row_number = true)
 QUALIFY row_number() OVER (PARTITION BY order_item_id ORDER BY updated_at DESC, filename DESC, file_row_number DESC) = 1 AND Op <> 'D';
 CREATE TEMP TABLE products AS
-SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/products/**/*.parquet', filename = true, file_row_number = true)
+SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/products/part-*.parquet', filename = true, file_row_number = true)
 QUALIFY row_number() OVER (PARTITION BY product_id ORDER BY updated_at DESC, filename DESC, file_row_number DESC) = 1 AND Op <> 'D';
 CREATE TEMP TABLE inventory AS
-SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/inventory/**/*.parquet', filename = true, file_row_number = true)
+SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/inventory/part-*.parquet', filename = true, file_row_number = true)
 QUALIFY row_number() OVER (PARTITION BY product_id, warehouse_id ORDER BY updated_at DESC, filename DESC, file_row_number DESC) = 1 AND Op <> 'D';
 CREATE TEMP TABLE payments AS
-SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/payments/**/*.parquet', filename = true, file_row_number = true)
+SELECT * EXCLUDE (Op, filename, file_row_number) FROM read_parquet('CUR/payments/part-*.parquet', filename = true, file_row_number = true)
 QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY updated_at DESC, CAST(AR_H_CHANGE_SEQ AS HUGEINT) DESC, filename DESC, file_row_number DESC) = 1 AND Op <> 'D';
 
 CREATE TEMP TABLE fact_order_items AS
