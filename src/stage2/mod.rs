@@ -10,7 +10,8 @@
 //! 2. **Stage**: each dataset's current state is built into a local scratch file ([`state`]:
 //!    stage 1's dedup index over curated objects), registered under the dataset's name; each
 //!    model runs on DataFusion (memory pool of half `--memory-limit`, sorts and aggregations
-//!    spill, sort-merge joins since hash joins cannot), its sorted stream is written partition by
+//!    spill; hash joins, which cannot spill, fall back to sort-merge joins when the pool cannot
+//!    hold a build side, see [`with_join_fallback`]), its sorted stream is written partition by
 //!    partition to local staging files ([`write`]), and teed into a scratch table when a later
 //!    model or check reads it, so no model runs twice. Checks run last; their rows form the
 //!    `dq_violations` table.
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
@@ -278,10 +280,45 @@ fn plan_error(model: &Model, e: DataFusionError) -> Error {
     }
 }
 
+/// How a query error's message starts when the memory pool could not hold an operator that
+/// cannot spill (a hash join's build side): the model is then run again with sort-merge joins.
+const EXHAUSTED: &str = "resources exhausted: ";
+
 fn query_error(model: &Model, e: DataFusionError) -> Error {
+    let root = e.find_root();
+    let prefix = if matches!(root, DataFusionError::ResourcesExhausted(_)) {
+        EXHAUSTED
+    } else {
+        ""
+    };
     Error::Query {
         model: model.file(),
-        message: e.find_root().message().into_owned(),
+        message: format!("{prefix}{}", root.message()),
+    }
+}
+
+fn exhausted(e: &Error) -> bool {
+    matches!(e, Error::Query { message, .. } if message.starts_with(EXHAUSTED))
+}
+
+/// Runs `f` (one model or check) with hash joins, and once more with sort-merge joins if the
+/// memory pool could not hold a hash join's build side: hash joins are several times faster but
+/// cannot spill (DataFusion 55), sort-merge joins spill. Sort-merge stays on for the rest of the
+/// run once needed.
+async fn with_join_fallback<T, F, Fut>(ctx: &SessionContext, m: &Model, f: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    match f().await {
+        Err(e) if exhausted(&e) => {
+            tracing::warn!(model = %m.name, "{e}: running it again with sort-merge joins, which spill");
+            ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
+                .await
+                .map_err(|e| query_error(m, e))?;
+            f().await
+        }
+        other => other,
     }
 }
 
@@ -339,7 +376,6 @@ fn session(spec: &ProdSpec) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_batch_size(spec.batch_size)
         .with_target_partitions(cores)
-        .set_bool("datafusion.optimizer.prefer_hash_join", false)
         .set_bool("datafusion.sql_parser.collect_spans", true)
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
         .set_bool(
@@ -584,32 +620,76 @@ async fn stage_model(
     };
     let options = WriteOptions::new(spec.codec, spec.target_file_size, spec.memory_limit);
     let mut writer = ModelWriter::new(m, schema, staging, options)?;
-    let mut scratch = match &tee {
+    // Encoding runs on its own threads (the prod files, and the scratch table when a later
+    // model reads this one) while DataFusion computes the next batches on the runtime's.
+    let (prod_tx, mut prod_rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+    let model = m.clone();
+    let prod = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = prod_rx.blocking_recv() {
+            writer.write(&model, &batch)?;
+        }
+        writer.finish()
+    });
+    let scratch = match &tee {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
-            Some(
-                ArrowWriter::try_new(file, schema.clone(), None)
-                    .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?,
-            )
+            let mut w = ArrowWriter::try_new(file, schema.clone(), None)
+                .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+            let name = m.name.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                let err = |e| Error::Spill(format!("scratch {name}: {e}"));
+                while let Some(batch) = rx.blocking_recv() {
+                    w.write(&batch).map_err(err)?;
+                }
+                w.close().map(|_| ()).map_err(err)
+            });
+            Some((tx, task))
         }
         None => None,
     };
+    let joined = |e: tokio::task::JoinError| Error::Internal(format!("writer of {}: {e}", m.name));
     let mut stream = df.execute_stream().await.map_err(|e| query_error(m, e))?;
+    let mut sent = Ok(());
     while let Some(batch) = stream.next().await {
         interrupted(spec)?;
         let batch = batch.map_err(|e| query_error(m, e))?;
         // The planned schema is the contract: DataFusion may report nullability differently.
-        let batch = arrow::array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
-        writer.write(m, &batch)?;
-        if let Some(w) = scratch.as_mut() {
-            w.write(&batch)
-                .map_err(|e| Error::Spill(format!("scratch {}: {e}", m.name)))?;
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
+        if let Some((tx, _)) = &scratch {
+            if tx.send(batch.clone()).await.is_err() {
+                sent = Err(());
+                break;
+            }
+        }
+        if prod_tx.send(batch).await.is_err() {
+            sent = Err(());
+            break;
         }
     }
-    if let (Some(w), Some(path)) = (scratch, tee) {
-        w.close()
-            .map_err(|e| Error::Spill(format!("scratch {}: {e}", m.name)))?;
+    drop(stream);
+    drop(prod_tx);
+    // A closed channel means its writer failed: its own error says why.
+    let staged = prod.await.map_err(joined)?;
+    let scratch = match scratch {
+        Some((tx, task)) => {
+            drop(tx);
+            Some(task.await.map_err(joined)?)
+        }
+        None => None,
+    };
+    let staged = staged?;
+    if let Some(done) = scratch {
+        done?;
+    }
+    if sent.is_err() {
+        return Err(Error::Internal(format!(
+            "writer of {} stopped early",
+            m.name
+        )));
+    }
+    if let Some(path) = tee {
         ctx.deregister_table(m.name.as_str())
             .map_err(|e| query_error(m, e))?;
         ctx.register_parquet(
@@ -620,7 +700,7 @@ async fn stage_model(
         .await
         .map_err(|e| query_error(m, e))?;
     }
-    writer.finish()
+    Ok(staged)
 }
 
 /// The footers' union schema of every dataset that has curated objects.
@@ -785,21 +865,29 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
         .tempdir_in(&spec.spill_dir)
         .map_err(|e| Error::Config(format!("spill dir {}: {e}", spec.spill_dir.display())))?;
     let t = Instant::now();
-    let mut datasets = Vec::new();
-    for dataset in &plan.datasets {
-        interrupted(spec)?;
+    // Datasets are built concurrently, one per core: each build is sequential (decode, index,
+    // encode), and each index has its own 1/32 of the budget.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let builds = plan.datasets.iter().map(|dataset| {
+        let contract = contracts[dataset].clone();
+        let objs = objects[dataset].clone();
+        let dir = scratch.path().to_path_buf();
         let spill = SpillConfig {
             budget: spec.memory_limit / INDEX_BUDGET_SHARE,
             dir: spec.spill_dir.clone(),
         };
-        let st = state::build(
-            &contracts[dataset],
-            &objects[dataset],
-            scratch.path(),
-            spec.batch_size,
-            spill,
-        )
-        .await?;
+        let batch_size = spec.batch_size;
+        tokio::spawn(async move { state::build(&contract, &objs, &dir, batch_size, spill).await })
+    });
+    let built: Vec<_> = futures::stream::iter(builds)
+        .buffered(cores)
+        .collect()
+        .await;
+    let mut datasets = Vec::new();
+    for st in built {
+        interrupted(spec)?;
+        let st = st.map_err(|e| Error::Internal(format!("current state: {e}")))??;
+        let dataset = &st.dataset;
         ctx.deregister_table(dataset.as_str())
             .map_err(|e| Error::Internal(format!("table {dataset}: {e}")))?;
         ctx.register_parquet(
@@ -819,12 +907,15 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
     let mut timings = Vec::new();
     for (m, schema) in &plan.models {
         let t = Instant::now();
-        let df = ctx.sql(&m.sql).await.map_err(|e| plan_error(m, e))?;
         let tee = plan
             .read_later
             .contains(&m.name)
             .then(|| scratch.path().join(format!("model-{}.parquet", m.name)));
-        staged.push(stage_model(&ctx, spec, m, df, schema, &staging, tee).await?);
+        let attempt = || async {
+            let df = ctx.sql(&m.sql).await.map_err(|e| plan_error(m, e))?;
+            stage_model(&ctx, spec, m, df, schema, &staging, tee.clone()).await
+        };
+        staged.push(with_join_fallback(&ctx, m, attempt).await?);
         timings.push(ms(t));
     }
     durations.models_ms = ms(t);
@@ -832,6 +923,11 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
     let t = Instant::now();
     let mut checks = Vec::new();
     if !plan.checks.is_empty() {
+        // Checks append to one table as they stream, so they cannot be rerun half-way: they use
+        // the joins that spill from the start.
+        ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
+            .await
+            .map_err(|e| Error::Internal(format!("query engine: {e}")))?;
         let vm = violations_model(spec);
         let vschema = violations_schema();
         let options = WriteOptions::new(spec.codec, spec.target_file_size, spec.memory_limit);
@@ -855,8 +951,7 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
                 interrupted(spec)?;
                 let batch = batch.map_err(|e| query_error(c, e))?;
                 violations += batch.num_rows() as u64;
-                let batch =
-                    arrow::array::RecordBatch::try_new(vschema.clone(), batch.columns().to_vec())?;
+                let batch = RecordBatch::try_new(vschema.clone(), batch.columns().to_vec())?;
                 writer.write(&vm, &batch)?;
             }
             checks.push(CheckReport {
