@@ -301,10 +301,20 @@ fn exhausted(e: &Error) -> bool {
     matches!(e, Error::Query { message, .. } if message.starts_with(EXHAUSTED))
 }
 
+/// Switches the session to plans that stay within the pool: sort-merge joins (they spill) and
+/// one partition (half the sorts and their reservations).
+async fn low_memory_plans(ctx: &SessionContext) -> datafusion::error::Result<()> {
+    ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
+        .await?;
+    ctx.sql("SET datafusion.execution.target_partitions = 1")
+        .await?;
+    Ok(())
+}
+
 /// Runs `f` (one model or check) with hash joins, and once more with sort-merge joins if the
-/// memory pool could not hold a hash join's build side: hash joins are several times faster but
-/// cannot spill (DataFusion 55), sort-merge joins spill. Sort-merge stays on for the rest of the
-/// run once needed.
+/// memory pool could not hold an operator (a hash join's build side cannot spill in DataFusion
+/// 55) with [`low_memory_plans`]: sort-merge joins, which spill, on one partition. They stay on
+/// for the rest of the run once needed.
 async fn with_join_fallback<T, F, Fut>(ctx: &SessionContext, m: &Model, f: F) -> Result<T>
 where
     F: Fn() -> Fut,
@@ -313,9 +323,7 @@ where
     match f().await {
         Err(e) if exhausted(&e) => {
             tracing::warn!(model = %m.name, "{e}: running it again with sort-merge joins, which spill");
-            ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
-                .await
-                .map_err(|e| query_error(m, e))?;
+            low_memory_plans(ctx).await.map_err(|e| query_error(m, e))?;
             f().await
         }
         other => other,
@@ -376,6 +384,10 @@ fn session(spec: &ProdSpec) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_batch_size(spec.batch_size)
         .with_target_partitions(cores)
+        .set_usize(
+            "datafusion.execution.sort_spill_reservation_bytes",
+            (spec.memory_limit / 2 / 64).clamp(256 << 10, 10 << 20),
+        )
         .set_bool("datafusion.sql_parser.collect_spans", true)
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
         .set_bool(
@@ -925,7 +937,7 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
     if !plan.checks.is_empty() {
         // Checks append to one table as they stream, so they cannot be rerun half-way: they use
         // the joins that spill from the start.
-        ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
+        low_memory_plans(&ctx)
             .await
             .map_err(|e| Error::Internal(format!("query engine: {e}")))?;
         let vm = violations_model(spec);
