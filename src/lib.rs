@@ -1,7 +1,9 @@
 //! edp, the e-commerce data processor.
 //!
 //! The library holds the pipeline; `main.rs` only parses flags, builds a job and maps errors to
-//! exit codes. Each module is one stage of stage 1 (raw → curated):
+//! exit codes. Stage 2 (curated → prod: current state, SQL models on DataFusion, Athena-ready
+//! partitions, the Glue catalog) lives in [`stage2`] and reuses stage 1's source and dedup index.
+//! The other modules are the steps of stage 1 (raw → curated):
 //!
 //! ```text
 //! source (Parquet row groups from object_store, bounded read-ahead)
