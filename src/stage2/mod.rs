@@ -301,8 +301,8 @@ fn exhausted(e: &Error) -> bool {
     matches!(e, Error::Query { message, .. } if message.starts_with(EXHAUSTED))
 }
 
-/// Switches the session to plans that stay within the pool: sort-merge joins (they spill) and
-/// one partition (half the sorts and their reservations).
+/// Switches the session to plans that stay within the pool: sort-merge joins, which spill
+/// (DataFusion plans them only with more than one target partition, so that stays as it is).
 async fn low_memory_plans(ctx: &SessionContext) -> datafusion::error::Result<()> {
     ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
         .await?;
@@ -313,7 +313,7 @@ async fn low_memory_plans(ctx: &SessionContext) -> datafusion::error::Result<()>
 
 /// Runs `f` (one model or check) with hash joins, and once more with sort-merge joins if the
 /// memory pool could not hold an operator (a hash join's build side cannot spill in DataFusion
-/// 55) with [`low_memory_plans`]: sort-merge joins, which spill, on one partition. They stay on
+/// 55) with [`low_memory_plans`]: sort-merge joins, which spill. They stay on
 /// for the rest of the run once needed.
 async fn with_join_fallback<T, F, Fut>(ctx: &SessionContext, m: &Model, f: F) -> Result<T>
 where
