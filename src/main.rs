@@ -439,6 +439,17 @@ fn prod_flags(flags: &mut Vec<(&'static str, Option<String>)>, p: &ProdArgs) {
     flags.push(("spill_dir", path(&p.spill_dir)));
 }
 
+/// The `memory_limit` setting in bytes.
+fn memory_limit(config: &Config) -> Result<usize, Error> {
+    Ok(config
+        .parse_with(
+            "memory_limit",
+            "a size of at least 1MiB, like 512MiB or 2GiB",
+            |s| parse_bytes(s).ok(),
+        )?
+        .unwrap_or(job::DEFAULT_MEMORY_LIMIT))
+}
+
 /// A stage 2 run's settings from the layered configuration.
 fn prod_spec(
     config: &Config,
@@ -457,13 +468,7 @@ fn prod_spec(
         contracts_dir: PathBuf::from(setting("contracts_dir")?),
         only,
         dataset,
-        memory_limit: config
-            .parse_with(
-                "memory_limit",
-                "a size of at least 1MiB, like 512MiB or 2GiB",
-                |s| parse_bytes(s).ok(),
-            )?
-            .unwrap_or(job::DEFAULT_MEMORY_LIMIT),
+        memory_limit: memory_limit(config)?,
         spill_dir: value("spill_dir").map_or_else(std::env::temp_dir, PathBuf::from),
         batch_size: config
             .parse::<NonZeroUsize>("batch_size", "a positive integer")?
@@ -538,13 +543,7 @@ fn job_spec(
         deduplication_enabled: config.flag("deduplication_enabled")?,
         pii_key,
         progress,
-        memory_limit: config
-            .parse_with(
-                "memory_limit",
-                "a size of at least 1MiB, like 512MiB or 2GiB",
-                |s| parse_bytes(s).ok(),
-            )?
-            .unwrap_or(job::DEFAULT_MEMORY_LIMIT),
+        memory_limit: memory_limit(config)?,
         spill_dir: config
             .get("spill_dir")
             .map_or_else(std::env::temp_dir, |(v, _)| PathBuf::from(v)),

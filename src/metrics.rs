@@ -14,11 +14,27 @@ use crate::report::Report;
 /// Metric namespace.
 pub const NAMESPACE: &str = "edp";
 
-/// The EMF line for one run of `stage` on `dataset`; `report` is `None` when the run failed.
-pub fn emf(stage: &str, dataset: &str, report: Option<&Report>, elapsed: Duration) -> String {
+/// The `_aws` member of an EMF line declaring `metrics` (name, unit) under the dimension sets.
+fn envelope(metrics: &[(&str, &str)]) -> serde_json::Value {
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let metrics: Vec<serde_json::Value> = metrics
+        .iter()
+        .map(|(name, unit)| json!({"Name": name, "Unit": unit}))
+        .collect();
+    json!({
+        "Timestamp": timestamp,
+        "CloudWatchMetrics": [{
+            "Namespace": NAMESPACE,
+            "Dimensions": [["Stage", "Dataset"], ["Stage"]],
+            "Metrics": metrics
+        }]
+    })
+}
+
+/// The EMF line for one run of `stage` on `dataset`; `report` is `None` when the run failed.
+pub fn emf(stage: &str, dataset: &str, report: Option<&Report>, elapsed: Duration) -> String {
     let minutes = elapsed.as_secs_f64().max(1e-9) / 60.0;
     let (records, failure_rate, dedup_rate, errors) = match report {
         Some(r) => {
@@ -33,21 +49,14 @@ pub fn emf(stage: &str, dataset: &str, report: Option<&Report>, elapsed: Duratio
         None => (0, 0.0, 0.0, 1),
     };
     json!({
-        "_aws": {
-            "Timestamp": timestamp,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["Stage", "Dataset"], ["Stage"]],
-                "Metrics": [
-                    {"Name": "RecordsProcessed", "Unit": "Count"},
-                    {"Name": "RecordsPerMinute", "Unit": "None"},
-                    {"Name": "ValidationFailureRate", "Unit": "Percent"},
-                    {"Name": "DeduplicationRate", "Unit": "Percent"},
-                    {"Name": "Duration", "Unit": "Milliseconds"},
-                    {"Name": "ErrorCount", "Unit": "Count"}
-                ]
-            }]
-        },
+        "_aws": envelope(&[
+            ("RecordsProcessed", "Count"),
+            ("RecordsPerMinute", "None"),
+            ("ValidationFailureRate", "Percent"),
+            ("DeduplicationRate", "Percent"),
+            ("Duration", "Milliseconds"),
+            ("ErrorCount", "Count"),
+        ]),
         "Stage": stage,
         "Dataset": dataset,
         "RecordsProcessed": records,
@@ -68,9 +77,6 @@ pub fn emf_prod(
     report: Option<&crate::stage2::ProdReport>,
     elapsed: Duration,
 ) -> String {
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let (read, written, violations, errors) = match report {
         Some(r) => (
             r.datasets.iter().map(|d| d.rows_read).sum::<u64>(),
@@ -81,20 +87,13 @@ pub fn emf_prod(
         None => (0, 0, 0, 1),
     };
     json!({
-        "_aws": {
-            "Timestamp": timestamp,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["Stage", "Dataset"], ["Stage"]],
-                "Metrics": [
-                    {"Name": "RecordsProcessed", "Unit": "Count"},
-                    {"Name": "RowsWritten", "Unit": "Count"},
-                    {"Name": "Violations", "Unit": "Count"},
-                    {"Name": "Duration", "Unit": "Milliseconds"},
-                    {"Name": "ErrorCount", "Unit": "Count"}
-                ]
-            }]
-        },
+        "_aws": envelope(&[
+            ("RecordsProcessed", "Count"),
+            ("RowsWritten", "Count"),
+            ("Violations", "Count"),
+            ("Duration", "Milliseconds"),
+            ("ErrorCount", "Count"),
+        ]),
         "Stage": "curated-to-prod",
         "Dataset": dataset,
         "RecordsProcessed": read,

@@ -44,6 +44,7 @@ use datafusion::prelude::{
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::ArrowWriter;
 use sha2::{Digest, Sha256};
 
@@ -591,11 +592,11 @@ async fn plan_one(
 }
 
 /// A stable id of the inputs: the curated objects (path, size) and the model files' text.
-fn run_id(objects: &BTreeMap<String, Vec<InputObject>>, plan: &Plan) -> String {
+fn run_id(objects: &BTreeMap<String, Opened>, plan: &Plan) -> String {
     let mut h = Sha256::new();
     for (dataset, objs) in objects {
         h.update(dataset.as_bytes());
-        for o in objs {
+        for (o, _) in objs {
             h.update(o.location.path.as_ref().as_bytes());
             h.update(o.size.to_le_bytes());
         }
@@ -721,26 +722,53 @@ async fn stage_model(
     Ok(staged)
 }
 
-/// The footers' union schema of every dataset that has curated objects.
-async fn dataset_schemas(
-    contracts: &BTreeMap<String, Contract>,
-    objects: &BTreeMap<String, Vec<InputObject>>,
-) -> Result<BTreeMap<String, SchemaRef>> {
-    let mut out = BTreeMap::new();
-    for (dataset, objs) in objects {
-        if objs.is_empty() {
-            continue;
+/// A dataset's curated objects with their footers, read once for planning and building.
+type Opened = Vec<(InputObject, ArrowReaderMetadata)>;
+
+/// Everything before any row is read: the contracts, every dataset's curated objects and their
+/// union schema (datasets without objects have none), and the planned models and checks.
+struct Prepared {
+    contracts: BTreeMap<String, Contract>,
+    objects: BTreeMap<String, Opened>,
+    schemas: BTreeMap<String, SchemaRef>,
+    ctx: SessionContext,
+    plan: Plan,
+}
+
+/// Phase 1 for `run` and `ddl`: lists and opens the curated objects (footers only) and plans.
+async fn prepare(spec: &ProdSpec) -> Result<Prepared> {
+    let contracts = load_contracts(&spec.contracts_dir)?;
+    if let Some(d) = &spec.dataset {
+        if !contracts.contains_key(d) {
+            return Err(Error::Config(format!(
+                "dataset `{d}` has no contract in {}",
+                spec.contracts_dir.display()
+            )));
         }
-        let mut opened = Vec::new();
-        for o in objs {
-            opened.push((o.clone(), crate::source::open(o).await?));
-        }
-        out.insert(
-            dataset.clone(),
-            state::union_schema(&contracts[dataset], &opened)?,
-        );
     }
-    Ok(out)
+    let root = Location::parse(&spec.curated)?;
+    let mut objects = BTreeMap::new();
+    let mut schemas = BTreeMap::new();
+    for (dataset, contract) in &contracts {
+        let mut opened = Vec::new();
+        for o in curated_objects(&root, dataset).await? {
+            let meta = crate::source::open(&o).await?;
+            opened.push((o, meta));
+        }
+        if !opened.is_empty() {
+            schemas.insert(dataset.clone(), state::union_schema(contract, &opened)?);
+        }
+        objects.insert(dataset.clone(), opened);
+    }
+    let ctx = session(spec)?;
+    let plan = plan(&ctx, spec, &schemas).await?;
+    Ok(Prepared {
+        contracts,
+        objects,
+        schemas,
+        ctx,
+        plan,
+    })
 }
 
 /// The catalog's view of a staged model.
@@ -802,16 +830,8 @@ fn violations_model(spec: &ProdSpec) -> Model {
 /// Plans every model against the curated footers and returns the Athena DDL of each prod table
 /// (`edp prod ddl`); nothing is read but footers, nothing written.
 pub async fn ddl(spec: &ProdSpec) -> Result<String> {
-    let contracts = load_contracts(&spec.contracts_dir)?;
-    let root = Location::parse(&spec.curated)?;
+    let Prepared { plan, .. } = prepare(spec).await?;
     let output = Location::parse(&spec.output)?;
-    let mut objects = BTreeMap::new();
-    for dataset in contracts.keys() {
-        objects.insert(dataset.clone(), curated_objects(&root, dataset).await?);
-    }
-    let schemas = dataset_schemas(&contracts, &objects).await?;
-    let ctx = session(spec)?;
-    let plan = plan(&ctx, spec, &schemas).await?;
     let mut out = String::new();
     let projection = spec.catalog == CatalogMode::Projection;
     let dir = tempfile::Builder::new()
@@ -846,24 +866,14 @@ fn violations_schema() -> SchemaRef {
 pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
     let started = Instant::now();
     let mut durations = Durations::default();
-    let contracts = load_contracts(&spec.contracts_dir)?;
-    let root = Location::parse(&spec.curated)?;
     let output = Location::parse(&spec.output)?;
-    if let Some(d) = &spec.dataset {
-        if !contracts.contains_key(d) {
-            return Err(Error::Config(format!(
-                "dataset `{d}` has no contract in {}",
-                spec.contracts_dir.display()
-            )));
-        }
-    }
-    let mut objects = BTreeMap::new();
-    for dataset in contracts.keys() {
-        objects.insert(dataset.clone(), curated_objects(&root, dataset).await?);
-    }
-    let schemas = dataset_schemas(&contracts, &objects).await?;
-    let ctx = session(spec)?;
-    let plan = plan(&ctx, spec, &schemas).await?;
+    let Prepared {
+        contracts,
+        objects,
+        schemas,
+        ctx,
+        plan,
+    } = prepare(spec).await?;
     let missing: Vec<&String> = plan
         .datasets
         .iter()

@@ -132,24 +132,19 @@ fn live_rows(batch: &RecordBatch, op: Option<&str>) -> Result<Option<BooleanArra
     Ok(Some(live))
 }
 
-/// Builds the current state of `contract`'s dataset from `objects` (in object order) into
-/// `<scratch>/<dataset>.parquet`.
+/// Builds the current state of `contract`'s dataset from `opened` (its curated objects in object
+/// order, with their footers) into `<scratch>/<dataset>.parquet`.
 pub async fn build(
     contract: &Contract,
-    objects: &[InputObject],
+    opened: &[(InputObject, ArrowReaderMetadata)],
     scratch: &Path,
     batch_size: usize,
     spill: SpillConfig,
 ) -> Result<DatasetState> {
-    let mut opened = Vec::with_capacity(objects.len());
-    for object in objects {
-        let meta = source::open(object).await?;
-        opened.push((object.clone(), meta));
-    }
-    let schema = union_schema(contract, &opened)?;
+    let schema = union_schema(contract, opened)?;
     let mut stats = StateStats {
         dataset: contract.dataset.clone(),
-        objects: objects.len(),
+        objects: opened.len(),
         ..StateStats::default()
     };
     let file_rows: Vec<u64> = opened
@@ -158,7 +153,7 @@ pub async fn build(
         .collect();
     stats.rows_read = file_rows.iter().sum();
 
-    let winners = key_pass(contract, &opened, &file_rows, batch_size, spill).await?;
+    let winners = key_pass(contract, opened, &file_rows, batch_size, spill).await?;
     let path = scratch.join(format!("{}.parquet", contract.dataset));
     let file = std::fs::File::create(&path)
         .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;

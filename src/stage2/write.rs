@@ -371,6 +371,11 @@ impl ModelWriter {
             drop(open.writer);
             return std::fs::remove_file(&open.local).map_err(|e| self.io(e));
         }
+        self.seal(open)
+    }
+
+    /// Writes `open`'s footer and records the file with its hash.
+    fn seal(&mut self, open: OpenFile) -> Result<()> {
         open.writer.close().map_err(|e| self.io(e))?;
         let (sha256, bytes) = hash_file(&open.local).map_err(|e| self.io(e))?;
         self.staged.files.push(StagedFile {
@@ -389,15 +394,7 @@ impl ModelWriter {
         if self.staged.partitions.is_empty() && self.partition_col.is_none() {
             self.open_file(String::new(), 0)?;
             if let Some(open) = self.open.take() {
-                open.writer.close().map_err(|e| self.io(e))?;
-                let (sha256, bytes) = hash_file(&open.local).map_err(|e| self.io(e))?;
-                self.staged.files.push(StagedFile {
-                    rel: open.rel,
-                    local: open.local,
-                    sha256,
-                    bytes,
-                    rows: 0,
-                });
+                self.seal(open)?;
                 self.staged
                     .partitions
                     .insert(String::new(), (Vec::new(), 0));
