@@ -60,7 +60,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("protect", |b| {
         b.iter(|| {
             for batch in &batches {
-                criterion::black_box(protector.protect(batch, false).unwrap());
+                criterion::black_box(protector.protect(batch, "bench", false).unwrap());
             }
         })
     });

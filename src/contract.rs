@@ -126,12 +126,14 @@ impl Format {
     }
 }
 
-/// How card data in a string column is protected (`x-pci`).
+/// How card data in a column is protected (`x-pci`; see `protect` for the rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pci {
-    /// `x-pci: "pan"`: the column holds card numbers; every value is masked to its last four digits.
+    /// `x-pci: "pan"` (string columns only): the column holds card numbers; every value is masked
+    /// to its last four digits.
     Pan,
-    /// Default for string columns: free text is scanned for Luhn-valid card numbers.
+    /// Default for string, integer and number columns: text is scanned for Luhn-valid card
+    /// numbers and masked; a number holding one refuses the file (it cannot be masked).
     Scan,
     /// `x-pci: "none"`: the column is known not to hold card data and is not scanned.
     None,
@@ -536,16 +538,12 @@ impl Parser<'_> {
         for key in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] {
             only_for(key, numeric, "integer or number")?;
         }
-        for key in [
-            "minLength",
-            "maxLength",
-            "pattern",
-            "format",
-            "x-pci",
-            "x-pii",
-        ] {
+        for key in ["minLength", "maxLength", "pattern", "format", "x-pii"] {
             only_for(key, string, "string")?;
         }
+        // Numbers are protected too (a number holding a card refuses the file), so `x-pci:
+        // "none"` is how a numeric column opts out.
+        only_for("x-pci", string || numeric, "string, integer or number")?;
 
         let minimum = self.number(obj, "minimum", pointer)?;
         let maximum = self.number(obj, "maximum", pointer)?;
@@ -660,9 +658,19 @@ impl Parser<'_> {
             }
         }
 
+        // Numbers are scanned by default like strings. Bounds do not exempt a column: they hold
+        // for curated rows only, while quarantine receives exactly the out-of-range values (and
+        // nothing is checked with validation off); a value below 10^12 costs one comparison.
         let pci = match obj.get("x-pci") {
-            None if string => Pci::Scan,
+            None if string || numeric => Pci::Scan,
             None => Pci::None,
+            Some(Value::String(s)) if s == "pan" && !string => {
+                return Err(self.err(
+                    &format!("{pointer}/x-pci"),
+                    "a card number stored as a number cannot be masked to its last four digits; \
+                     declare the column `type: string`",
+                ))
+            }
             Some(Value::String(s)) if s == "pan" => Pci::Pan,
             Some(Value::String(s)) if s == "none" => Pci::None,
             Some(_) => {
@@ -769,7 +777,33 @@ mod tests {
         let e = c.column("e").unwrap();
         assert!(e.nullable && e.pii == Some(Pii::Hash) && e.format == Some(Format::Email));
         assert_eq!(c.column("p").unwrap().pci, Pci::Pan);
-        assert_eq!(c.column("id").unwrap().pci, Pci::None);
+        // Numbers are scanned too: an integer wide enough could be a card number.
+        assert_eq!(c.column("id").unwrap().pci, Pci::Scan);
+    }
+
+    #[test]
+    fn x_pci_on_numbers() {
+        let c = Contract::from_json_str(
+            "c.json",
+            &with(r#""n":{"type":"integer","x-pci":"none"},"b":{"type":"boolean"},"q":{"type":"integer","minimum":0,"maximum":10}"#),
+        )
+        .unwrap();
+        assert_eq!(c.column("n").unwrap().pci, Pci::None);
+        assert_eq!(c.column("b").unwrap().pci, Pci::None);
+        // Bounds hold for curated rows only; quarantine gets the out-of-range values.
+        assert_eq!(c.column("q").unwrap().pci, Pci::Scan);
+        let e = err(&with(r#""n":{"type":"number","x-pci":"pan"}"#));
+        assert!(
+            e.contains("/properties/n/x-pci")
+                && e.contains("cannot be masked")
+                && e.contains("type: string"),
+            "{e}"
+        );
+        let e = err(&with(r#""b":{"type":"boolean","x-pci":"none"}"#));
+        assert!(
+            e.contains("/properties/b/x-pci") && e.contains("applies only to"),
+            "{e}"
+        );
     }
 
     #[test]

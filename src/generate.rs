@@ -1,12 +1,19 @@
 //! `edp generate`: realistic DMS-style raw data for the six shop datasets, with known faults.
 //!
 //! Rows are CDC-shaped: an `Op` column (`I`, `U`, `D`), re-sent keys with later timestamps,
-//! deletes of earlier keys, and DMS timestamps. Values look like a real shop's: names, streets
+//! deletes of earlier keys, and DMS timestamps. Half the deletes carry only the key, the event
+//! time, `Op` (and the sequence column where there is one), every other column null, as DMS
+//! writes a delete from PostgreSQL with the default replica identity or from MySQL with a minimal
+//! row image; the others carry the whole row. Values look like a real shop's: names, streets
 //! and cities with non-ASCII letters, e-mails folded to ASCII, E.164 phones, skewed order sizes,
 //! popular and rare products, Luhn-valid card numbers of several brands. A fraction
 //! (`fault_rate`) of rows carries one injected fault: a bad e-mail or phone, an impossible date,
 //! an out-of-range amount, an unknown enum value, an orphan foreign key or a card number in free
-//! text. The datasets are consistent with each other: entity counts derive from one [`World`].
+//! text. Re-sends are three times likelier to carry a fault than inserts are
+//! (inserts less likely, so the overall share stays `fault_rate`), and a faulty re-send carries a
+//! fault that stage 1 rejects and is its key's last version: the key's curated row is then an
+//! earlier, valid version. The datasets are consistent with each other: entity counts derive
+//! from one [`World`].
 //!
 //! Times look like a shop's period (by default the year ending 2025-01-16): orders grow by half
 //! over it, weekends are busier than weekdays, nights are quiet with peaks at lunchtime and in
@@ -95,6 +102,20 @@ const SIGNUP_DAYS: u32 = 730;
 /// Shares of planned rows that re-send an earlier key and that delete one.
 const RESEND: f64 = 0.10;
 const DELETE: f64 = 0.01;
+/// Share of deletes that carry only the key, event time, op and sequence (the other columns
+/// null), as DMS writes them from PostgreSQL with the default replica identity or from MySQL
+/// with a minimal row image.
+const KEY_ONLY_DELETE: f64 = 0.5;
+/// How much likelier a re-send is to carry a fault than the requested rate: a faulty re-send is
+/// its key's last version (see [`Gen::version`]) and invalid, so an earlier version of the key
+/// is the one curated. Inserts carry faults less often, so that the overall rate stays the
+/// requested one.
+const RESEND_FAULT_BIAS: f64 = 3.0;
+/// The regular delays of a re-send or delete after its key's first version: up to four weeks
+/// (and a minute).
+const REGULAR_DELAY: i128 = 28 * NANOS_PER_DAY;
+/// How long after the latest regular version a key's faulty last version comes, at most.
+const LATE_DELAY: i128 = 2 * NANOS_PER_DAY;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
@@ -706,6 +727,11 @@ struct Plan {
     op: &'static str,
     later: f64,
     fault: Option<Fault>,
+    /// A delete that carries only the key, event time, op and sequence (see
+    /// [`delete_columns`]).
+    key_only: bool,
+    /// A faulty re-send: its key's last version, after every other one.
+    latest: bool,
 }
 
 fn faults_of(d: Dataset) -> &'static [Fault] {
@@ -728,35 +754,93 @@ fn faults_of(d: Dataset) -> &'static [Fault] {
     }
 }
 
+/// The faults of a faulty re-send, its key's last version: those stage 1 rejects on a column
+/// other than the event time (an orphan key is the foreign-key stage's, a card in free text is
+/// masked, and an impossible event time would not be the latest).
+fn latest_faults_of(d: Dataset) -> &'static [Fault] {
+    use Fault::*;
+    match d {
+        Dataset::Customers => &[BadEmail, BadPhone, UnknownEnum, BadPattern],
+        Dataset::Orders => &[BadEmail, BadPhone, OutOfRange, UnknownEnum],
+        Dataset::OrderItems | Dataset::Inventory => &[OutOfRange],
+        Dataset::Products => &[OutOfRange, UnknownEnum, BadPattern],
+        Dataset::Payments => &[OutOfRange, UnknownEnum],
+    }
+}
+
+/// The columns a key-only delete carries: the CDC op, the primary key, the event time and the
+/// sequence (the columns a contract checks on a delete). Every other column may be null, in
+/// the schema too.
+fn delete_columns(d: Dataset) -> &'static [&'static str] {
+    match d {
+        Dataset::Customers => &["Op", "customer_id", "updated_at"],
+        Dataset::Orders => &["Op", "order_id", "updated_at"],
+        Dataset::OrderItems => &["Op", "order_item_id", "updated_at"],
+        Dataset::Products => &["Op", "product_id", "updated_at"],
+        Dataset::Inventory => &["Op", "product_id", "warehouse_id", "updated_at"],
+        Dataset::Payments => &["Op", "payment_id", "updated_at", "AR_H_CHANGE_SEQ"],
+    }
+}
+
 struct Planner {
     r: SplitMix,
     next_key: u64,
     spec: GenSpec,
+    /// Fault rates of re-sends ([`RESEND_FAULT_BIAS`] times the requested rate, at most 1) and
+    /// of inserts after the first ten rows (what keeps the overall rate the requested one;
+    /// deletes and the first ten rows have the requested rate).
+    resend_fault_rate: f64,
+    insert_fault_rate: f64,
 }
 
 impl Planner {
+    fn new(spec: GenSpec) -> Planner {
+        let f = spec.fault_rate;
+        let resend_fault_rate = (RESEND_FAULT_BIAS * f).min(1.0);
+        let insert_fault_rate = ((f - RESEND * resend_fault_rate - DELETE * f)
+            / (1.0 - RESEND - DELETE))
+            .clamp(0.0, 1.0);
+        Planner {
+            r: SplitMix::new(
+                spec.seed ^ (spec.dataset as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93),
+            ),
+            next_key: 1,
+            spec,
+            resend_fault_rate,
+            insert_fault_rate,
+        }
+    }
+
     /// The next row: after ten new keys, [`RESEND`] of the rows re-send an earlier key and
-    /// [`DELETE`] delete one.
+    /// [`DELETE`] delete one, [`KEY_ONLY_DELETE`] of the deletes with only their key.
     fn next(&mut self) -> Plan {
         let r = &mut self.r;
         let later = r.unit();
         let roll = r.unit();
-        let (key, op) = if self.next_key > 10 && roll < RESEND {
+        let warm = self.next_key > 10;
+        let (key, op) = if warm && roll < RESEND {
             (1 + r.below(self.next_key - 1), "U")
-        } else if self.next_key > 10 && roll < RESEND + DELETE {
+        } else if warm && roll < RESEND + DELETE {
             (1 + r.below(self.next_key - 1), "D")
         } else {
             self.next_key += 1;
             (self.next_key - 1, "I")
         };
-        let fault = r
-            .chance(self.spec.fault_rate)
-            .then(|| *r.pick(faults_of(self.spec.dataset)));
+        let key_only = op == "D" && r.chance(KEY_ONLY_DELETE);
+        let dataset = self.spec.dataset;
+        let (rate, kinds) = match op {
+            "U" => (self.resend_fault_rate, latest_faults_of(dataset)),
+            "I" if warm => (self.insert_fault_rate, faults_of(dataset)),
+            _ => (self.spec.fault_rate, faults_of(dataset)),
+        };
+        let fault = r.chance(rate).then(|| *r.pick(kinds));
         Plan {
             key,
             op,
             later,
             fault,
+            key_only,
+            latest: op == "U" && fault.is_some(),
         }
     }
 }
@@ -766,7 +850,7 @@ fn schema(d: Dataset) -> SchemaRef {
     let i = |n: &str| Field::new(n, DataType::Int64, false);
     let f = |n: &str, null: bool| Field::new(n, DataType::Float64, null);
     let op = s("Op", false);
-    let fields = match d {
+    let fields: Vec<Field> = match d {
         Dataset::Customers => vec![
             op,
             i("customer_id"),
@@ -847,6 +931,15 @@ fn schema(d: Dataset) -> SchemaRef {
             s("AR_H_CHANGE_SEQ", false),
         ],
     };
+    // A key-only delete leaves every other column null.
+    let keep = delete_columns(d);
+    let fields: Vec<Field> = fields
+        .into_iter()
+        .map(|f| {
+            let nullable = f.is_nullable() || !keep.contains(&f.name().as_str());
+            f.with_nullable(nullable)
+        })
+        .collect();
     Arc::new(Schema::new(fields))
 }
 
@@ -889,6 +982,8 @@ struct Gen {
     /// The expected distinct keys of the generated dataset and of the shop's orders.
     keys: f64,
     order_keys: f64,
+    /// Per column in schema order: whether a key-only delete carries it ([`delete_columns`]).
+    kept_on_delete: Vec<bool>,
 }
 
 impl Gen {
@@ -904,6 +999,11 @@ impl Gen {
             last: i128::from(spec.end_day + 1) * NANOS_PER_DAY - MICRO,
             keys: expected_keys(spec.rows),
             order_keys: expected_keys(world.orders),
+            kept_on_delete: schema(spec.dataset)
+                .fields()
+                .iter()
+                .map(|f| delete_columns(spec.dataset).contains(&f.name().as_str()))
+                .collect(),
         }
     }
 
@@ -936,20 +1036,32 @@ impl Gen {
 
     /// The time of row `p` whose key's first version is at `first`: `first` for an insert; for
     /// a re-send or delete, a minute to four weeks later (most within days: payment, shipping,
-    /// delivery, refunds), or a point between `first` and the period's end when that delay
-    /// would pass the end.
+    /// delivery, refunds), or a point in the first 95% of the time between `first` and the
+    /// period's end when that delay would pass it. A faulty re-send ([`Plan::latest`]) comes
+    /// after all of those, up to two days after the latest of them (or in the last 5% before
+    /// the period's end): it is its key's last version.
     fn version(&self, first: i128, p: &Plan) -> i128 {
         if p.op == "I" {
             return first;
         }
         let u = p.later;
-        let delay = MINUTE + (u * u * u * u * (28 * NANOS_PER_DAY) as f64) as i128;
-        let t = if first + delay <= self.last {
-            first + delay
+        let span = (self.last - first).max(0);
+        // Regular versions come at most `regular` after `first`: four weeks and a minute, or
+        // 95% of the time left when that is less. A faulty re-send comes after them.
+        let horizon = span / 20 * 19;
+        let regular = (MINUTE + REGULAR_DELAY).min(horizon);
+        let t = if p.latest {
+            let room = (span - regular).min(LATE_DELAY) - MICRO;
+            first + regular + MICRO + (room.max(0) as f64 * u) as i128
         } else {
-            first + ((self.last - first).max(0) as f64 * u) as i128
+            let delay = MINUTE + (u * u * u * u * REGULAR_DELAY as f64) as i128;
+            if delay <= horizon {
+                first + delay
+            } else {
+                first + (horizon as f64 * u) as i128
+            }
         };
-        t / MICRO * MICRO
+        (t / MICRO * MICRO).min(self.last)
     }
 
     fn bad_date(r: &mut SplitMix) -> String {
@@ -963,7 +1075,22 @@ impl Gen {
         .to_string()
     }
 
+    /// The values of row `p`: a key-only delete's columns other than [`delete_columns`] are
+    /// null (its whole row is drawn all the same, so the draws of later rows do not depend on
+    /// it).
     fn row(&self, p: &Plan, r: &mut SplitMix) -> Vec<V> {
+        let mut values = self.full_row(p, r);
+        if p.key_only {
+            for (v, &kept) in values.iter_mut().zip(&self.kept_on_delete) {
+                if !kept {
+                    *v = V::N;
+                }
+            }
+        }
+        values
+    }
+
+    fn full_row(&self, p: &Plan, r: &mut SplitMix) -> Vec<V> {
         let seed = self.seed;
         let w = &self.world;
         let fault = p.fault;
@@ -1230,10 +1357,13 @@ fn build(schema: &SchemaRef, rows: Vec<Vec<V>>) -> Result<RecordBatch> {
                 (Col::S(b), V::S(x)) => b.append_value(x),
                 (Col::S(b), V::N) => b.append_null(),
                 (Col::I(b), V::I(x)) => b.append_value(x),
+                (Col::I(b), V::N) => b.append_null(),
                 (Col::F(b), V::F(x)) => b.append_value(x),
                 (Col::F(b), V::N) => b.append_null(),
                 (Col::B(b), V::B(x)) => b.append_value(x),
+                (Col::B(b), V::N) => b.append_null(),
                 (Col::T(b), V::T(x)) => b.append_value(x),
+                (Col::T(b), V::N) => b.append_null(),
                 _ => {
                     return Err(crate::Error::Internal(
                         "generator column/value mismatch".into(),
@@ -1262,11 +1392,7 @@ pub fn batches(spec: GenSpec, mut sink: impl FnMut(RecordBatch) -> Result<()>) -
     check_period(spec.days, spec.end_day).map_err(crate::Error::Config)?;
     let schema = schema(spec.dataset);
     let gen = Gen::new(&spec);
-    let mut planner = Planner {
-        r: SplitMix::new(spec.seed ^ (spec.dataset as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93)),
-        next_key: 1,
-        spec,
-    };
+    let mut planner = Planner::new(spec);
     let mut values = SplitMix::new(spec.seed.rotate_left(17) ^ spec.dataset as u64);
     let mut left = spec.rows;
     while left > 0 {
@@ -1329,10 +1455,10 @@ mod tests {
     use std::collections::{BTreeMap, HashMap};
 
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::Int64Type;
+    use arrow::datatypes::{Float64Type, Int64Type};
 
     use super::*;
-    use crate::datetime::{days_from_civil, parse_datetime};
+    use crate::datetime::{days_from_civil, is_email, is_phone, parse_datetime};
 
     fn spec(dataset: Dataset, rows: u64) -> GenSpec {
         GenSpec {
@@ -1355,6 +1481,7 @@ mod tests {
         out
     }
 
+    /// A string column, a null as the empty string.
     fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
         batches
             .iter()
@@ -1373,6 +1500,30 @@ mod tests {
             .flat_map(|b| {
                 let a = b.column_by_name(name).unwrap().as_primitive::<Int64Type>();
                 a.values().to_vec()
+            })
+            .collect()
+    }
+
+    fn floats(batches: &[RecordBatch], name: &str) -> Vec<f64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_primitive::<Float64Type>();
+                a.values().to_vec()
+            })
+            .collect()
+    }
+
+    /// Whether each value of a column is null.
+    fn nulls(batches: &[RecordBatch], name: &str) -> Vec<bool> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name(name).unwrap();
+                (0..a.len()).map(|i| a.is_null(i)).collect::<Vec<_>>()
             })
             .collect()
     }
@@ -1462,7 +1613,14 @@ mod tests {
         let mut first_version: HashMap<i64, i128> = HashMap::new();
         for (r, op) in op.iter().enumerate() {
             let (created, updated) = (&created[r], &updated[r]);
-            let (c, u) = (nanos(created), nanos(updated));
+            let u = nanos(updated);
+            // Only a key-only delete lacks created_at.
+            if created.is_empty() {
+                assert_eq!(op, "D", "row {r}");
+                assert!(u > first_version[&ids[r]], "row {r}: {updated} too early");
+                continue;
+            }
+            let c = nanos(created);
             assert!(
                 u >= c,
                 "row {r}: updated_at {updated} < created_at {created}"
@@ -1527,9 +1685,12 @@ mod tests {
         let world = World::for_rows(Dataset::Orders, 4_000);
         let of = |d: Dataset| generated(spec(d, world.rows_of(d)));
         let orders = of(Dataset::Orders);
+        // Key-only deletes have no created_at.
         let created: HashMap<i64, i128> = ints(&orders, "order_id")
             .into_iter()
-            .zip(strings(&orders, "created_at").iter().map(|s| nanos(s)))
+            .zip(strings(&orders, "created_at"))
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(k, c)| (k, nanos(&c)))
             .collect();
         let placed: Vec<i128> = created.values().copied().collect();
         let period_start = *placed.iter().min().unwrap();
@@ -1542,6 +1703,9 @@ mod tests {
         let last = i128::from(DEFAULT_END_DAY + 1) * NANOS_PER_DAY - MICRO;
         let mut matched = 0;
         for (r, order) in ints(&payments, "order_id").into_iter().enumerate() {
+            if pay_created[r].is_empty() {
+                continue; // a key-only delete
+            }
             let (c, u) = (nanos(&pay_created[r]), nanos(&pay_updated[r]));
             assert!(u >= c, "payment row {r}");
             if let Some(&o) = created.get(&order) {
@@ -1554,7 +1718,11 @@ mod tests {
 
         let items = of(Dataset::OrderItems);
         let item_updated = strings(&items, "updated_at");
+        let item_key_only = nulls(&items, "order_id");
         for (r, order) in ints(&items, "order_id").into_iter().enumerate() {
+            if item_key_only[r] {
+                continue; // a key-only delete
+            }
             if let Some(&o) = created.get(&order) {
                 assert!(nanos(&item_updated[r]) >= o, "order_items row {r}");
             }
@@ -1567,12 +1735,15 @@ mod tests {
         let signed_up = strings(&customers, "created_at");
         let cust_updated = strings(&customers, "updated_at");
         for (created, updated) in signed_up.iter().zip(&cust_updated) {
+            assert!(nanos(updated) >= start, "{updated}");
+            if created.is_empty() {
+                continue; // a key-only delete
+            }
             let c = nanos(created);
             assert!(
                 (start - 730 * NANOS_PER_DAY..start).contains(&c),
                 "{created}"
             );
-            assert!(nanos(updated) >= start, "{updated}");
         }
     }
 
@@ -1588,7 +1759,8 @@ mod tests {
         let lo = i128::from(end - 29) * NANOS_PER_DAY;
         let hi = i128::from(end + 1) * NANOS_PER_DAY;
         for col in ["created_at", "updated_at"] {
-            for s in strings(&batches, col) {
+            // Key-only deletes have no created_at.
+            for s in strings(&batches, col).into_iter().filter(|s| !s.is_empty()) {
                 assert!((lo..hi).contains(&nanos(&s)), "{col} {s}");
             }
         }
@@ -1597,5 +1769,141 @@ mod tests {
         for col in ["updated_at", "AR_H_CHANGE_SEQ"] {
             assert_eq!(strings(&batches, col), strings(&again, col), "{col}");
         }
+    }
+
+    #[test]
+    fn faults_keep_their_rate_and_favour_re_sends() {
+        let n = 200_000u32;
+        for f in [0.0, 0.02, 0.05, 0.3, 1.0] {
+            let mut planner = Planner::new(GenSpec {
+                fault_rate: f,
+                ..spec(Dataset::Orders, u64::from(n))
+            });
+            let (mut faults, mut resends, mut faulty_resends) = (0u32, 0u32, 0u32);
+            let (mut deletes, mut key_only) = (0u32, 0u32);
+            for _ in 0..n {
+                let p = planner.next();
+                faults += u32::from(p.fault.is_some());
+                match p.op {
+                    "U" => {
+                        resends += 1;
+                        faulty_resends += u32::from(p.latest);
+                        assert_eq!(p.latest, p.fault.is_some());
+                        if let Some(fault) = p.fault {
+                            assert!(
+                                latest_faults_of(Dataset::Orders).contains(&fault),
+                                "{fault:?}"
+                            );
+                        }
+                    }
+                    "D" => {
+                        deletes += 1;
+                        key_only += u32::from(p.key_only);
+                        assert!(!p.latest);
+                    }
+                    _ => assert!(!p.latest && !p.key_only),
+                }
+            }
+            let share = |a: u32, b: u32| f64::from(a) / f64::from(b.max(1));
+            assert!(
+                (share(faults, n) - f).abs() < 0.005,
+                "{f}: {faults} faults in {n} rows"
+            );
+            let resend_rate = (RESEND_FAULT_BIAS * f).min(1.0);
+            assert!(
+                (share(faulty_resends, resends) - resend_rate).abs() < 0.02,
+                "{f}: {faulty_resends} of {resends} re-sends faulty"
+            );
+            assert!(
+                (share(key_only, deletes) - KEY_ONLY_DELETE).abs() < 0.05,
+                "{key_only} of {deletes} deletes key-only"
+            );
+        }
+    }
+
+    #[test]
+    fn deletes_with_only_their_key_and_invalid_last_versions() {
+        let rows = 20_000;
+        let batches = generated(GenSpec {
+            fault_rate: 0.05,
+            ..spec(Dataset::Orders, rows)
+        });
+        let kept = delete_columns(Dataset::Orders);
+        let optional = ["phone", "card_number", "notes"];
+        let columns: Vec<(String, Vec<bool>)> = schema(Dataset::Orders)
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), nulls(&batches, f.name())))
+            .collect();
+        let op = strings(&batches, "Op");
+        let (mut deletes, mut key_only) = (0u32, 0u32);
+        for (r, op) in op.iter().enumerate() {
+            let mut others = columns
+                .iter()
+                .filter(|(name, _)| !kept.contains(&name.as_str()));
+            for (name, null) in columns.iter().filter(|(n, _)| kept.contains(&n.as_str())) {
+                assert!(!null[r], "row {r}: {name} is null");
+            }
+            deletes += u32::from(op == "D");
+            if others.all(|(_, null)| null[r]) {
+                assert_eq!(op, "D", "row {r}: only a delete may carry only its key");
+                key_only += 1;
+            } else {
+                for (name, null) in columns
+                    .iter()
+                    .filter(|(n, _)| !kept.contains(&n.as_str()) && !optional.contains(&n.as_str()))
+                {
+                    assert!(!null[r], "row {r}: {name} is null");
+                }
+            }
+        }
+        assert!(deletes > 100, "{deletes} deletes");
+        assert!(
+            (f64::from(key_only) / f64::from(deletes) - KEY_ONLY_DELETE).abs() < 0.15,
+            "{key_only} of {deletes} deletes key-only"
+        );
+
+        // A re-send that stage 1 rejects is its key's last version (or is followed only by
+        // other rejected re-sends); no re-send has an impossible date or an orphan customer.
+        let ids = ints(&batches, "order_id");
+        let updated = strings(&batches, "updated_at");
+        let status = strings(&batches, "status");
+        let amount = floats(&batches, "total_amount");
+        let email = strings(&batches, "email");
+        let phone = strings(&batches, "phone");
+        let customer = ints(&batches, "customer_id");
+        let customers = World::for_rows(Dataset::Orders, rows).customers;
+        let rejected: Vec<bool> = (0..op.len())
+            .map(|r| {
+                op[r] == "U"
+                    && (status[r] == "on_hold"
+                        || !(0.0..=1_000_000.0).contains(&amount[r])
+                        || !is_email(&email[r])
+                        || !(phone[r].is_empty() || is_phone(&phone[r])))
+            })
+            .collect();
+        let mut versions: HashMap<i64, Vec<(i128, usize)>> = HashMap::new();
+        for (r, t) in updated.iter().enumerate() {
+            if let Some(t) = parse_datetime(t) {
+                versions.entry(ids[r]).or_default().push((t, r));
+            }
+        }
+        for (r, _) in op.iter().enumerate().filter(|(_, op)| op.as_str() == "U") {
+            let t = nanos(&updated[r]);
+            assert!(
+                customer[r] >= 1 && customer[r] as u64 <= customers,
+                "row {r}"
+            );
+            if rejected[r] {
+                for &(u, s) in &versions[&ids[r]] {
+                    assert!(
+                        s == r || u < t || rejected[s],
+                        "row {r}: a rejected re-send is followed by row {s}"
+                    );
+                }
+            }
+        }
+        let n = rejected.iter().filter(|&&x| x).count();
+        assert!(n > 200, "{n} rejected last versions");
     }
 }

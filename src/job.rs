@@ -17,9 +17,15 @@
 //!    the results in input order and splices them into the outputs, so the output does not
 //!    depend on thread timing.
 //!
-//! Every decoded row ends in one count: curated (a valid winner), quarantined (invalid, winner
-//! or not) or superseded (valid, not its key's winner). A key whose winner is invalid has no
-//! curated row: an older version is never published as current.
+//! 3. The revisit, only when some key's winner failed validation: per key the most recent
+//!    *valid* version wins, so those keys need their latest valid version. A second key pass
+//!    offers only the valid rows of those keys (the data pass recorded one bit per failed row
+//!    and the key hash of every failed winner), and a data pass over just the new winners (rows
+//!    the first data pass counted as superseded) appends them to curated.
+//!
+//! Every decoded row ends in one count: curated (its key's latest valid version), quarantined
+//! (invalid) or superseded (valid, not its key's latest valid version). A delete is checked on
+//! its dedup columns only ([`Validator`]), so a key-only delete reaches curated as a tombstone.
 //!
 //! File-level problems (unreadable footer, missing column, wrong type, schemas that cannot be
 //! reconciled) are found from the footers before any data is read. Inputs whose schemas differ
@@ -28,7 +34,8 @@
 //! check runs before the outputs are completed, so an unbalanced run publishes nothing either.
 //!
 //! Memory: the dedup index gets [`INDEX_BUDGET_SHARE`] of `--memory-limit` and spills past it;
-//! winners are kept as one bit per input row. The rest of the budget covers what is bounded by
+//! winners are kept as one bit per input row, failed rows too once a file has one, and the
+//! revisit's keys as one 8-byte hash per failed winner. The rest of the budget covers what is bounded by
 //! construction: `--read-ahead` compressed row groups fetched ahead, one row group per worker
 //! (a decoded batch and its encoded pages, closed into a row group at 1/16 of the limit, at most
 //! 32 MiB, and handed to this task as soon as it is closed), and each output's multipart parts
@@ -45,7 +52,7 @@ use std::time::Instant;
 use arrow::array::{new_null_array, ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
@@ -210,12 +217,20 @@ fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
 
 /// The job's output schema: the first input's columns, then columns that later inputs add. A
 /// column missing from some input must be nullable and not required; a column present in two
-/// inputs must have one type.
+/// inputs must have one type, except that an all-null column (Arrow type Null) takes the type of
+/// the others, or [`null_column_type`] when every input has it all-null.
 fn reconcile(contract: &Contract, inputs: &[(String, SchemaRef)]) -> Result<SchemaRef> {
     let mut fields: Vec<Field> = Vec::new();
     for (url, schema) in inputs {
         for f in schema.fields() {
             match fields.iter_mut().find(|g| g.name() == f.name()) {
+                // An all-null column (Arrow type Null) takes the type other inputs give it.
+                Some(g) if g.data_type() == &DataType::Null => {
+                    *g = f.as_ref().clone().with_nullable(true);
+                }
+                Some(g) if f.data_type() == &DataType::Null => {
+                    *g = g.clone().with_nullable(true);
+                }
                 Some(g) if g.data_type() != f.data_type() => {
                     return Err(Error::bad_input(
                         url,
@@ -237,6 +252,11 @@ fn reconcile(contract: &Contract, inputs: &[(String, SchemaRef)]) -> Result<Sche
         }
     }
     for field in &mut fields {
+        if field.data_type() == &DataType::Null {
+            *field = field
+                .clone()
+                .with_data_type(null_column_type(contract, field.name()));
+        }
         let missing: Vec<&String> = inputs
             .iter()
             .filter(|(_, s)| s.field_with_name(field.name()).is_err())
@@ -264,7 +284,19 @@ fn reconcile(contract: &Contract, inputs: &[(String, SchemaRef)]) -> Result<Sche
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// `batch` in the job's schema: columns in order, absent ones as nulls.
+/// The type an all-null input column (Arrow type Null, what pyarrow writes for a column of
+/// `None`s) is read as: its contract type, or a string when the contract does not name it.
+fn null_column_type(contract: &Contract, name: &str) -> DataType {
+    match contract.column(name).map(|c| c.ty) {
+        Some(ColumnType::Integer) => DataType::Int64,
+        Some(ColumnType::Number) => DataType::Float64,
+        Some(ColumnType::Boolean) => DataType::Boolean,
+        Some(ColumnType::String) | None => DataType::Utf8,
+    }
+}
+
+/// `batch` in the job's schema: columns in order, absent and all-null (type Null) ones as
+/// nulls of the job's type.
 fn adapt(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
@@ -274,10 +306,17 @@ fn adapt(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .fields()
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) => c.clone(),
-            None => new_null_array(f.data_type(), n),
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) if c.data_type() == &DataType::Null => Ok(new_null_array(f.data_type(), n)),
+            Some(c) => Err(Error::Internal(format!(
+                "column `{}` decoded as {}, expected {}",
+                f.name(),
+                c.data_type(),
+                f.data_type()
+            ))),
+            None => Ok(new_null_array(f.data_type(), n)),
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
@@ -383,10 +422,18 @@ fn check_interrupted(spec: &JobSpec) -> Result<()> {
     Ok(())
 }
 
+/// The rows the revisit's key pass offers: the valid rows of the keys whose winner failed.
+struct Revisit<'a> {
+    keys: &'a hashbrown::HashSet<u64>,
+    /// The file's rows that failed validation (`None`: none did).
+    invalid: Option<&'a BooleanBuffer>,
+}
+
 /// The key pass over file number `file`: decode only its dedup columns (key, event time,
 /// sequence, op), offer every owned row to the index and, in a sharded job, mark the rows this
 /// shard owns. Without a primary key, a sharded job owns rows by a hash of their position and
-/// nothing is decoded.
+/// nothing is decoded. With `revisit`, only the rows it names are offered (they are owned: a
+/// shard owns keys by the same hash).
 async fn key_pass(
     spec: &JobSpec,
     file: u32,
@@ -394,9 +441,10 @@ async fn key_pass(
     index: &mut Option<DedupIndex>,
     c: &mut Counters,
     bar: &ProgressBar,
+    revisit: Option<&Revisit<'_>>,
 ) -> Result<()> {
     let url = p.input.location.url.clone();
-    let sharded = spec.shard.count > 1;
+    let sharded = spec.shard.count > 1 && revisit.is_none();
     let mut owned = BooleanBufferBuilder::new(if sharded { p.rows as usize } else { 0 });
     let (Some(_), Some(ix)) = (&p.plan, index.as_mut()) else {
         if sharded {
@@ -441,11 +489,20 @@ async fn key_pass(
         let t = Instant::now();
         for offers in &done.offers {
             let n = offers.len();
-            let skip = sharded.then(|| {
-                let skip = BooleanBuffer::collect_bool(n, |r| !spec.shard.owns(offers.hashes()[r]));
-                owned.append_buffer(&!&skip);
-                skip
-            });
+            let first = decoded as usize;
+            let skip = if let Some(r) = revisit {
+                Some(BooleanBuffer::collect_bool(n, |i| {
+                    !r.keys.contains(&offers.hashes()[i])
+                        || r.invalid.is_some_and(|b| b.value(first + i))
+                }))
+            } else {
+                sharded.then(|| {
+                    let skip =
+                        BooleanBuffer::collect_bool(n, |r| !spec.shard.owns(offers.hashes()[r]));
+                    owned.append_buffer(&!&skip);
+                    skip
+                })
+            };
             ix.insert(offers, skip.as_ref())?;
             decoded += n as u64;
             bar.inc(n as u64);
@@ -515,6 +572,8 @@ fn key_row_group(plan: &DedupPlan, url: &str, file: u32, group: RowGroup) -> Res
 /// What a data-pass worker needs about the file its row groups come from.
 struct FileWork {
     url: String,
+    /// The file's number in the job.
+    file: usize,
     /// The job's input schema, which quarantine output extends.
     schema: SchemaRef,
     q_schema: SchemaRef,
@@ -531,6 +590,9 @@ struct FileWork {
     owned: Option<Arc<BooleanBuffer>>,
     validation: bool,
     write_quarantine: bool,
+    /// Hand curated rows to the job task as batches (the revisit's few rows, written into one
+    /// row group) instead of encoding them per input row group.
+    collect_curated: bool,
     /// Check and protect columns in parallel: the job has fewer slices than workers.
     column_parallel: bool,
 }
@@ -540,8 +602,48 @@ struct FileWork {
 #[derive(Default)]
 struct Done {
     quarantine: Vec<RecordBatch>,
+    /// Protected curated rows, when the pass collects them instead of encoding them.
+    curated: Vec<RecordBatch>,
     rows: u64,
     counters: Counters,
+    /// The file's number, and (dedup jobs) its rows that failed validation and the key hashes
+    /// of the winners among them, for the revisit.
+    file: usize,
+    invalid_rows: Vec<u64>,
+    failed_winners: Vec<u64>,
+}
+
+/// What the revisit needs from the data pass: which rows failed validation and which keys'
+/// winners were among them.
+#[derive(Default)]
+struct Failed {
+    /// Per file, one bit per row that failed validation, allocated at the file's first.
+    rows: Vec<Option<BooleanBufferBuilder>>,
+    /// Key hashes ([`Offers::hashes`]) of the winners that failed validation.
+    winner_keys: hashbrown::HashSet<u64>,
+}
+
+impl Failed {
+    fn new(files: usize) -> Self {
+        Failed {
+            rows: (0..files).map(|_| None).collect(),
+            winner_keys: hashbrown::HashSet::new(),
+        }
+    }
+
+    fn record(&mut self, done: &Done, file_rows: u64) {
+        if !done.invalid_rows.is_empty() {
+            let bits = self.rows[done.file].get_or_insert_with(|| {
+                let mut b = BooleanBufferBuilder::new(file_rows as usize);
+                b.append_n(file_rows as usize, false);
+                b
+            });
+            for &r in &done.invalid_rows {
+                bits.set_bit(r as usize, true);
+            }
+        }
+        self.winner_keys.extend(&done.failed_winners);
+    }
 }
 
 /// The data pass over one row group, on a worker thread: decode the owned rows, validate
@@ -564,7 +666,10 @@ fn work_row_group(
             .collect(),
         None => (first..first + group.rows as u64).collect(),
     };
-    let mut done = Done::default();
+    let mut done = Done {
+        file: w.file,
+        ..Done::default()
+    };
     let c = &mut done.counters;
     let mut at = 0usize;
     let mut reader = group.reader;
@@ -600,12 +705,27 @@ fn work_row_group(
         if let Some(plan) = &w.plan {
             c.tombstones += plan.tombstones(&batch, &keep)?;
         }
+        if let (Some(plan), Some(winners), Some(invalid)) = (&w.plan, &w.winners, invalid) {
+            done.invalid_rows
+                .extend(invalid.set_indices().map(|i| rows[i]));
+            let lost = BooleanBuffer::collect_bool(n, |i| {
+                invalid.value(i) && winners.value(rows[i] as usize)
+            });
+            if lost.count_set_bits() > 0 {
+                let lost_rows: Vec<u64> = lost.set_indices().map(|i| rows[i]).collect();
+                let batch = filter_record_batch(&batch, &BooleanArray::new(lost, None))?;
+                let file = u32::try_from(w.file)
+                    .map_err(|_| Error::Config("too many input objects".into()))?;
+                let offers = plan.offers(&batch, file, &lost_rows)?;
+                done.failed_winners.extend_from_slice(offers.hashes());
+            }
+        }
         c.timers.validate += t.elapsed();
 
         let t = Instant::now();
         if let (Some(invalid), true) = (invalid, w.write_quarantine) {
             let failing = filter_record_batch(&batch, &BooleanArray::new(invalid.clone(), None))?;
-            let (failing, counts) = w.q_protector.protect(&failing, w.column_parallel)?;
+            let (failing, counts) = w.q_protector.protect(&failing, &w.url, w.column_parallel)?;
             add_counts(&mut c.masked.quarantine, counts);
             done.quarantine.extend(quarantine_batch(
                 &failing,
@@ -615,15 +735,21 @@ fn work_row_group(
                 &w.q_schema,
             )?);
         }
-        let Some(enc) = encoder.as_mut() else {
+        if encoder.is_none() && !w.collect_curated {
             c.timers.protect += t.elapsed();
             continue;
-        };
+        }
         let keep = (kept < n).then(|| BooleanArray::new(keep, None));
         let curated = verdict.curated(batch, keep.as_ref(), &w.c_schema)?;
-        let (curated, counts) = w.protector.protect(&curated, w.column_parallel)?;
+        let (curated, counts) = w.protector.protect(&curated, &w.url, w.column_parallel)?;
         add_counts(&mut c.masked.curated, counts);
         c.timers.protect += t.elapsed();
+        let Some(enc) = encoder.as_mut() else {
+            if curated.num_rows() > 0 {
+                done.curated.push(curated);
+            }
+            continue;
+        };
         let t = Instant::now();
         enc.write(&curated).map_err(|source| Error::Parquet {
             object: w.url.clone(),
@@ -662,8 +788,13 @@ async fn absorb(
     done: Done,
     outputs: &mut Outputs,
     c: &mut Counters,
+    failed: &mut Option<&mut Failed>,
+    file_rows: u64,
     bar: &ProgressBar,
 ) -> Result<()> {
+    if let Some(f) = failed.as_mut() {
+        f.record(&done, file_rows);
+    }
     let d = done.counters;
     c.timers.add(&d.timers);
     for (k, v) in d.failures {
@@ -678,6 +809,11 @@ async fn absorb(
     if let Some(q) = outputs.quarantine.as_mut() {
         for batch in &done.quarantine {
             q.write(batch).await?;
+        }
+    }
+    if let Some(cur) = outputs.curated.as_mut() {
+        for batch in &done.curated {
+            cur.write(batch).await?;
         }
     }
     c.timers.write += t.elapsed();
@@ -720,17 +856,29 @@ fn trim_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
 
-/// The data pass: every owned row of every file decoded once, its row groups worked on by the
-/// rayon pool (one per thread at a time), and their results absorbed in input order.
+/// The rows a data pass decodes and keeps, per file.
+struct Selection {
+    /// Rows decoded (`None`: all).
+    decode: Option<Arc<BooleanBuffer>>,
+    /// Rows kept when valid (`None`: every valid row).
+    winners: Option<Arc<BooleanBuffer>>,
+}
+
+/// A data pass: the selected rows of every file decoded once, its row groups worked on by the
+/// rayon pool (one per thread at a time), and their results absorbed in input order. With
+/// `failed`, the rows that fail validation and the failed winners' keys are recorded there. With
+/// `collect_curated`, curated rows come back as batches and are written by this task.
 #[allow(clippy::too_many_arguments)]
 async fn data_pass(
     spec: &JobSpec,
     schemas: &Schemas,
     prepared: &[Prepared],
-    winners: Vec<Option<BooleanBuffer>>,
+    selections: &[Selection],
     protectors: &Protectors,
     outputs: &mut Outputs,
     c: &mut Counters,
+    mut failed: Option<&mut Failed>,
+    collect_curated: bool,
     bar: &ProgressBar,
 ) -> Result<()> {
     let mut inflight = InFlight::new();
@@ -738,9 +886,10 @@ async fn data_pass(
     let mut encoded: VecDeque<mpsc::UnboundedReceiver<EncodedRowGroup>> = VecDeque::new();
     let slices: usize = prepared.iter().map(|p| source::slices(&p.meta).len()).sum();
     let column_parallel = slices < inflight.workers;
-    for (p, winners) in prepared.iter().zip(winners) {
+    for (i, (p, sel)) in prepared.iter().zip(selections).enumerate() {
         let file = Arc::new(FileWork {
             url: p.input.location.url.clone(),
+            file: i,
             schema: schemas.input.clone(),
             q_schema: schemas.quarantine.clone(),
             c_schema: schemas.curated.clone(),
@@ -748,17 +897,18 @@ async fn data_pass(
             plan: p.plan.clone(),
             q_protector: protectors.quarantine.clone(),
             protector: protectors.curated.clone(),
-            winners: winners.map(Arc::new),
-            owned: p.owned.clone(),
+            winners: sel.winners.clone(),
+            owned: sel.decode.clone(),
             validation: spec.validation_enabled,
             write_quarantine: outputs.quarantine.is_some(),
+            collect_curated: collect_curated && outputs.curated.is_some(),
             column_parallel,
         });
         let mut groups = source::row_groups(
             &p.input,
             p.meta.clone(),
             spec.batch_size.get(),
-            p.owned.clone(),
+            sel.decode.clone(),
             None,
             spec.read_ahead,
         );
@@ -769,17 +919,17 @@ async fn data_pass(
                 splice(encoded.pop_front(), outputs, c).await?;
             }
             let finished = inflight.wait_for_worker().await?;
-            let encoder = outputs
-                .curated
-                .as_ref()
-                .map(ParquetSink::encoder)
-                .transpose()?;
+            let encoder = match &outputs.curated {
+                Some(sink) if !collect_curated => Some(sink.encoder()?),
+                _ => None,
+            };
             let file = file.clone();
             let (tx, rx) = mpsc::unbounded_channel();
             encoded.push_back(rx);
             inflight.start(move || work_row_group(&file, group, encoder, tx));
             if let Some(done) = finished {
-                absorb(done, outputs, c, bar).await?;
+                let rows = prepared[done.file].rows;
+                absorb(done, outputs, c, &mut failed, rows, bar).await?;
             }
         }
     }
@@ -788,9 +938,102 @@ async fn data_pass(
         let Some(done) = inflight.next(spec).await? else {
             break;
         };
-        absorb(done, outputs, c, bar).await?;
+        let rows = prepared[done.file].rows;
+        absorb(done, outputs, c, &mut failed, rows, bar).await?;
     }
     Ok(())
+}
+
+/// The revisit (step 3 of the module docs): when some keys' winners failed validation, curates
+/// each such key's latest valid version, if it has one. Returns how many keys it curated.
+#[allow(clippy::too_many_arguments)]
+async fn revisit(
+    spec: &JobSpec,
+    schemas: &Schemas,
+    prepared: &mut [Prepared],
+    winners: &[Option<Arc<BooleanBuffer>>],
+    failed: Failed,
+    protectors: &Protectors,
+    outputs: &mut Outputs,
+    c: &mut Counters,
+    bar: &ProgressBar,
+) -> Result<u64> {
+    let Some(plan) = prepared[0].plan.clone() else {
+        return Ok(0);
+    };
+    if failed.winner_keys.is_empty() {
+        return Ok(0);
+    }
+    let file_rows: Vec<u64> = prepared.iter().map(|p| p.rows).collect();
+    let total: u64 = file_rows.iter().sum();
+    bar.set_message("earlier versions");
+    bar.inc_length(total);
+    let mut index = Some(DedupIndex::new(
+        &plan,
+        total,
+        Some(SpillConfig {
+            budget: spec.memory_limit / INDEX_BUDGET_SHARE,
+            dir: spec.spill_dir.clone(),
+        }),
+    )?);
+    let invalid: Vec<Option<BooleanBuffer>> = failed
+        .rows
+        .into_iter()
+        .map(|b| b.map(|mut b| b.finish()))
+        .collect();
+    for (i, p) in prepared.iter_mut().enumerate() {
+        let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
+        let only = Revisit {
+            keys: &failed.winner_keys,
+            invalid: invalid[i].as_ref(),
+        };
+        key_pass(spec, file, p, &mut index, c, bar, Some(&only)).await?;
+    }
+    let index = index.ok_or_else(|| Error::Internal("revisit without an index".into()))?;
+    let latest_valid = tokio::task::block_in_place(|| index.finish(&file_rows))?;
+    // A key's latest valid version is new unless it was the winner (then it was curated).
+    let selections: Vec<Selection> = latest_valid
+        .rows
+        .into_iter()
+        .zip(winners)
+        .map(|(valid, winner)| {
+            let new = match winner {
+                Some(w) => &valid & &!w.as_ref(),
+                None => valid,
+            };
+            let new = Some(Arc::new(new));
+            Selection {
+                decode: new.clone(),
+                winners: new,
+            }
+        })
+        .collect();
+    let mut d = Counters::default();
+    data_pass(
+        spec,
+        schemas,
+        prepared,
+        &selections,
+        protectors,
+        outputs,
+        &mut d,
+        None,
+        true,
+        bar,
+    )
+    .await?;
+    if d.quarantined > 0 || d.curated > c.superseded {
+        return Err(Error::Internal(format!(
+            "the revisit found {} invalid rows and {} earlier versions for {} superseded rows",
+            d.quarantined, d.curated, c.superseded
+        )));
+    }
+    c.timers.add(&d.timers);
+    c.curated += d.curated;
+    c.superseded -= d.curated;
+    c.tombstones += d.tombstones;
+    c.masked.add(d.masked);
+    Ok(d.curated)
 }
 
 /// Appends the curated row groups of the oldest row group in flight as its worker encodes them,
@@ -939,13 +1182,14 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     };
     for (i, p) in prepared.iter_mut().enumerate() {
         let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
-        key_pass(spec, file, p, &mut index, &mut c, &bar).await?;
+        key_pass(spec, file, p, &mut index, &mut c, &bar, None).await?;
     }
     let t = Instant::now();
     let (winners, spilled) = match index {
         Some(ix) => {
             let w = tokio::task::block_in_place(|| ix.finish(&file_rows))?;
-            (w.rows.into_iter().map(Some).collect(), w.spilled_entries)
+            let rows: Vec<_> = w.rows.into_iter().map(|b| Some(Arc::new(b))).collect();
+            (rows, w.spilled_entries)
         }
         None => (vec![None; prepared.len()], 0),
     };
@@ -1038,6 +1282,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         rows_curated: 0,
         rows_quarantined: 0,
         duplicates_superseded: 0,
+        earlier_valid_versions: 0,
         tombstones: 0,
         dedup_spilled_entries: spilled,
         failures: Vec::new(),
@@ -1057,49 +1302,124 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     } else {
         "checking"
     });
-    let result = data_pass(
-        spec,
-        &schemas,
-        &prepared,
-        winners,
-        &protectors,
-        &mut outputs,
-        &mut c,
-        &bar,
-    )
-    .await
-    .and_then(|()| tally(&c, &outputs, &mut report));
+    let selections: Vec<Selection> = prepared
+        .iter()
+        .zip(&winners)
+        .map(|(p, w)| Selection {
+            decode: p.owned.clone(),
+            winners: w.clone(),
+        })
+        .collect();
+    let mut failed = Failed::new(prepared.len());
+    let result = async {
+        data_pass(
+            spec,
+            &schemas,
+            &prepared,
+            &selections,
+            &protectors,
+            &mut outputs,
+            &mut c,
+            Some(&mut failed),
+            false,
+            &bar,
+        )
+        .await?;
+        report.earlier_valid_versions = revisit(
+            spec,
+            &schemas,
+            &mut prepared,
+            &winners,
+            failed,
+            &protectors,
+            &mut outputs,
+            &mut c,
+            &bar,
+        )
+        .await?;
+        tally(&c, &outputs, &mut report)
+    }
+    .await;
     bar.finish_and_clear();
     if let Err(e) = result {
         outputs.abort().await;
         return Err(e);
     }
+    publish(
+        &mut outputs,
+        &mut report,
+        output.as_ref(),
+        spec,
+        started,
+        &mut c,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Publishes a run (all or nothing, as far as object storage allows): every output is sealed
+/// (footer written, every byte uploaded) before any is completed, the report is written last,
+/// and when a completion or the report fails, the outputs already completed are deleted again.
+/// A reader that waits for the report never sees a partial run; one that lists the prefix can
+/// see curated and quarantine in the moment between their completions and the report.
+async fn publish(
+    outputs: &mut Outputs,
+    report: &mut Report,
+    output: Option<&Location>,
+    spec: &JobSpec,
+    started: Instant,
+    c: &mut Counters,
+) -> Result<()> {
     let t = Instant::now();
-    if let Some(q) = outputs.quarantine.take() {
-        match q.finish().await {
-            Ok(stats) => report.quarantine = Some(stats),
-            Err(e) => {
-                outputs.abort().await;
-                return Err(e);
+    let sealed = async {
+        if let Some(q) = outputs.quarantine.as_mut() {
+            q.seal().await?;
+        }
+        if let Some(cur) = outputs.curated.as_mut() {
+            cur.seal().await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = sealed {
+        outputs.abort().await;
+        return Err(e);
+    }
+    let mut visible: Vec<Location> = Vec::new();
+    let result = async {
+        if let Some(q) = outputs.quarantine.take() {
+            let loc = q.location().clone();
+            report.quarantine = Some(q.complete().await?);
+            visible.push(loc);
+        }
+        if let Some(cur) = outputs.curated.take() {
+            let loc = cur.location().clone();
+            report.curated = Some(cur.complete().await?);
+            visible.push(loc);
+        }
+        report.bytes_out = [&report.curated, &report.quarantine]
+            .iter()
+            .filter_map(|o| o.as_ref().map(|s| s.bytes))
+            .sum();
+        c.timers.write += t.elapsed();
+        let total = started.elapsed();
+        report.durations = c.timers.to_stage_times(total);
+        report.rows_per_second = report.rows_in as f64 / total.as_secs_f64().max(1e-9);
+        match output {
+            Some(out) => write_report(&out.child(&spec.shard.report_name()), report).await,
+            None => Ok(()),
+        }
+    }
+    .await;
+    if result.is_err() {
+        outputs.abort().await;
+        for loc in &visible {
+            if let Err(e) = loc.store.delete(&loc.path).await {
+                tracing::warn!(object = %loc.url, error = %e, "removing a published output failed");
             }
         }
     }
-    if let Some(cur) = outputs.curated.take() {
-        report.curated = Some(cur.finish().await?);
-    }
-    c.timers.write += t.elapsed();
-
-    report.bytes_out = [&report.curated, &report.quarantine]
-        .iter()
-        .filter_map(|o| o.as_ref().map(|s| s.bytes))
-        .sum();
-    let total = started.elapsed();
-    report.durations = c.timers.to_stage_times(total);
-    report.rows_per_second = rows_in as f64 / total.as_secs_f64().max(1e-9);
-    if let Some(out) = &output {
-        write_report(&out.child(&spec.shard.report_name()), &report).await?;
-    }
-    Ok(report)
+    result
 }
 
 /// Moves the counts into the report and checks conservation, before any output completes.

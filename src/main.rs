@@ -710,8 +710,13 @@ async fn run_objects(
             |s| s.parse().ok().filter(|v: &f64| (0.0..=1.0).contains(v)),
         )?
         .unwrap_or(0.1);
-    for object in event::parse_event(doc, source)? {
-        let route = event::route(&object.key)?;
+    // Every record is routed before any is processed: a bad second record must not leave the
+    // first one's outputs behind a failed event.
+    let objects = event::parse_event(doc, source)?
+        .into_iter()
+        .map(|o| event::route(&o.key).map(|r| (o, r)))
+        .collect::<edp::Result<Vec<_>>>()?;
+    for (object, route) in objects {
         let span = tracing::info_span!(
             "job",
             request_id = %request_id,

@@ -126,6 +126,9 @@ pub struct Report {
     pub rows_curated: u64,
     pub rows_quarantined: u64,
     pub duplicates_superseded: u64,
+    /// Keys whose latest version failed validation and whose curated row is an earlier valid
+    /// version (counted in `rows_curated`).
+    pub earlier_valid_versions: u64,
     pub tombstones: u64,
     /// Dedup index entries written to spill files (0 when the index fit its budget).
     pub dedup_spilled_entries: u64,

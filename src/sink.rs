@@ -7,7 +7,9 @@
 //! small outputs such as quarantine.
 //!
 //! An output is invisible until [`ParquetSink::finish`] writes the footer and completes the
-//! upload (on S3 the multipart completion, on local disk the rename of the staging file). On any
+//! upload (on S3 the multipart completion, on local disk the rename of the staging file); a job
+//! with several outputs [seals](ParquetSink::seal) them all before it
+//! [completes](ParquetSink::complete) any. On any
 //! error the job calls [`ParquetSink::abort`], which aborts the upload, so a failed run leaves no
 //! partial object. Memory is bounded: an encoder's row group is closed once its buffered size
 //! passes the flush threshold ([`ROW_GROUP_FLUSH_BYTES`] at most), and the upload buffers at
@@ -288,31 +290,45 @@ impl ParquetSink {
         self.append(groups).await
     }
 
-    /// Rows written so far.
+    /// Rows written so far, including those [`ParquetSink::write`] holds in its open row group.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.rows + self.own.as_ref().map_or(0, |e| e.rows as u64)
     }
 
     /// Writes the footer and completes the upload: only now does the object become visible.
     pub async fn finish(mut self) -> Result<OutputStats> {
-        let written = async {
-            if let Some(mut enc) = self.own.take() {
-                let groups = enc.take().map_err(|e| self.err(e))?;
-                self.append(groups).await?;
-            }
-            let footer = self.file.finish().and_then(|_| {
-                self.file
-                    .flush()
-                    .map_err(|e| ParquetError::External(Box::new(e)))
-            });
-            footer.map_err(|e| self.err(e))?;
-            self.send().await
-        }
-        .await;
-        if let Err(e) = written {
-            let _ = self.upload.abort().await;
+        if let Err(e) = self.seal().await {
+            self.abort().await;
             return Err(e);
         }
+        self.complete().await
+    }
+
+    /// Where the object is written.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Writes the footer and hands every byte to the upload, leaving only its completion to
+    /// [`ParquetSink::complete`]; on failure the caller aborts the upload. A job seals all its outputs
+    /// before it completes any, so the window in which some are visible and others not is only
+    /// that of the completions.
+    pub async fn seal(&mut self) -> Result<()> {
+        if let Some(mut enc) = self.own.take() {
+            let groups = enc.take().map_err(|e| self.err(e))?;
+            self.append(groups).await?;
+        }
+        let footer = self.file.finish().and_then(|_| {
+            self.file
+                .flush()
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        });
+        footer.map_err(|e| self.err(e))?;
+        self.send().await
+    }
+
+    /// Completes a [sealed](ParquetSink::seal) upload: the object becomes visible.
+    pub async fn complete(mut self) -> Result<OutputStats> {
         // An error here comes from completing the upload, after which it cannot be aborted
         // again (object_store cleans up a failed completion itself).
         std::future::poll_fn(|cx| {

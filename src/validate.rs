@@ -13,6 +13,10 @@
 //! output stores them typed ([`curated_schema`]: `Timestamp(µs, UTC)` and `Date32`), which
 //! analysts can filter and prune on, and which costs far less to encode than the text (2M orders
 //! rows: 104 MB of date-time strings against 28 MB of int64). Quarantine keeps the text as read.
+//!
+//! A delete (`x-cdc-op` value `D`) is checked only on its dedup columns (key, event time,
+//! sequence, op): DMS writes a delete from a source without full row images as the key, the
+//! event time and the op, every other column null, and the delete must reach curated.
 
 use std::sync::Arc;
 
@@ -155,7 +159,9 @@ pub fn curated_schema(contract: &Contract, input: &Schema) -> SchemaRef {
         .map(|f| {
             let format = contract.column(f.name()).and_then(|c| c.format);
             match curated_type(format, f.data_type()) {
-                Some(dt) => f.as_ref().clone().with_data_type(dt),
+                // Nullable: a delete's other columns are not checked, so a typed value may be
+                // missing even where the input column has no nulls.
+                Some(dt) => f.as_ref().clone().with_data_type(dt).with_nullable(true),
                 None => f.as_ref().clone(),
             }
         })
@@ -191,6 +197,10 @@ fn typed_array(instants: &[Option<i128>], dt: &DataType) -> ArrayRef {
 #[derive(Debug)]
 pub struct Validator {
     columns: Vec<ColumnRules>,
+    /// Index of the `x-cdc-op` column, when the schema has one.
+    op: Option<usize>,
+    /// Names of the columns checked on deletes too: key, event time, sequence, op.
+    dedup_columns: Vec<Arc<str>>,
 }
 
 fn type_ok(spec: &ColumnSpec, dt: &DataType) -> bool {
@@ -589,7 +599,24 @@ impl Validator {
                 ));
             }
         }
-        Ok(Validator { columns })
+        let dedup_columns = contract
+            .primary_key
+            .iter()
+            .chain(&contract.event_time)
+            .chain(&contract.sequence)
+            .chain(&contract.cdc_op)
+            .map(|n| Arc::from(n.as_str()))
+            .collect();
+        let op = contract
+            .cdc_op
+            .as_ref()
+            .and_then(|n| schema.index_of(n).ok())
+            .filter(|&i| schema.field(i).data_type() == &DataType::Utf8);
+        Ok(Validator {
+            columns,
+            op,
+            dedup_columns,
+        })
     }
 
     /// Checks every row of `batch` (which must have the schema the validator was built for).
@@ -629,6 +656,9 @@ impl Validator {
             failures.extend(f);
             typed.extend(t);
         }
+        if let Some(deletes) = self.deletes(batch) {
+            self.excuse_deletes(&mut failures, &deletes);
+        }
         let invalid = failures
             .iter()
             .map(|f| f.rows.clone())
@@ -638,6 +668,31 @@ impl Validator {
             invalid,
             typed,
         })
+    }
+}
+
+impl Validator {
+    /// True where the row is a delete; `None` when there is no op column or no delete.
+    fn deletes(&self, batch: &RecordBatch) -> Option<BooleanBuffer> {
+        let ops = batch.column(self.op?).as_string_opt::<i32>()?;
+        let deletes = BooleanBuffer::collect_bool(ops.len(), |i| {
+            ops.is_valid(i) && ops.value(i).eq_ignore_ascii_case("D")
+        });
+        (deletes.count_set_bits() > 0).then_some(deletes)
+    }
+
+    /// Clears the failures of delete rows in columns other than the dedup columns, dropping
+    /// rules no row breaks any more.
+    fn excuse_deletes(&self, failures: &mut Vec<RuleFailures>, deletes: &BooleanBuffer) {
+        let kept = !deletes;
+        failures.retain_mut(|f| {
+            if self.dedup_columns.contains(&f.column) {
+                return true;
+            }
+            f.rows = &f.rows & &kept;
+            f.count = f.rows.count_set_bits();
+            f.count > 0
+        });
     }
 }
 

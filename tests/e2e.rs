@@ -1,5 +1,6 @@
 //! End-to-end tests: the `edp` binary on generated data, checked by reading the outputs back.
 
+mod cdc;
 #[path = "props/mod.rs"]
 mod props;
 mod stage2;
@@ -29,6 +30,27 @@ fn run_stage1(dir: &Path, dataset: &str, input: &Path) -> (std::path::PathBuf, S
 
 #[test]
 fn orders_end_to_end_dedup_quarantine_and_masking() {
+    use arrow::array::Array;
+
+    /// The rules of a contract date-time with `formatMinimum: 2000-01-01`.
+    fn date_time(v: Option<&str>, col: &'static str, expect: &mut Vec<(&str, &str)>) {
+        const Y2000: i128 = 946_684_800 * 1_000_000_000;
+        match v.map(edp::datetime::parse_datetime) {
+            None => expect.push((col, "required")),
+            Some(None) => expect.push((col, "format")),
+            Some(Some(t)) if t < Y2000 => expect.push((col, "formatMinimum")),
+            Some(Some(_)) => {}
+        }
+    }
+    const STATUSES: [&str; 6] = [
+        "pending",
+        "paid",
+        "shipped",
+        "delivered",
+        "cancelled",
+        "refunded",
+    ];
+
     let dir = TempDir::new().unwrap();
     let raw_path = generate(dir.path(), "orders", 6000, 7, 0.05);
     let (out, stderr) = run_stage1(dir.path(), "orders", &raw_path);
@@ -53,33 +75,90 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
         "generator re-sends ~10% of keys"
     );
 
-    // Quarantine: every injected fault is there with the rule it broke.
+    // Validity, computed here from the contract's rules: a delete is checked only on its key
+    // (order_id, always >= 1 here), event time and op; every other row on every rule.
     let q_rows: Vec<u64> = uints(&quarantine, "_edp_row");
     let q_errors = quarantine_errors(&quarantine);
     let q_by_row: HashMap<u64, &Vec<(String, String)>> =
         q_rows.iter().copied().zip(q_errors.iter()).collect();
+    let raw_ops = strings(&raw, "Op");
+    let customer = ints(&raw, "customer_id");
     let status = strings(&raw, "status");
     let amount = floats(&raw, "total_amount");
-    let updated = strings(&raw, "updated_at");
+    let currency = strings(&raw, "currency");
     let email = strings(&raw, "email");
+    let phone = strings(&raw, "phone");
+    let notes = strings(&raw, "notes");
+    let country = strings(&raw, "shipping_country");
+    let created = strings(&raw, "created_at");
+    let updated = strings(&raw, "updated_at");
+    let time = |r: usize| {
+        updated[r]
+            .as_deref()
+            .and_then(edp::datetime::parse_datetime)
+    };
+    let is_delete = |r: usize| {
+        raw_ops[r]
+            .as_deref()
+            .is_some_and(|op| op.eq_ignore_ascii_case("D"))
+    };
+    let upper = |s: &Option<String>, n: usize| {
+        s.as_deref()
+            .is_some_and(|s| s.len() == n && s.bytes().all(|b| b.is_ascii_uppercase()))
+    };
+    let mut valid = vec![false; raw.num_rows()];
     let mut seen_faults = 0;
     for r in 0..raw.num_rows() {
-        let mut expect = Vec::new();
-        if status[r].as_deref() == Some("on_hold") {
-            expect.push(("status", "enum"));
+        let mut expect: Vec<(&str, &str)> = Vec::new();
+        date_time(updated[r].as_deref(), "updated_at", &mut expect);
+        let mut other: Vec<(&str, &str)> = Vec::new();
+        match status[r].as_deref() {
+            None => other.push(("status", "required")),
+            Some(s) if !STATUSES.contains(&s) => other.push(("status", "enum")),
+            _ => {}
         }
-        if amount[r] < 0.0 {
-            expect.push(("total_amount", "minimum"));
+        if raw.column_by_name("customer_id").unwrap().is_null(r) {
+            other.push(("customer_id", "required"));
+        } else if customer[r] < 1 {
+            other.push(("customer_id", "minimum"));
         }
-        if amount[r] > 1_000_000.0 {
-            expect.push(("total_amount", "maximum"));
+        if raw.column_by_name("total_amount").unwrap().is_null(r) {
+            other.push(("total_amount", "required"));
+        } else if amount[r] < 0.0 {
+            other.push(("total_amount", "minimum"));
+        } else if amount[r] > 1_000_000.0 {
+            other.push(("total_amount", "maximum"));
         }
-        if edp::datetime::parse_datetime(updated[r].as_deref().unwrap()).is_none() {
-            expect.push(("updated_at", "format"));
+        match &currency[r] {
+            None => other.push(("currency", "required")),
+            c if !upper(c, 3) => other.push(("currency", "pattern")),
+            _ => {}
         }
-        if !edp::datetime::is_email(email[r].as_deref().unwrap()) {
-            expect.push(("email", "format"));
+        match email[r].as_deref() {
+            None => other.push(("email", "required")),
+            Some(e) if !edp::datetime::is_email(e) => other.push(("email", "format")),
+            _ => {}
         }
+        if phone[r]
+            .as_deref()
+            .is_some_and(|p| !edp::datetime::is_phone(p))
+        {
+            other.push(("phone", "format"));
+        }
+        if notes[r]
+            .as_deref()
+            .is_some_and(|n| n.chars().count() > 2000)
+        {
+            other.push(("notes", "maxLength"));
+        }
+        if country[r].is_some() && !upper(&country[r], 2) {
+            other.push(("shipping_country", "pattern"));
+        }
+        date_time(created[r].as_deref(), "created_at", &mut other);
+        if !is_delete(r) {
+            expect.extend(other);
+        }
+        valid[r] = expect.is_empty();
         for (col, rule) in expect {
             seen_faults += 1;
             let errs = q_by_row
@@ -92,36 +171,77 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
         }
     }
     assert!(seen_faults > 50, "only {seen_faults} faults injected");
+    // Quarantine holds exactly the invalid rows: a delete whose other columns are null (or
+    // faulty) is not among them.
+    let quarantined: HashSet<u64> = q_rows.iter().copied().collect();
+    assert_eq!(quarantined.len(), q_rows.len(), "a row quarantined twice");
+    for (r, &v) in valid.iter().enumerate() {
+        assert_eq!(
+            quarantined.contains(&(r as u64)),
+            !v,
+            "raw row {r} ({:?}): valid {v}",
+            raw_ops[r]
+        );
+    }
+    let key_only_deletes = (0..raw.num_rows())
+        .filter(|&r| is_delete(r) && status[r].is_none() && email[r].is_none())
+        .count();
+    assert!(
+        key_only_deletes > 10,
+        "{key_only_deletes} deletes carry only their key"
+    );
     let sources = strings(&quarantine, "_edp_source");
     assert!(sources.iter().all(|s| s
         .as_deref()
         .unwrap()
         .ends_with("20250116-000000000.parquet")));
 
-    // Dedup: the latest version of each key wins (an unparseable event time loses to any
-    // other, ties go to the later row); curated holds exactly the winners that are valid, so a
-    // key whose latest version is invalid has no curated row.
+    // Dedup: per key the most recent valid version wins, the greatest (event time, row) among
+    // the key's valid rows; a key without a valid row has no curated row. The latest version
+    // of a key (among all its rows, an unparseable event time losing to any other) may be
+    // invalid: then an earlier valid version is curated.
     let keys = ints(&raw, "order_id");
-    let quarantined: HashSet<u64> = q_rows.iter().copied().collect();
-    let mut winners: HashMap<i64, (Option<i128>, usize)> = HashMap::new();
-    for r in 0..raw.num_rows() {
-        let t = edp::datetime::parse_datetime(updated[r].as_deref().unwrap());
-        let e = winners.entry(keys[r]).or_insert((t, r));
-        if (t, r) >= *e {
-            *e = (t, r);
+    let mut latest: HashMap<i64, (Option<i128>, usize)> = HashMap::new();
+    let mut latest_valid: HashMap<i64, (i128, usize)> = HashMap::new();
+    for (r, &k) in keys.iter().enumerate() {
+        let rank = (time(r), r);
+        let e = latest.entry(k).or_insert(rank);
+        if rank >= *e {
+            *e = rank;
+        }
+        if valid[r] {
+            let rank = (time(r).unwrap(), r);
+            let e = latest_valid.entry(k).or_insert(rank);
+            if rank >= *e {
+                *e = rank;
+            }
         }
     }
-    let latest: HashMap<i64, usize> = winners
-        .into_iter()
-        .map(|(k, (_, r))| (k, r))
-        .filter(|(_, r)| !quarantined.contains(&(*r as u64)))
+    assert!(
+        latest_valid.len() < latest.len(),
+        "some keys have no valid version"
+    );
+    let earlier: HashSet<i64> = latest_valid
+        .iter()
+        .filter(|(k, (_, r))| latest[*k].1 != *r)
+        .map(|(k, _)| *k)
         .collect();
     assert!(
-        latest.len() < keys.iter().collect::<HashSet<_>>().len(),
-        "some keys' latest version is invalid"
+        earlier.len() > 10,
+        "only {} keys' latest version is invalid after a valid one",
+        earlier.len()
+    );
+    assert_eq!(
+        rep["earlier_valid_versions"].as_u64().unwrap(),
+        earlier.len() as u64
+    );
+    let valid_rows = valid.iter().filter(|&&v| v).count();
+    assert_eq!(
+        rep["duplicates_superseded"].as_u64().unwrap(),
+        (valid_rows - latest_valid.len()) as u64
     );
     let cur_keys = ints(&curated, "order_id");
-    assert_eq!(cur_keys.len(), latest.len());
+    assert_eq!(cur_keys.len(), latest_valid.len());
     assert_eq!(
         cur_keys.iter().copied().collect::<HashSet<_>>().len(),
         cur_keys.len(),
@@ -129,10 +249,7 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
     );
     // Date-times are typed in curated output, as read in quarantine.
     let cur_updated = micros(&curated, "updated_at");
-    assert_eq!(
-        micros(&curated, "created_at").iter().flatten().count(),
-        curated.num_rows()
-    );
+    let cur_created = micros(&curated, "created_at");
     assert_eq!(
         quarantine
             .schema()
@@ -144,18 +261,51 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
     let cur_ops = strings(&curated, "Op");
     let cur_cards = strings(&curated, "card_number");
     let cur_email = strings(&curated, "email");
-    let raw_ops = strings(&raw, "Op");
     let raw_cards = strings(&raw, "card_number");
-    let mut tombstones = 0;
+    // The columns a key-only delete leaves null.
+    let others = [
+        "customer_id",
+        "status",
+        "total_amount",
+        "currency",
+        "email",
+        "phone",
+        "card_number",
+        "notes",
+        "shipping_country",
+        "created_at",
+    ];
+    let (mut tombstones, mut key_only_tombstones, mut earlier_seen) = (0, 0, 0);
     for (i, k) in cur_keys.iter().enumerate() {
-        let r = latest[k];
+        let r = latest_valid[k].1;
         assert_eq!(
             cur_updated[i],
             parse_micros(updated[r].as_deref().unwrap()),
-            "order {k}: not the latest version"
+            "order {k}: not the latest valid version"
+        );
+        assert_eq!(
+            cur_created[i],
+            created[r].as_deref().and_then(parse_micros),
+            "order {k}"
         );
         assert_eq!(cur_ops[i], raw_ops[r]);
-        tombstones += usize::from(cur_ops[i].as_deref() == Some("D"));
+        earlier_seen += usize::from(earlier.contains(k));
+        if cur_ops[i].as_deref() == Some("D") {
+            tombstones += 1;
+            let raw_nulls = others
+                .iter()
+                .filter(|&&c| raw.column_by_name(c).unwrap().is_null(r))
+                .count();
+            if raw_nulls == others.len() {
+                key_only_tombstones += 1;
+                for c in others {
+                    assert!(
+                        curated.column_by_name(c).unwrap().is_null(i),
+                        "order {k}: key-only tombstone with {c}"
+                    );
+                }
+            }
+        }
         // PAN column masked to its last four digits, separators kept.
         assert_eq!(
             cur_cards[i].clone(),
@@ -164,17 +314,20 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
         if let Some(c) = &cur_cards[i] {
             assert_eq!(c.chars().filter(char::is_ascii_digit).count(), 4, "{c}");
         }
-        // PII hashed: 64 letters a-p, stable for equal inputs.
-        let token = cur_email[i].as_deref().unwrap();
+        // PII hashed: 64 letters a-p, stable for equal inputs; a null stays null.
         assert_eq!(
-            token,
-            edp::protect::hash_pii(
-                b"edp-development-key-not-for-production",
-                email[r].as_deref().unwrap()
-            )
+            cur_email[i],
+            email[r]
+                .as_deref()
+                .map(|e| edp::protect::hash_pii(b"edp-development-key-not-for-production", e))
         );
     }
+    assert_eq!(earlier_seen, earlier.len());
     assert!(tombstones > 10);
+    assert!(
+        key_only_tombstones > 0,
+        "no curated tombstone comes from a key-only delete"
+    );
     assert_eq!(rep["tombstones"].as_u64().unwrap(), tombstones as u64);
 
     // Card numbers in free text are masked everywhere, including quarantine.
@@ -219,15 +372,25 @@ fn every_dataset_runs_and_balances() {
             curated.num_rows() as u64
         );
         assert!(quarantine.num_rows() > 10, "{dataset}: faults quarantined");
+        // Some keys' latest version is a faulty re-send: an earlier version is curated.
+        assert!(
+            rep["earlier_valid_versions"].as_u64().unwrap() > 0,
+            "{dataset}: {rep}"
+        );
         assert_no_pans(&curated, dataset);
         assert_no_pans(&quarantine, dataset);
+        // A delete is checked only on its key, event time and sequence: a tombstone's other
+        // columns may be null (a key-only delete) or anything.
+        let ops = strings(&curated, "Op");
+        let live = |i: usize| ops[i].as_deref() != Some("D");
         if dataset == "inventory" {
             // Composite key: (product_id, warehouse_id) unique in curated.
             let p = ints(&curated, "product_id");
             let w = ints(&curated, "warehouse_id");
             let pairs: HashSet<(i64, i64)> = p.iter().copied().zip(w.iter().copied()).collect();
             assert_eq!(pairs.len(), curated.num_rows());
-            assert!(ints(&curated, "quantity_on_hand").iter().all(|&q| q >= 0));
+            let q = ints(&curated, "quantity_on_hand");
+            assert!((0..q.len()).filter(|&i| live(i)).all(|i| q[i] >= 0));
         }
         if dataset == "payments" {
             let ids = strings(&curated, "payment_id");
@@ -241,7 +404,8 @@ fn every_dataset_runs_and_balances() {
         if dataset == "customers" {
             assert!(strings(&curated, "street")
                 .iter()
-                .all(|s| s.as_deref() == Some("REDACTED")));
+                .enumerate()
+                .all(|(i, s)| s.as_deref() == Some("REDACTED") || (s.is_none() && !live(i))));
         }
     }
 }
@@ -633,7 +797,6 @@ fn a_large_row_group_is_read_in_slices_with_the_same_result() {
     );
     assert!(ca.num_rows() > 250_000);
     assert_eq!(sorted_rows(&ca, "order_id"), sorted_rows(&cb, "order_id"));
-    // Slices of 131,072 rows: the output has one row group per slice.
     let groups = |p: &Path| {
         parquet::file::reader::FileReader::metadata(
             &parquet::file::reader::SerializedFileReader::new(std::fs::File::open(p).unwrap())
@@ -641,11 +804,15 @@ fn a_large_row_group_is_read_in_slices_with_the_same_result() {
         )
         .num_row_groups()
     };
-    assert_eq!(groups(&b.join("part-00000.parquet")), 3);
+    // Slices of 131,072 rows: one row group per slice, then one for the keys whose latest
+    // version was invalid (the revisit's rows, written together).
+    assert!(report(&b)["earlier_valid_versions"].as_u64().unwrap() > 0);
+    assert_eq!(groups(&b.join("part-00000.parquet")), 4);
     for key in [
         "rows_in",
         "rows_quarantined",
         "duplicates_superseded",
+        "earlier_valid_versions",
         "tombstones",
     ] {
         assert_eq!(report(&a)[key], report(&b)[key], "{key}");
@@ -1058,6 +1225,30 @@ fn run_event_routes_decodes_and_is_idempotent() {
         stderr(&o).contains("`..` segments are rejected"),
         "{}",
         stderr(&o)
+    );
+
+    // A notification whose second record is bad processes none of its records.
+    let good = "ecommerce/orders-raw/year=2025/month=01/day=17/second.parquet";
+    s3.generate_orders(100, &format!("s3://raw-ev/{good}"), 9, 0.0);
+    let record = |key: &str| {
+        format!(
+            r#"{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"raw-ev"}},"object":{{"key":"{key}"}}}}}}"#
+        )
+    };
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"Records":[{},{}]}}"#,
+            record(good),
+            record("ecommerce/orders-raw/..%2F..%2Fetc/x.parquet")
+        ),
+    )
+    .unwrap();
+    let o = edp_env(&["run", path.to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        !s3.list("cur-ev").iter().any(|(k, _)| k.contains("day=17")),
+        "the first record was processed"
     );
 }
 
