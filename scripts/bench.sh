@@ -21,7 +21,9 @@ cd "$(dirname "$0")/.."
 rows_list=("$@")
 [ ${#rows_list[@]} -eq 0 ] && rows_list=(2000000)
 
-cargo build --release --locked --bin edp >&2
+# All targets: a build of the binary alone resolves features without the dev-dependencies and
+# would compile arrow, parquet and DataFusion a second time.
+cargo build --release --locked --all-targets >&2
 edp=target/release/edp
 work=${BENCH_DIR:-$(mktemp -d)}
 [ -z "${BENCH_DIR:-}" ] && trap 'rm -rf "$work"' EXIT
