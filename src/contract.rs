@@ -255,6 +255,13 @@ impl Contract {
     pub fn from_json_str(file: &str, text: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::contract(file, "", format!("not valid JSON: {e}")))?;
+        if let Some(pointer) = duplicate_key(text) {
+            return Err(Error::contract(
+                file,
+                &pointer,
+                "declared twice in one object (JSON parsers keep only one of them)",
+            ));
+        }
         Parser { file }.contract(&value)
     }
 
@@ -266,6 +273,85 @@ impl Contract {
 
 struct Parser<'a> {
     file: &'a str,
+}
+
+/// The JSON pointer of the first key that an object of `text` (valid JSON) declares twice:
+/// `serde_json` keeps the last one silently, so a property declared twice would lose its first
+/// rules without a word.
+fn duplicate_key(text: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// Walks a value at `pointer`, recording the first duplicate key in `found`.
+    struct Walk<'a> {
+        found: &'a mut Option<String>,
+        pointer: String,
+    }
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            let mut i = 0usize;
+            loop {
+                let item = Walk {
+                    found: &mut *self.found,
+                    pointer: format!("{}/{i}", self.pointer),
+                };
+                if seq.next_element_seed(item)?.is_none() {
+                    return Ok(());
+                }
+                i += 1;
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let pointer = format!("{}/{}", self.pointer, escape_pointer(&key));
+                if !seen.insert(key) && self.found.is_none() {
+                    *self.found = Some(pointer.clone());
+                }
+                map.next_value_seed(Walk {
+                    found: &mut *self.found,
+                    pointer,
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut found = None;
+    let walk = Walk {
+        found: &mut found,
+        pointer: String::new(),
+    };
+    // The text already parsed as JSON; a failure here leaves `found` as far as it got.
+    let _ = walk.deserialize(&mut serde_json::Deserializer::from_str(text));
+    found
 }
 
 fn escape_pointer(s: &str) -> String {
@@ -755,6 +841,23 @@ mod tests {
         Contract::from_json_str("c.json", text)
             .unwrap_err()
             .to_string()
+    }
+
+    /// Regression (issue 11, item 8): a property declared twice was silently last-wins.
+    #[test]
+    fn a_key_declared_twice_is_an_error_at_its_pointer() {
+        let e = err(
+            r#"{"title":"t","properties":{"id":{"type":"integer"},"a/b":{"type":"string"},"a/b":{"type":"integer"}}}"#,
+        );
+        assert!(
+            e.contains("/properties/a~1b") && e.contains("declared twice"),
+            "{e}"
+        );
+        let e =
+            err(r#"{"title":"t","properties":{"id":{"type":"integer","minimum":1,"minimum":2}}}"#);
+        assert!(e.contains("/properties/id/minimum"), "{e}");
+        let e = err(r#"{"title":"t","required":[{"x":1,"x":2}],"properties":{}}"#);
+        assert!(e.contains("/required/0/x"), "{e}");
     }
 
     const BASE: &str = r#"{"title":"t","required":["id"],"properties":{"id":{"type":"integer"},COL},"x-primary-key":["id"]}"#;

@@ -1,7 +1,8 @@
 //! The stage 1 job: raw objects → curated and quarantine Parquet plus a run report.
 //!
-//! Two passes keep memory independent of the data volume, and each decodes a row in full once.
-//! Both work on [`source::slices`]: row groups, large ones cut into row ranges when the file's
+//! Streaming passes keep memory independent of the data volume; the key and data passes decode
+//! each row in full once, and the revisit (only when needed) decodes again just the rows it
+//! picks. They work on [`source::slices`]: row groups, large ones cut into row ranges when the file's
 //! offset index allows fetching only a range's pages. "Row group" below means such a slice.
 //!
 //! 1. The key pass fetches and decodes only the dedup columns (key, event time, sequence, op).
@@ -35,7 +36,8 @@
 //!
 //! Memory: the dedup index gets [`INDEX_BUDGET_SHARE`] of `--memory-limit` and spills past it;
 //! winners are kept as one bit per input row, failed rows too once a file has one, and the
-//! revisit's keys as one 8-byte hash per failed winner. The rest of the budget covers what is bounded by
+//! revisit's keys as one hash per failed winner (~16 bytes) up to the index's share, past which
+//! the revisit offers every valid row instead (the index spills). The rest of the budget covers what is bounded by
 //! construction: `--read-ahead` compressed row groups fetched ahead, one row group per worker
 //! (a decoded batch and its encoded pages, closed into a row group at 1/16 of the limit, at most
 //! 32 MiB, and handed to this task as soon as it is closed), and each output's multipart parts
@@ -424,7 +426,8 @@ fn check_interrupted(spec: &JobSpec) -> Result<()> {
 
 /// The rows the revisit's key pass offers: the valid rows of the keys whose winner failed.
 struct Revisit<'a> {
-    keys: &'a hashbrown::HashSet<u64>,
+    /// The keys (`None`: too many to hold; every key's valid rows are offered).
+    keys: Option<&'a hashbrown::HashSet<u64>>,
     /// The file's rows that failed validation (`None`: none did).
     invalid: Option<&'a BooleanBuffer>,
 }
@@ -492,7 +495,7 @@ async fn key_pass(
             let first = decoded as usize;
             let skip = if let Some(r) = revisit {
                 Some(BooleanBuffer::collect_bool(n, |i| {
-                    !r.keys.contains(&offers.hashes()[i])
+                    r.keys.is_some_and(|k| !k.contains(&offers.hashes()[i]))
                         || r.invalid.is_some_and(|b| b.value(first + i))
                 }))
             } else {
@@ -590,8 +593,8 @@ struct FileWork {
     owned: Option<Arc<BooleanBuffer>>,
     validation: bool,
     write_quarantine: bool,
-    /// Hand curated rows to the job task as batches (the revisit's few rows, written into one
-    /// row group) instead of encoding them per input row group.
+    /// Hand curated rows to the job task as batches (the revisit's few rows, written together
+    /// in row groups closed at the flush size) instead of encoding them per input row group.
     collect_curated: bool,
     /// Check and protect columns in parallel: the job has fewer slices than workers.
     column_parallel: bool,
@@ -619,15 +622,22 @@ struct Done {
 struct Failed {
     /// Per file, one bit per row that failed validation, allocated at the file's first.
     rows: Vec<Option<BooleanBufferBuilder>>,
-    /// Key hashes ([`Offers::hashes`]) of the winners that failed validation.
-    winner_keys: hashbrown::HashSet<u64>,
+    /// Key hashes ([`Offers::hashes`]) of the winners that failed validation; `None` once
+    /// there were more than `max_keys` (the revisit then offers every valid row).
+    winner_keys: Option<hashbrown::HashSet<u64>>,
+    max_keys: usize,
+    /// Whether any winner failed.
+    any: bool,
 }
 
 impl Failed {
-    fn new(files: usize) -> Self {
+    /// Room for the key hashes of `memory_limit` / [`INDEX_BUDGET_SHARE`] (~16 bytes each).
+    fn new(files: usize, memory_limit: usize) -> Self {
         Failed {
             rows: (0..files).map(|_| None).collect(),
-            winner_keys: hashbrown::HashSet::new(),
+            winner_keys: Some(hashbrown::HashSet::new()),
+            max_keys: memory_limit / INDEX_BUDGET_SHARE / 16,
+            any: false,
         }
     }
 
@@ -642,7 +652,13 @@ impl Failed {
                 bits.set_bit(r as usize, true);
             }
         }
-        self.winner_keys.extend(&done.failed_winners);
+        self.any |= !done.failed_winners.is_empty();
+        if let Some(keys) = &mut self.winner_keys {
+            keys.extend(&done.failed_winners);
+            if keys.len() > self.max_keys {
+                self.winner_keys = None;
+            }
+        }
     }
 }
 
@@ -945,7 +961,8 @@ async fn data_pass(
 }
 
 /// The revisit (step 3 of the module docs): when some keys' winners failed validation, curates
-/// each such key's latest valid version, if it has one. Returns how many keys it curated.
+/// each such key's latest valid version, if it has one. Returns how many keys it curated and
+/// how many index entries it spilled.
 #[allow(clippy::too_many_arguments)]
 async fn revisit(
     spec: &JobSpec,
@@ -957,12 +974,12 @@ async fn revisit(
     outputs: &mut Outputs,
     c: &mut Counters,
     bar: &ProgressBar,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let Some(plan) = prepared[0].plan.clone() else {
-        return Ok(0);
+        return Ok((0, 0));
     };
-    if failed.winner_keys.is_empty() {
-        return Ok(0);
+    if !failed.any {
+        return Ok((0, 0));
     }
     let file_rows: Vec<u64> = prepared.iter().map(|p| p.rows).collect();
     let total: u64 = file_rows.iter().sum();
@@ -984,7 +1001,7 @@ async fn revisit(
     for (i, p) in prepared.iter_mut().enumerate() {
         let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
         let only = Revisit {
-            keys: &failed.winner_keys,
+            keys: failed.winner_keys.as_ref(),
             invalid: invalid[i].as_ref(),
         };
         key_pass(spec, file, p, &mut index, c, bar, Some(&only)).await?;
@@ -1008,6 +1025,12 @@ async fn revisit(
             }
         })
         .collect();
+    let picked: u64 = selections
+        .iter()
+        .filter_map(|s| s.decode.as_ref())
+        .map(|b| b.count_set_bits() as u64)
+        .sum();
+    bar.inc_length(picked);
     let mut d = Counters::default();
     data_pass(
         spec,
@@ -1033,7 +1056,7 @@ async fn revisit(
     c.superseded -= d.curated;
     c.tombstones += d.tombstones;
     c.masked.add(d.masked);
-    Ok(d.curated)
+    Ok((d.curated, latest_valid.spilled_entries))
 }
 
 /// Appends the curated row groups of the oldest row group in flight as its worker encodes them,
@@ -1310,7 +1333,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
             winners: w.clone(),
         })
         .collect();
-    let mut failed = Failed::new(prepared.len());
+    let mut failed = Failed::new(prepared.len(), spec.memory_limit);
     let result = async {
         data_pass(
             spec,
@@ -1325,7 +1348,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
             &bar,
         )
         .await?;
-        report.earlier_valid_versions = revisit(
+        let (earlier, spilled) = revisit(
             spec,
             &schemas,
             &mut prepared,
@@ -1337,6 +1360,8 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
             &bar,
         )
         .await?;
+        report.earlier_valid_versions = earlier;
+        report.dedup_spilled_entries += spilled;
         tally(&c, &outputs, &mut report)
     }
     .await;
@@ -1358,10 +1383,11 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
 }
 
 /// Publishes a run (all or nothing, as far as object storage allows): every output is sealed
-/// (footer written, every byte uploaded) before any is completed, the report is written last,
-/// and when a completion or the report fails, the outputs already completed are deleted again.
-/// A reader that waits for the report never sees a partial run; one that lists the prefix can
-/// see curated and quarantine in the moment between their completions and the report.
+/// (footer written, every byte handed to its upload) before any is completed; an earlier run's
+/// report at the same key is deleted before the first completion, and the new one written last;
+/// when a completion or the report fails, the outputs already completed are deleted again. A
+/// reader that waits for the report never sees a partial run; one that lists the prefix can see
+/// curated and quarantine in the moment between their completions and the report.
 async fn publish(
     outputs: &mut Outputs,
     report: &mut Report,
@@ -1386,7 +1412,14 @@ async fn publish(
         return Err(e);
     }
     let mut visible: Vec<Location> = Vec::new();
+    let report_at = output.map(|out| out.child(&spec.shard.report_name()));
     let result = async {
+        if let Some(at) = &report_at {
+            match at.store.delete(&at.path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_error(&at.url, e)),
+            }
+        }
         if let Some(q) = outputs.quarantine.take() {
             let loc = q.location().clone();
             report.quarantine = Some(q.complete().await?);
@@ -1405,8 +1438,8 @@ async fn publish(
         let total = started.elapsed();
         report.durations = c.timers.to_stage_times(total);
         report.rows_per_second = report.rows_in as f64 / total.as_secs_f64().max(1e-9);
-        match output {
-            Some(out) => write_report(&out.child(&spec.shard.report_name()), report).await,
+        match &report_at {
+            Some(at) => write_report(at, report).await,
             None => Ok(()),
         }
     }

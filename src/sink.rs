@@ -309,10 +309,11 @@ impl ParquetSink {
         &self.location
     }
 
-    /// Writes the footer and hands every byte to the upload, leaving only its completion to
-    /// [`ParquetSink::complete`]; on failure the caller aborts the upload. A job seals all its outputs
-    /// before it completes any, so the window in which some are visible and others not is only
-    /// that of the completions.
+    /// Writes the footer and hands every byte to the upload, leaving its completion to
+    /// [`ParquetSink::complete`]; on failure the caller aborts the upload. The upload still holds
+    /// its last part (the whole object when it is under one part) and sends it on completion.
+    /// A job seals all its outputs before it completes any, so encoding failures never leave one
+    /// visible; a storage failure at completion is rolled back by the job.
     pub async fn seal(&mut self) -> Result<()> {
         if let Some(mut enc) = self.own.take() {
             let groups = enc.take().map_err(|e| self.err(e))?;
@@ -329,8 +330,9 @@ impl ParquetSink {
 
     /// Completes a [sealed](ParquetSink::seal) upload: the object becomes visible.
     pub async fn complete(mut self) -> Result<OutputStats> {
-        // An error here comes from completing the upload, after which it cannot be aborted
-        // again (object_store cleans up a failed completion itself).
+        // An error here comes from sending the last parts or completing the upload, after which
+        // it cannot be aborted again: a failed part can leave an incomplete multipart upload,
+        // which the bucket's AbortIncompleteMultipartUpload lifecycle rule removes.
         std::future::poll_fn(|cx| {
             tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.upload), cx)
         })

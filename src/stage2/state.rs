@@ -85,6 +85,13 @@ pub(crate) fn union_schema(
                         ),
                     ))
                 }
+                // A column nullable in any object is nullable in the union (curated typed
+                // date-times became nullable when deletes stopped being checked on them).
+                Some(_) if f.is_nullable() => {
+                    if let Some(g) = fields.iter_mut().find(|g| g.name() == f.name()) {
+                        g.set_nullable(true);
+                    }
+                }
                 Some(_) => {}
                 None => fields.push(f.as_ref().clone()),
             }

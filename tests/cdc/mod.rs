@@ -399,6 +399,17 @@ fn a_run_that_cannot_publish_everything_publishes_nothing() {
     assert!(!out.join("_quarantine/part-00000.parquet").exists());
     assert!(!out.join("_edp_report.json").exists());
 
+    // A failed rerun leaves no report of the run before it beside its own parts.
+    let out = dir.path().join("c");
+    ok(edp(&args(&stage1(&raw, &out, &contract))));
+    assert!(out.join("_edp_report.json").exists());
+    std::fs::remove_file(out.join("part-00000.parquet")).unwrap();
+    std::fs::create_dir_all(out.join("part-00000.parquet/blocker")).unwrap();
+    let o = edp(&args(&stage1(&raw, &out, &contract)));
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(!out.join("_edp_report.json").exists());
+    assert!(!out.join("_quarantine/part-00000.parquet").exists());
+
     // The report cannot be written: neither part stays visible.
     let out = dir.path().join("b");
     std::fs::create_dir_all(out.join("_edp_report.json/blocker")).unwrap();
