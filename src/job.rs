@@ -57,7 +57,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader};
 use parquet::arrow::ProjectionMask;
 use tokio::sync::{mpsc, oneshot};
 
@@ -542,6 +542,15 @@ fn set_owned(p: &mut Prepared, owned: BooleanBuffer) {
     p.owned = Some(Arc::new(owned));
 }
 
+/// The next batch of a row group of `url`. The Parquet decoder panics on some corrupt pages
+/// (a length past the end of a buffer); that is bad input like any other corrupt data.
+fn decode_next(reader: &mut ParquetRecordBatchReader, url: &str) -> Result<Option<RecordBatch>> {
+    crate::catch_quietly(|| reader.next())
+        .ok_or_else(|| decode_error(url, "the decoder failed on a corrupt page"))?
+        .transpose()
+        .map_err(|e| decode_error(url, e))
+}
+
 /// What the key pass gets from one row group: the offers of its batches.
 struct KeyOffers {
     offers: Vec<Offers>,
@@ -559,8 +568,9 @@ fn key_row_group(plan: &DedupPlan, url: &str, file: u32, group: RowGroup) -> Res
     let mut reader = group.reader;
     loop {
         let t = Instant::now();
-        let Some(batch) = reader.next() else { break };
-        let batch = batch.map_err(|e| decode_error(url, e))?;
+        let Some(batch) = decode_next(&mut reader, url)? else {
+            break;
+        };
         done.timers.decode += t.elapsed();
         let t = Instant::now();
         let n = batch.num_rows() as u64;
@@ -691,8 +701,10 @@ fn work_row_group(
     let mut reader = group.reader;
     loop {
         let t = Instant::now();
-        let Some(batch) = reader.next() else { break };
-        let batch = adapt(batch.map_err(|e| decode_error(&w.url, e))?, &w.schema)?;
+        let Some(batch) = decode_next(&mut reader, &w.url)? else {
+            break;
+        };
+        let batch = adapt(batch, &w.schema)?;
         c.timers.decode += t.elapsed();
         let n = batch.num_rows();
         let rows = numbers

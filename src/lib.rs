@@ -37,6 +37,34 @@ pub mod validate;
 
 pub use error::{Error, Result};
 
+thread_local! {
+    /// Set while [`catch_quietly`] runs on this thread: the hook of [`install_panic_hook`] then
+    /// prints nothing.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, returning `None` when it panics, without the panic hook's message. For decoders of
+/// untrusted bytes in other crates that panic on some malformed input (arrow-ipc's schema
+/// decoder reaches `unimplemented!` on an unknown type tag), so that the caller reports bad
+/// input instead of a crash.
+pub fn catch_quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+    QUIET_PANICS.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(false));
+    result.ok()
+}
+
+/// Installs a panic hook that stays silent inside [`catch_quietly`] and otherwise prints as
+/// the default hook does.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !QUIET_PANICS.with(|q| q.get()) {
+            default(info);
+        }
+    }));
+}
+
 /// `f` over `columns`, on the rayon pool when `parallel`. The job asks for it only when it has
 /// fewer row groups (slices) than cores: nested in row-group parallelism, column-parallel loops
 /// left cores idle (see `job::InFlight`).

@@ -922,6 +922,7 @@ fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
+    edp::install_panic_hook();
     let cli = Cli::parse();
     let configured = Config::load(
         cli.global.config.as_deref(),

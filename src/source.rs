@@ -22,7 +22,7 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, RowSelection, RowSelector,
 };
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
-use parquet::arrow::ProjectionMask;
+use parquet::arrow::{parquet_to_arrow_schema, ProjectionMask};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::mpsc;
@@ -175,18 +175,20 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
         ));
     }
     let mut reader = input.reader();
-    let meta = ArrowReaderMetadata::load_async(&mut reader, read_options())
-        .await
-        .map_err(|e| read_error(url, "not a readable Parquet file", e))?;
+    // The Arrow schema embedded in the footer is decoded below, where a decoder panic on
+    // mangled metadata can be caught.
+    let meta =
+        ArrowReaderMetadata::load_async(&mut reader, read_options().with_skip_arrow_metadata(true))
+            .await
+            .map_err(|e| read_error(url, "not a readable Parquet file", e))?;
+    check_chunks(url, meta.metadata(), input.size)?;
     warn_unsliced(url, &meta);
-    let schema = meta.schema();
-    if schema
-        .fields()
-        .iter()
-        .all(|f| normalise(f.data_type()).is_none())
-    {
-        return Ok(meta);
-    }
+    let file = meta.metadata().file_metadata();
+    let schema = crate::catch_quietly(|| {
+        parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+    })
+    .ok_or_else(|| Error::bad_input(url, "corrupt Arrow schema (ARROW:schema) in the footer"))?
+    .map_err(|e| Error::bad_input(url, format!("cannot read schema: {e}")))?;
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -198,6 +200,32 @@ pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
     let options = read_options().with_schema(Arc::new(Schema::new(fields)));
     ArrowReaderMetadata::try_new(meta.metadata().clone(), options)
         .map_err(|e| Error::bad_input(url, format!("cannot read schema: {e}")))
+}
+
+/// Checks that every column chunk the footer declares lies inside the object: the Parquet
+/// reader asserts it (a panic) when it fetches a chunk with a negative offset or length.
+fn check_chunks(url: &str, md: &ParquetMetaData, size: u64) -> Result<()> {
+    for (g, rg) in md.row_groups().iter().enumerate() {
+        for c in rg.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let len = c.compressed_size();
+            let inside = start >= 0
+                && len >= 0
+                && (start as u64)
+                    .checked_add(len as u64)
+                    .is_some_and(|end| end <= size);
+            if !inside {
+                return Err(Error::bad_input(
+                    url,
+                    format!(
+                        "corrupt footer: column `{}` of row group {g} lies outside the object",
+                        c.column_path()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Maps a Parquet read error of `object`: a storage failure underneath stays a storage error,
