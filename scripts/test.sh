@@ -57,7 +57,7 @@ if ! kill -0 "$moto_pid" 2>/dev/null; then
 fi
 export EDP_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 # A Python with duckdb: the stage 2 test reads the prod output back with another engine.
-export EDP_TEST_PYTHON="$PWD/$python"
+export EDP_TEST_PYTHON="$(cd "$venv" && pwd)/bin/python"
 
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
