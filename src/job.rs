@@ -542,6 +542,11 @@ fn set_owned(p: &mut Prepared, owned: BooleanBuffer) {
     p.owned = Some(Arc::new(owned));
 }
 
+/// The number of the job's `i`th input object, as dedup candidates record it.
+fn file_number(i: usize) -> Result<u32> {
+    u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))
+}
+
 /// The next batch of a row group of `url`. The Parquet decoder panics on some corrupt pages
 /// (a length past the end of a buffer); that is bad input like any other corrupt data.
 fn decode_next(reader: &mut ParquetRecordBatchReader, url: &str) -> Result<Option<RecordBatch>> {
@@ -742,9 +747,7 @@ fn work_row_group(
             if lost.count_set_bits() > 0 {
                 let lost_rows: Vec<u64> = lost.set_indices().map(|i| rows[i]).collect();
                 let batch = filter_record_batch(&batch, &BooleanArray::new(lost, None))?;
-                let file = u32::try_from(w.file)
-                    .map_err(|_| Error::Config("too many input objects".into()))?;
-                let offers = plan.offers(&batch, file, &lost_rows)?;
+                let offers = plan.offers(&batch, file_number(w.file)?, &lost_rows)?;
                 done.failed_winners.extend_from_slice(offers.hashes());
             }
         }
@@ -1011,7 +1014,7 @@ async fn revisit(
         .map(|b| b.map(|mut b| b.finish()))
         .collect();
     for (i, p) in prepared.iter_mut().enumerate() {
-        let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
+        let file = file_number(i)?;
         let only = Revisit {
             keys: failed.winner_keys.as_ref(),
             invalid: invalid[i].as_ref(),
@@ -1216,7 +1219,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         None => None,
     };
     for (i, p) in prepared.iter_mut().enumerate() {
-        let file = u32::try_from(i).map_err(|_| Error::Config("too many input objects".into()))?;
+        let file = file_number(i)?;
         key_pass(spec, file, p, &mut index, &mut c, &bar, None).await?;
     }
     let t = Instant::now();

@@ -42,14 +42,6 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
             Some(Some(_)) => {}
         }
     }
-    const STATUSES: [&str; 6] = [
-        "pending",
-        "paid",
-        "shipped",
-        "delivered",
-        "cancelled",
-        "refunded",
-    ];
 
     let dir = TempDir::new().unwrap();
     let raw_path = generate(dir.path(), "orders", 6000, 7, 0.05);
@@ -114,7 +106,7 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
         let mut other: Vec<(&str, &str)> = Vec::new();
         match status[r].as_deref() {
             None => other.push(("status", "required")),
-            Some(s) if !STATUSES.contains(&s) => other.push(("status", "enum")),
+            Some(s) if !ORDER_STATUSES.contains(&s) => other.push(("status", "enum")),
             _ => {}
         }
         if raw.column_by_name("customer_id").unwrap().is_null(r) {

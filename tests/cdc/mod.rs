@@ -390,12 +390,16 @@ fn a_run_that_cannot_publish_everything_publishes_nothing() {
     let raw = dir.path().join("raw.parquet");
     write_parquet(&raw, &batch(&all), None);
     let contract = contract_file(dir.path());
+    // A run into `out` where a directory holds the name `blocked` (under `out`): it must fail.
+    let fails = |out: &Path, blocked: &str| {
+        std::fs::create_dir_all(out.join(blocked).join("blocker")).unwrap();
+        let o = edp(&args(&stage1(&raw, out, &contract)));
+        assert!(!o.status.success(), "{}", stderr(&o));
+    };
 
-    // The curated object cannot be completed (a directory holds its name).
+    // The curated object cannot be completed.
     let out = dir.path().join("a");
-    std::fs::create_dir_all(out.join("part-00000.parquet/blocker")).unwrap();
-    let o = edp(&args(&stage1(&raw, &out, &contract)));
-    assert!(!o.status.success(), "{}", stderr(&o));
+    fails(&out, "part-00000.parquet");
     assert!(!out.join("_quarantine/part-00000.parquet").exists());
     assert!(!out.join("_edp_report.json").exists());
 
@@ -404,17 +408,13 @@ fn a_run_that_cannot_publish_everything_publishes_nothing() {
     ok(edp(&args(&stage1(&raw, &out, &contract))));
     assert!(out.join("_edp_report.json").exists());
     std::fs::remove_file(out.join("part-00000.parquet")).unwrap();
-    std::fs::create_dir_all(out.join("part-00000.parquet/blocker")).unwrap();
-    let o = edp(&args(&stage1(&raw, &out, &contract)));
-    assert!(!o.status.success(), "{}", stderr(&o));
+    fails(&out, "part-00000.parquet");
     assert!(!out.join("_edp_report.json").exists());
     assert!(!out.join("_quarantine/part-00000.parquet").exists());
 
     // The report cannot be written: neither part stays visible.
     let out = dir.path().join("b");
-    std::fs::create_dir_all(out.join("_edp_report.json/blocker")).unwrap();
-    let o = edp(&args(&stage1(&raw, &out, &contract)));
-    assert!(!o.status.success(), "{}", stderr(&o));
+    fails(&out, "_edp_report.json");
     assert!(!out.join("part-00000.parquet").exists());
     assert!(!out.join("_quarantine/part-00000.parquet").exists());
 }

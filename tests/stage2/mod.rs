@@ -24,6 +24,7 @@ use tempfile::tempdir;
 
 use crate::util::{
     self, args, contract, edp, ok, parse_micros, read_parquet, stage1, stderr, write_parquet,
+    ORDER_STATUSES,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1520,16 +1521,8 @@ fn orders_cdc(dir: &Path, curated: &Path, clock: &mut Clock, changes: &mut Chang
     let live = live_rows(&versions);
     // Deletes whose row would make a valid insert: a key-only delete has its other columns
     // null, and a delete is not checked on them, so they may also hold a fault.
-    const STATUSES: [&str; 6] = [
-        "pending",
-        "paid",
-        "shipped",
-        "delivered",
-        "cancelled",
-        "refunded",
-    ];
     let insertable = |r: &Row| {
-        text(r, "status").is_some_and(|s| STATUSES.contains(&s))
+        text(r, "status").is_some_and(|s| ORDER_STATUSES.contains(&s))
             && float(r, "total_amount").is_some_and(|a| (0.0..=1_000_000.0).contains(&a))
             && text(r, "email").is_some_and(edp::datetime::is_email)
             && text(r, "phone").is_none_or(edp::datetime::is_phone)

@@ -85,6 +85,17 @@ pub fn stage1(input: &Path, out: &Path, contract_path: &Path) -> Vec<String> {
     ]
 }
 
+/// The `status` enum of fixtures/contracts/orders.json, written out for checks that compute
+/// validity independently of the program.
+pub const ORDER_STATUSES: [&str; 6] = [
+    "pending",
+    "paid",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "refunded",
+];
+
 /// `&str` views of owned arguments, as [`edp`] takes them.
 pub fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
