@@ -1,19 +1,19 @@
 //! Criterion benches, one group per stage plus the end-to-end job, all on generated `orders`
 //! data and reporting rows per second (`Throughput::Elements`).
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use edp::contract::Contract;
-use edp::dedup::{DedupIndex, DedupPlan};
 use edp::generate::{self, Dataset, GenSpec};
-use edp::job::{self, JobSpec};
+use edp::output::Codec;
 use edp::protect::Protector;
-use edp::sink::Codec;
+use edp::settings::Settings;
+use edp::stage1::dedup::{DedupIndex, DedupPlan};
+use edp::stage1::validate::Validator;
+use edp::stage1::{self, JobSpec};
 use edp::store::Location;
-use edp::validate::Validator;
 
 const ROWS: u64 = 65_536;
 
@@ -100,22 +100,23 @@ fn end_to_end(c: &mut Criterion) {
         end_day: generate::DEFAULT_END_DAY,
     };
     rt.block_on(generate::generate(spec, &raw)).unwrap();
+    let defaults = Settings::default();
     let job = JobSpec {
         inputs: vec![raw.url.clone()],
         output: Some(dir.path().join("out").to_str().unwrap().to_string()),
         errors: None,
         contract: Arc::new(contract()),
-        batch_size: NonZeroUsize::new(job::DEFAULT_BATCH_SIZE).unwrap(),
-        read_ahead: job::DEFAULT_READ_AHEAD,
+        batch_size: defaults.batch_size,
+        read_ahead: defaults.read_ahead,
         codec: Codec::Snappy,
         pci_enabled: true,
         validation_enabled: true,
         deduplication_enabled: true,
         pii_key: b"bench-key".to_vec(),
         progress: false,
-        memory_limit: job::DEFAULT_MEMORY_LIMIT,
+        memory_limit: defaults.memory_limit.0,
         spill_dir: std::env::temp_dir(),
-        shard: job::Shard::ALL,
+        shard: stage1::Shard::ALL,
         interrupted: Default::default(),
     };
     let mut g = c.benchmark_group("end_to_end");
@@ -124,7 +125,7 @@ fn end_to_end(c: &mut Criterion) {
     g.bench_function("raw_to_curated_orders", |b| {
         b.iter_batched(
             || (),
-            |_| rt.block_on(job::run(&job)).unwrap(),
+            |_| rt.block_on(stage1::run(&job)).unwrap(),
             BatchSize::PerIteration,
         )
     });

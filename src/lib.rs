@@ -1,41 +1,41 @@
 //! edp, the e-commerce data processor.
 //!
-//! The library holds the pipeline; `main.rs` only parses flags, builds a job and maps errors to
-//! exit codes. Stage 2 (curated → prod: current state, SQL models on DataFusion, Athena-ready
-//! partitions, the Glue catalog) lives in [`stage2`] and reuses stage 1's source and dedup index.
-//! The other modules are the steps of stage 1 (raw → curated):
+//! The library holds the application and the pipeline; `main.rs` only parses flags, loads the
+//! settings, starts the runtime and maps the one error type to an exit code. [`app`] is the
+//! application (commands, `edp run`'s events and failure policy) over the two stages and
+//! [`settings`], the one typed settings model. Stage 1 (raw → curated, [`stage1`]):
 //!
 //! ```text
-//! source (Parquet row groups from object_store, bounded read-ahead)
-//!   -> validate (vectorised rules compiled from the contract)
-//!   -> dedup    (index of key -> winning row; second pass reads only winners)
-//!   -> protect  (PAN masking, free-text card scan, PII transforms)
-//!   -> sink     (Parquet over multipart upload, visible only when complete)
-//!   -> report   (JSON run report with the conservation check)
+//! source   (inputs behind one interface: Parquet row groups from object_store, read-ahead)
+//!   -> stage1::validate (vectorised rules compiled from the contract)
+//!   -> stage1::dedup    (index of key -> winning row; second pass reads only winners)
+//!   -> protect          (PAN masking, free-text card scan, PII transforms)
+//!   -> output           (Parquet over multipart upload, visible only when complete)
+//!   -> report           (JSON run report with the conservation check)
 //! ```
+//!
+//! Stage 2 (curated → prod: current state, SQL models on DataFusion, Athena-ready partitions,
+//! the Glue catalog) lives in [`stage2`] and reuses stage 1's source and dedup index.
 //!
 //! Every stage works on Arrow `RecordBatch`es through a plain per-batch function, so tests and
 //! benches call the same code the job runs.
 
-pub mod config;
+pub mod alloc;
+pub mod app;
 pub mod contract;
 pub mod datetime;
-pub mod dedup;
 pub mod error;
-pub mod event;
 pub mod generate;
-pub mod job;
-pub mod metrics;
-pub mod notify;
+pub mod output;
 pub mod protect;
 pub mod report;
-pub mod sink;
+pub mod settings;
 pub mod source;
+pub mod stage1;
 pub mod stage2;
 pub mod store;
-pub mod validate;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, EXIT_ROWS_FAILED};
 
 thread_local! {
     /// Set while [`catch_quietly`] runs on this thread: the hook of [`install_panic_hook`] then
@@ -67,7 +67,7 @@ pub fn install_panic_hook() {
 
 /// `f` over `columns`, on the rayon pool when `parallel`. The job asks for it only when it has
 /// fewer row groups (slices) than cores: nested in row-group parallelism, column-parallel loops
-/// left cores idle (see `job::InFlight`).
+/// left cores idle (see `stage1::pool::InFlight`).
 pub(crate) fn map_columns<T: Sync, R: Send>(
     columns: &[T],
     parallel: bool,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::sink::OutputStats;
+use crate::output::OutputStats;
 use crate::{Error, Result};
 
 /// One input object.
@@ -166,22 +166,27 @@ impl Report {
         }
     }
 
-    /// A few human lines for stderr.
+    /// A few human lines for stderr: counts with thousands separators, the rate as `1.2M rows/s`.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} {}: {} rows in, {} curated ({} tombstones), {} quarantined, {} duplicates superseded; {:.0} rows/s in {:.2} s\n",
+            "{} {}: {} rows in, {} curated ({} tombstones), {} quarantined, {} duplicates superseded; {} in {:.2} s\n",
             self.command,
             self.dataset,
-            self.rows_in,
-            self.rows_curated,
-            self.tombstones,
-            self.rows_quarantined,
-            self.duplicates_superseded,
-            self.rows_per_second,
+            thousands(self.rows_in),
+            thousands(self.rows_curated),
+            thousands(self.tombstones),
+            thousands(self.rows_quarantined),
+            thousands(self.duplicates_superseded),
+            rate(self.rows_per_second),
             self.durations.total_ms as f64 / 1000.0,
         );
         for f in self.failures.iter().take(10) {
-            s.push_str(&format!("  {} {}: {} rows\n", f.column, f.rule, f.rows));
+            s.push_str(&format!(
+                "  {} {}: {} rows\n",
+                f.column,
+                f.rule,
+                thousands(f.rows)
+            ));
         }
         if self.failures.len() > 10 {
             s.push_str(&format!(
@@ -191,15 +196,32 @@ impl Report {
         }
         let masked: u64 = self.masked_values.curated.values().sum::<u64>()
             + self.masked_values.quarantine.values().sum::<u64>();
-        s.push_str(&format!("  protected values: {masked}\n"));
+        s.push_str(&format!("  protected values: {}\n", thousands(masked)));
         s.push_str(&format!("  conservation: {}\n", self.conservation.equation));
         if let Some(c) = &self.curated {
-            s.push_str(&format!("  curated:    {} ({} rows)\n", c.url, c.rows));
+            s.push_str(&format!(
+                "  curated:    {} ({} rows)\n",
+                c.url,
+                thousands(c.rows)
+            ));
         }
         if let Some(q) = &self.quarantine {
-            s.push_str(&format!("  quarantine: {} ({} rows)\n", q.url, q.rows));
+            s.push_str(&format!(
+                "  quarantine: {} ({} rows)\n",
+                q.url,
+                thousands(q.rows)
+            ));
         }
         s
+    }
+}
+
+/// A rate of rows per second as people read it: `950 rows/s`, `12.3k rows/s`, `1.2M rows/s`.
+pub fn rate(per_second: f64) -> String {
+    match per_second {
+        r if r >= 1e6 => format!("{:.1}M rows/s", r / 1e6),
+        r if r >= 1e3 => format!("{:.1}k rows/s", r / 1e3),
+        r => format!("{r:.0} rows/s"),
     }
 }
 
@@ -214,4 +236,20 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_rates_read_as_people_write_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(6_000_000), "6,000,000");
+        assert_eq!(rate(950.4), "950 rows/s");
+        assert_eq!(rate(12_345.0), "12.3k rows/s");
+        assert_eq!(rate(4_540_334.017_4), "4.5M rows/s");
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Accepted forms: a plain local path, `file:///abs/path`, `s3://bucket/prefix` (configured from
 //! the standard AWS environment: region, credential chain, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP`
-//! for S3-compatible servers) and `memory://` (in-process, for tests). Local paths go through
+//! for S3-compatible servers) and `memory://` (one in-process store shared by every `memory://` location, for tests). Local paths go through
 //! `LocalFileSystem`, whose uploads are written to a staging file and renamed into place, so a
 //! local output becomes visible only when complete, exactly as on S3.
 
@@ -20,6 +20,10 @@ use crate::{Error, Result};
 
 /// The KMS key S3 writes are encrypted with (SSE-KMS), when configured.
 static SSE_KMS_KEY: OnceLock<String> = OnceLock::new();
+
+/// The process's one in-memory store: every `memory://` location shares it, so what one part of
+/// a job writes there the next can read.
+static MEMORY: OnceLock<Arc<InMemory>> = OnceLock::new();
 
 /// Makes every S3 write of this process use SSE-KMS with `key_id` (the `kms_key_id` setting).
 /// Set once, at start-up, before any location is parsed.
@@ -106,7 +110,7 @@ impl Location {
         }
         if let Some(rest) = url.strip_prefix("memory://") {
             return Ok(Location {
-                store: Arc::new(InMemory::new()),
+                store: MEMORY.get_or_init(|| Arc::new(InMemory::new())).clone(),
                 path: Path::from(rest),
                 url: url.to_string(),
                 scheme: Scheme::Memory,
@@ -187,5 +191,26 @@ pub fn store_error(object: &str, source: object_store::Error) -> Error {
     Error::Store {
         object: object.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[test]
+    fn memory_locations_share_one_store() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let written = Location::parse("memory://edp-test/a/part-00000.parquet").unwrap();
+        rt.block_on(written.store.put(&written.path, b"rows".to_vec().into()))
+            .unwrap();
+        let read = Location::parse("memory://edp-test/a/part-00000.parquet").unwrap();
+        let bytes = rt
+            .block_on(async { read.store.get(&read.path).await?.bytes().await })
+            .unwrap();
+        assert_eq!(&bytes[..], b"rows");
     }
 }

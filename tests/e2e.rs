@@ -1084,7 +1084,7 @@ fn s3_in_s3_out_with_multipart_and_no_partial_objects() {
     );
     let curated_size = objects[2].1;
     assert!(
-        curated_size > 2 * edp::sink::PART_BYTES as u64,
+        curated_size > 2 * edp::output::PART_BYTES as u64,
         "curated object of {curated_size} bytes needed several parts"
     );
     let curated = s3.read_parquet("curated", "ecommerce/orders/part-00000.parquet");
@@ -1657,6 +1657,43 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
     assert!(
         receive_all(&rt, &sqs, &dlq).is_empty(),
         "not final: Batch retries it"
+    );
+
+    // A SIGTERM (AWS Batch stopping the job, a Spot reclaim) is retried: before the last
+    // attempt it alerts and exits 143 without a dead letter; on the last one it dead-letters.
+    s3.generate_orders(
+        200_000,
+        "s3://raw-n/shop/orders-raw/big.parquet",
+        3,
+        edp::generate::DEFAULT_FAULT_RATE,
+    );
+    for (attempt, dead_letters) in [("1", 0), ("3", 1)] {
+        let mut term_env = env.clone();
+        term_env.extend([("AWS_BATCH_JOB_ATTEMPT", attempt), ("BATCH_SIZE", "256")]);
+        let args = [
+            "run",
+            "--bucket",
+            "raw-n",
+            "--key",
+            "shop/orders-raw/big.parquet",
+        ];
+        let o = edp_terminated(&args, &term_env);
+        assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+        assert_eq!(
+            receive_all(&rt, &sqs, &alerts).len(),
+            1,
+            "attempt {attempt}"
+        );
+        let dead = receive_all(&rt, &sqs, &dlq);
+        assert_eq!(dead.len(), dead_letters, "attempt {attempt}: {dead:?}");
+        if let Some(d) = dead.first() {
+            let d: serde_json::Value = serde_json::from_str(d).unwrap();
+            assert_eq!(d["exit_code"], 143, "{d}");
+        }
+    }
+    assert!(
+        s3.list("cur-n").iter().all(|(k, _)| !k.contains("big")),
+        "an interrupted run publishes nothing"
     );
 
     // A run whose validation failure rate passes the threshold succeeds and alerts.

@@ -1,6 +1,12 @@
 //! Stage 2, curated → prod: SQL models over the current state of every dataset, written as
 //! Athena-ready Parquet with Hive date partitions, then the catalog updated.
 //!
+//! Stage 2 owns the prod side: the models and checks, the prod tables under the output with
+//! their manifests and the run report, and the catalog entries of those tables. It reads curated
+//! data and never writes, moves or deletes a curated object; it writes nothing outside the prod
+//! output, the scratch directory (`spill_dir`, where its temporary files are removed when the
+//! run ends) and the catalog database it is given.
+//!
 //! A run has three phases, so that a mistake costs nothing and a failure publishes nothing:
 //!
 //! 1. **Plan** (no data read): contracts and curated footers give each dataset's schema; every
@@ -11,62 +17,57 @@
 //!    stage 1's dedup index over curated objects), registered under the dataset's name; each
 //!    model runs on DataFusion (memory pool of half `--memory-limit`, sorts and aggregations
 //!    spill; hash joins, which cannot spill, fall back to sort-merge joins when the pool cannot
-//!    hold a build side, see [`with_join_fallback`]), its sorted stream is written partition by
-//!    partition to local staging files ([`write`]), and teed into a scratch table when a later
-//!    model or check reads it, so no model runs twice. Checks run last; their rows form the
-//!    `dq_violations` table.
+//!    hold a build side, see [`with_join_fallback`](exec::with_join_fallback)), its sorted
+//!    stream is written partition by partition to local staging files ([`write`]), and teed
+//!    into a scratch table when a later model or check reads it, so no model runs twice. Checks
+//!    run last; their rows form the `dq_violations` table.
 //! 3. **Publish**: changed files are uploaded, stale ones removed, per model; then the catalog
 //!    is updated ([`catalog`]) and the report written beside the outputs.
 //!
 //! This module must not know Parquet encoding details (that is [`write`]) nor Glue's API
 //! ([`catalog`]); stage 1's modules are used only through the dedup index and the source.
+//! [`run`] and [`ddl`] string the phases together; their parts live beside them: planning in
+//! `plan.rs`, running models on DataFusion in `exec.rs`, and the published tables' definitions
+//! (and the checks' table) in `publish.rs`.
 
 pub mod catalog;
+mod exec;
 pub mod model;
+mod plan;
+mod publish;
 pub mod state;
 pub mod write;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::datasource::MemTable;
-use datafusion::error::DataFusionError;
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{
-    cast, ident, lit, DataFrame, ParquetReadOptions, SessionConfig, SessionContext,
-};
-use futures::{StreamExt, TryStreamExt};
+use datafusion::prelude::{cast, ident, lit, ParquetReadOptions};
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use parquet::arrow::ArrowWriter;
-use sha2::{Digest, Sha256};
 
-use crate::contract::Contract;
-use crate::dedup::SpillConfig;
-use crate::sink::Codec;
-use crate::source::InputObject;
+use crate::output::Codec;
+use crate::stage1::dedup::SpillConfig;
 use crate::store::{store_error, Location};
 use crate::{Error, Result};
-use catalog::{CatalogMode, CatalogStats, TableDef};
+use catalog::{CatalogMode, CatalogStats};
+use exec::{low_memory_plans, query_error, stage_model, with_join_fallback};
 use model::{Granularity, Model};
+use plan::{plan_error, prepare, run_id, Prepared};
+use publish::{description, table_def, violations_model, violations_schema};
 use state::StateStats;
-use write::{ModelWriter, Published, Staged, WriteOptions};
+use write::{ModelWriter, Published, WriteOptions};
 
 /// Name of the checks' output table.
 pub const VIOLATIONS_TABLE: &str = "dq_violations";
 /// The report's name under the output.
 pub const REPORT: &str = "_edp_prod_report.json";
-/// Share of the memory limit given to the dedup index while current state is built.
-const INDEX_BUDGET_SHARE: usize = 32;
-/// Default `--target-file-size`.
-pub const DEFAULT_TARGET_FILE_SIZE: u64 = 256 << 20;
+/// Share of the memory limit given to the dedup index while current state is built: stage 1's.
+use crate::stage1::INDEX_BUDGET_SHARE;
 
 /// Everything a stage 2 run needs.
 #[derive(Debug, Clone)]
@@ -199,632 +200,11 @@ fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-/// Every contract (`*.json`) of `dir`, by dataset.
-fn load_contracts(dir: &Path) -> Result<BTreeMap<String, Contract>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Error::Config(format!(
-            "contracts directory {}: cannot read: {e}",
-            dir.display()
-        ))
-    })?;
-    let mut out = BTreeMap::new();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        if path.extension().is_some_and(|x| x == "json") {
-            let contract = Contract::from_path(&path)?;
-            out.insert(contract.dataset.clone(), contract);
-        }
-    }
-    Ok(out)
-}
-
-/// The curated objects of `dataset` below `root`, in object order (path order): every
-/// `.parquet` object under `<dataset>-curated/` or else `<dataset>/`, except below a segment
-/// starting with `_` or `.` (quarantine, reports, temporary directories).
-async fn curated_objects(root: &Location, dataset: &str) -> Result<Vec<InputObject>> {
-    for dir in [format!("{dataset}-curated"), dataset.to_string()] {
-        let loc = root.child(&dir);
-        let base = loc.path.as_ref().to_string();
-        let metas: Vec<object_store::ObjectMeta> = loc
-            .store
-            .list(Some(&loc.path))
-            .try_collect()
-            .await
-            .or_else(|e| match e {
-                object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                e => Err(store_error(&loc.url, e)),
-            })?;
-        let mut objects: Vec<InputObject> = metas
-            .into_iter()
-            .filter(|m| {
-                let rel = m.location.as_ref().strip_prefix(&base).unwrap_or("");
-                rel.ends_with(".parquet")
-                    && !rel
-                        .split('/')
-                        .any(|s| s.starts_with('_') || s.starts_with('.'))
-            })
-            .map(|m| InputObject {
-                size: m.size,
-                location: loc.at(m.location),
-            })
-            .collect();
-        if !objects.is_empty() {
-            objects.sort_by(|a, b| a.location.path.as_ref().cmp(b.location.path.as_ref()));
-            return Ok(objects);
-        }
-    }
-    Ok(Vec::new())
-}
-
-/// A DataFusion error of `model` as edp's: planning errors are configuration errors naming the
-/// file and line (from DataFusion's spans, else the first line naming the missing identifier).
-fn plan_error(model: &Model, e: DataFusionError) -> Error {
-    let root = e.find_root();
-    let message = e
-        .diagnostic()
-        .map(|d| d.message.clone())
-        .unwrap_or_else(|| root.message().into_owned());
-    let line = e
-        .diagnostic()
-        .and_then(|d| d.span)
-        .map(|s| s.start.line as usize)
-        .filter(|&l| l > 0)
-        .or_else(|| {
-            message
-                .split(['\'', '"', '`'])
-                .nth(1)
-                .and_then(|name| model.line_of(name.rsplit('.').next().unwrap_or(name)))
-        });
-    match line {
-        Some(line) => Error::Config(format!("model {}: line {line}: {message}", model.file())),
-        None => Error::Config(format!("model {}: {message}", model.file())),
-    }
-}
-
-/// How a query error's message starts when the memory pool could not hold an operator that
-/// cannot spill (a hash join's build side): the model is then run again with sort-merge joins.
-const EXHAUSTED: &str = "resources exhausted: ";
-
-fn query_error(model: &Model, e: DataFusionError) -> Error {
-    let root = e.find_root();
-    let prefix = if matches!(root, DataFusionError::ResourcesExhausted(_)) {
-        EXHAUSTED
-    } else {
-        ""
-    };
-    Error::Query {
-        model: model.file(),
-        message: format!("{prefix}{}", root.message()),
-    }
-}
-
-fn exhausted(e: &Error) -> bool {
-    matches!(e, Error::Query { message, .. } if message.starts_with(EXHAUSTED))
-}
-
-/// Switches the session to plans that stay within the pool: sort-merge joins, which spill
-/// (DataFusion plans them only with more than one target partition, so that stays as it is).
-async fn low_memory_plans(ctx: &SessionContext) -> datafusion::error::Result<()> {
-    ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
-        .await?;
-    ctx.sql("SET datafusion.execution.target_partitions = 1")
-        .await?;
-    Ok(())
-}
-
-/// Runs `f` (one model or check) with hash joins, and once more with sort-merge joins if the
-/// memory pool could not hold an operator (a hash join's build side cannot spill in DataFusion
-/// 55) with [`low_memory_plans`]: sort-merge joins, which spill. They stay on
-/// for the rest of the run once needed.
-async fn with_join_fallback<T, F, Fut>(ctx: &SessionContext, m: &Model, f: F) -> Result<T>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    match f().await {
-        Err(e) if exhausted(&e) => {
-            tracing::warn!(model = %m.name, "{e}: running it again with sort-merge joins, which spill");
-            low_memory_plans(ctx).await.map_err(|e| query_error(m, e))?;
-            f().await
-        }
-        other => other,
-    }
-}
-
-/// The tables `model` reads.
-fn references(ctx: &SessionContext, model: &Model) -> Result<Vec<String>> {
-    let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let stmt = state
-        .sql_to_statement(&model.sql, &dialect)
-        .map_err(|e| plan_error(model, e))?;
-    Ok(state
-        .resolve_table_references(&stmt)
-        .map_err(|e| plan_error(model, e))?
-        .iter()
-        .map(|t| t.table().to_string())
-        .collect())
-}
-
-/// `models` ordered so that each comes after the models it reads; a cycle is an error.
-fn dependency_order(models: Vec<(Model, Vec<String>)>) -> Result<Vec<(Model, Vec<String>)>> {
-    let names: BTreeSet<String> = models.iter().map(|(m, _)| m.name.clone()).collect();
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut pending = models;
-    let mut out = Vec::new();
-    while !pending.is_empty() {
-        let (ready, rest): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .partition(|(_, refs)| refs.iter().all(|r| !names.contains(r) || done.contains(r)));
-        if ready.is_empty() {
-            let stuck: Vec<String> = rest.iter().map(|(m, _)| m.file()).collect();
-            return Err(Error::Config(format!(
-                "models read each other in a cycle: {}",
-                stuck.join(", ")
-            )));
-        }
-        for (m, refs) in ready {
-            done.insert(m.name.clone());
-            out.push((m, refs));
-        }
-        pending = rest;
-    }
-    Ok(out)
-}
-
-fn session(spec: &ProdSpec) -> Result<SessionContext> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(spec.memory_limit / 2)))
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default()
-                .with_mode(DiskManagerMode::Directories(vec![spec.spill_dir.clone()])),
-        )
-        .build_arc()
-        .map_err(|e| Error::Config(format!("query engine: {e}")))?;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let config = SessionConfig::new()
-        .with_batch_size(spec.batch_size)
-        .with_target_partitions(cores)
-        .set_usize(
-            "datafusion.execution.sort_spill_reservation_bytes",
-            (spec.memory_limit / 2 / 64).clamp(256 << 10, 10 << 20),
-        )
-        .set_bool("datafusion.sql_parser.collect_spans", true)
-        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-        .set_bool(
-            "datafusion.execution.parquet.schema_force_view_types",
-            false,
-        );
-    Ok(SessionContext::new_with_config_rt(config, runtime))
-}
-
-fn register_empty(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<()> {
-    let table = MemTable::try_new(schema, vec![vec![]])
-        .map_err(|e| Error::Internal(format!("empty table {name}: {e}")))?;
-    ctx.deregister_table(name)
-        .and_then(|_| ctx.register_table(name, Arc::new(table)))
-        .map_err(|e| Error::Internal(format!("table {name}: {e}")))?;
-    Ok(())
-}
-
-/// A model or check checked against its result schema: its settings name existing columns, the
-/// partition column is a date; a check has `keys`, `observed` and `expected`.
-fn check_settings(m: &Model, schema: &SchemaRef, is_check: bool) -> Result<()> {
-    let missing = |c: &str| schema.index_of(c).is_err();
-    let named = if is_check {
-        vec!["keys".to_string(), "observed".into(), "expected".into()]
-    } else {
-        m.order()
-    };
-    if let Some(c) = named.iter().find(|c| missing(c)) {
-        let what = if is_check {
-            "a check must select"
-        } else {
-            "a setting names"
-        };
-        return Err(Error::Config(format!(
-            "model {}: {what} column `{c}`, which is not in the result (columns: {})",
-            m.file(),
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    if let Some(p) = &m.partition_by {
-        let dt = schema.field_with_name(p).map(|f| f.data_type().clone());
-        if !matches!(
-            dt,
-            Ok(DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _))
-        ) {
-            return Err(Error::Config(format!(
-                "model {}: partition_by column `{p}` must be a DATE or TIMESTAMP",
-                m.file()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// A planned run: what to build, in order.
-struct Plan {
-    models: Vec<(Model, SchemaRef)>,
-    checks: Vec<(Model, SchemaRef)>,
-    /// Datasets some model or check reads.
-    datasets: BTreeSet<String>,
-    /// Models some later model or check reads (teed into scratch tables).
-    read_later: BTreeSet<String>,
-}
-
-/// Phase 1: plans every model and check against empty tables of `schemas` (no data read).
-async fn plan(
-    ctx: &SessionContext,
-    spec: &ProdSpec,
-    schemas: &BTreeMap<String, SchemaRef>,
-) -> Result<Plan> {
-    let models = model::load_dir(&spec.models_dir, false)?;
-    if models.is_empty() {
-        return Err(Error::Config(format!(
-            "models directory {}: no *.sql model files",
-            spec.models_dir.display()
-        )));
-    }
-    let checks = model::load_dir(&spec.models_dir.join("checks"), true)?;
-    for (name, schema) in schemas {
-        register_empty(ctx, name, schema.clone())?;
-    }
-    let mut with_refs = Vec::new();
-    for m in models {
-        let refs = references(ctx, &m)?;
-        if schemas.contains_key(&m.name) || m.name == VIOLATIONS_TABLE {
-            return Err(Error::Config(format!(
-                "model {}: the name `{}` is taken by a dataset or the checks' table",
-                m.file(),
-                m.name
-            )));
-        }
-        with_refs.push((m, refs));
-    }
-    let ordered = dependency_order(with_refs)?;
-    let by_name: BTreeMap<String, Vec<String>> = ordered
-        .iter()
-        .map(|(m, r)| (m.name.clone(), r.clone()))
-        .collect();
-    for name in &spec.only {
-        if !by_name.contains_key(name) {
-            return Err(Error::Config(format!(
-                "--model {name}: no such model in {} (models: {})",
-                spec.models_dir.display(),
-                by_name.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
-    // What the selection needs: the chosen models and, transitively, the models they read.
-    let mut wanted: BTreeSet<String> = BTreeSet::new();
-    let mut reads_dataset: BTreeSet<String> = BTreeSet::new();
-    for (m, refs) in &ordered {
-        let chosen = match (&spec.dataset, spec.only.is_empty()) {
-            (Some(d), _) => refs.contains(d) || refs.iter().any(|r| reads_dataset.contains(r)),
-            (None, true) => true,
-            (None, false) => spec.only.contains(&m.name),
-        };
-        if chosen {
-            reads_dataset.insert(m.name.clone());
-        }
-    }
-    let mut stack: Vec<String> = reads_dataset.iter().cloned().collect();
-    while let Some(name) = stack.pop() {
-        if wanted.insert(name.clone()) {
-            stack.extend(
-                by_name[&name]
-                    .iter()
-                    .filter(|r| by_name.contains_key(*r))
-                    .cloned(),
-            );
-        }
-    }
-    let mut out = Plan {
-        models: Vec::new(),
-        checks: Vec::new(),
-        datasets: BTreeSet::new(),
-        read_later: BTreeSet::new(),
-    };
-    let available =
-        |t: &String, planned: &BTreeSet<String>| schemas.contains_key(t) || planned.contains(t);
-    let mut planned: BTreeSet<String> = BTreeSet::new();
-    for (m, refs) in ordered
-        .into_iter()
-        .filter(|(m, _)| wanted.contains(&m.name))
-    {
-        let schema = plan_one(ctx, &m, &refs, false).await?;
-        for r in &refs {
-            if schemas.contains_key(r) {
-                out.datasets.insert(r.clone());
-            } else {
-                out.read_later.insert(r.clone());
-            }
-        }
-        register_empty(ctx, &m.name, schema.clone())?;
-        planned.insert(m.name.clone());
-        out.models.push((m, schema));
-    }
-    // dq_violations is one table: it is rewritten only by a run that can run every check (a
-    // check of models outside this run's selection waits for a run that builds them).
-    let mut planned_checks = Vec::new();
-    for c in checks {
-        let refs = references(ctx, &c)?;
-        if !refs.iter().all(|r| available(r, &planned))
-            && refs.iter().any(|r| by_name.contains_key(r))
-        {
-            tracing::info!(check = %c.name, "checks not run: a check reads models this run does not build");
-            return Ok(out);
-        }
-        planned_checks.push((c, refs));
-    }
-    for (c, refs) in planned_checks {
-        let schema = plan_one(ctx, &c, &refs, true).await?;
-        for r in refs {
-            if schemas.contains_key(&r) {
-                out.datasets.insert(r);
-            } else {
-                out.read_later.insert(r);
-            }
-        }
-        out.checks.push((c, schema));
-    }
-    Ok(out)
-}
-
-async fn plan_one(
-    ctx: &SessionContext,
-    m: &Model,
-    refs: &[String],
-    is_check: bool,
-) -> Result<SchemaRef> {
-    let df = ctx.sql(&m.sql).await.map_err(|e| plan_error(m, e))?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    df.into_optimized_plan().map_err(|e| plan_error(m, e))?;
-    check_settings(m, &schema, is_check)?;
-    tracing::debug!(model = %m.name, reads = ?refs, "planned");
-    Ok(schema)
-}
-
-/// A stable id of the inputs: the curated objects (path, size) and the model files' text.
-fn run_id(objects: &BTreeMap<String, Opened>, plan: &Plan) -> String {
-    let mut h = Sha256::new();
-    for (dataset, objs) in objects {
-        h.update(dataset.as_bytes());
-        for (o, _) in objs {
-            h.update(o.location.path.as_ref().as_bytes());
-            h.update(o.size.to_le_bytes());
-        }
-    }
-    for (m, _) in plan.models.iter().chain(&plan.checks) {
-        h.update(m.sql.as_bytes());
-    }
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn interrupted(spec: &ProdSpec) -> Result<()> {
     if spec.interrupted.load(Ordering::Relaxed) {
         return Err(Error::Interrupted("a signal"));
     }
     Ok(())
-}
-
-/// Runs one model's DataFrame into its staged output (and a scratch table when read later).
-async fn stage_model(
-    ctx: &SessionContext,
-    spec: &ProdSpec,
-    m: &Model,
-    df: DataFrame,
-    schema: &SchemaRef,
-    staging: &Path,
-    tee: Option<PathBuf>,
-) -> Result<Staged> {
-    let order: Vec<_> = m
-        .order()
-        .iter()
-        .map(|c| ident(c).sort(true, false))
-        .collect();
-    let df = if order.is_empty() {
-        df
-    } else {
-        df.sort(order).map_err(|e| query_error(m, e))?
-    };
-    let options = WriteOptions::new(spec.codec, spec.target_file_size, spec.memory_limit);
-    let mut writer = ModelWriter::new(m, schema, staging, options)?;
-    // Encoding runs on its own threads (the prod files, and the scratch table when a later
-    // model reads this one) while DataFusion computes the next batches on the runtime's.
-    let (prod_tx, mut prod_rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
-    let model = m.clone();
-    let prod = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = prod_rx.blocking_recv() {
-            writer.write(&model, &batch)?;
-        }
-        writer.finish()
-    });
-    let scratch = match &tee {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
-            let mut w = ArrowWriter::try_new(file, schema.clone(), None)
-                .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
-            let name = m.name.clone();
-            let task = tokio::task::spawn_blocking(move || {
-                let err = |e| Error::Spill(format!("scratch {name}: {e}"));
-                while let Some(batch) = rx.blocking_recv() {
-                    w.write(&batch).map_err(err)?;
-                }
-                w.close().map(|_| ()).map_err(err)
-            });
-            Some((tx, task))
-        }
-        None => None,
-    };
-    let joined = |e: tokio::task::JoinError| Error::Internal(format!("writer of {}: {e}", m.name));
-    let mut stream = df.execute_stream().await.map_err(|e| query_error(m, e))?;
-    let mut sent = Ok(());
-    while let Some(batch) = stream.next().await {
-        interrupted(spec)?;
-        let batch = batch.map_err(|e| query_error(m, e))?;
-        // The planned schema is the contract: DataFusion may report nullability differently.
-        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
-        if let Some((tx, _)) = &scratch {
-            if tx.send(batch.clone()).await.is_err() {
-                sent = Err(());
-                break;
-            }
-        }
-        if prod_tx.send(batch).await.is_err() {
-            sent = Err(());
-            break;
-        }
-    }
-    drop(stream);
-    drop(prod_tx);
-    // A closed channel means its writer failed: its own error says why.
-    let staged = prod.await.map_err(joined)?;
-    let scratch = match scratch {
-        Some((tx, task)) => {
-            drop(tx);
-            Some(task.await.map_err(joined)?)
-        }
-        None => None,
-    };
-    let staged = staged?;
-    if let Some(done) = scratch {
-        done?;
-    }
-    if sent.is_err() {
-        return Err(Error::Internal(format!(
-            "writer of {} stopped early",
-            m.name
-        )));
-    }
-    if let Some(path) = tee {
-        ctx.deregister_table(m.name.as_str())
-            .map_err(|e| query_error(m, e))?;
-        ctx.register_parquet(
-            m.name.as_str(),
-            path.display().to_string(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .map_err(|e| query_error(m, e))?;
-    }
-    Ok(staged)
-}
-
-/// A dataset's curated objects with their footers, read once for planning and building.
-type Opened = Vec<(InputObject, ArrowReaderMetadata)>;
-
-/// Everything before any row is read: the contracts, every dataset's curated objects and their
-/// union schema (datasets without objects have none), and the planned models and checks.
-struct Prepared {
-    contracts: BTreeMap<String, Contract>,
-    objects: BTreeMap<String, Opened>,
-    schemas: BTreeMap<String, SchemaRef>,
-    ctx: SessionContext,
-    plan: Plan,
-}
-
-/// Phase 1 for `run` and `ddl`: lists and opens the curated objects (footers only) and plans.
-async fn prepare(spec: &ProdSpec) -> Result<Prepared> {
-    let contracts = load_contracts(&spec.contracts_dir)?;
-    if let Some(d) = &spec.dataset {
-        if !contracts.contains_key(d) {
-            return Err(Error::Config(format!(
-                "dataset `{d}` has no contract in {}",
-                spec.contracts_dir.display()
-            )));
-        }
-    }
-    let root = Location::parse(&spec.curated)?;
-    let mut objects = BTreeMap::new();
-    let mut schemas = BTreeMap::new();
-    for (dataset, contract) in &contracts {
-        let mut opened = Vec::new();
-        for o in curated_objects(&root, dataset).await? {
-            let meta = crate::source::open(&o).await?;
-            opened.push((o, meta));
-        }
-        if !opened.is_empty() {
-            schemas.insert(dataset.clone(), state::union_schema(contract, &opened)?);
-        }
-        objects.insert(dataset.clone(), opened);
-    }
-    let ctx = session(spec)?;
-    let plan = plan(&ctx, spec, &schemas).await?;
-    Ok(Prepared {
-        contracts,
-        objects,
-        schemas,
-        ctx,
-        plan,
-    })
-}
-
-/// The catalog's view of a staged model.
-fn table_def(staged: &Staged, prefix: &Location, description: String) -> Result<TableDef> {
-    let columns = staged
-        .file_schema
-        .fields()
-        .iter()
-        .map(|f| {
-            Ok((
-                f.name().clone(),
-                catalog::hive_type(f.name(), f.data_type())?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(TableDef {
-        name: staged.model.clone(),
-        location: format!("{}/", prefix.url.trim_end_matches('/')),
-        columns,
-        partition_keys: staged.partition_keys.clone(),
-        partitions: staged
-            .partitions
-            .values()
-            .filter(|(v, _)| !v.is_empty())
-            .map(|(v, _)| v.clone())
-            .collect(),
-        description,
-    })
-}
-
-fn description(m: &Model) -> String {
-    m.sql
-        .lines()
-        .map_while(|l| l.trim_start().strip_prefix("--"))
-        .map(str::trim)
-        .filter(|l| {
-            !l.split_once(':')
-                .is_some_and(|(k, _)| k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_'))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The model that holds the checks' rows.
-fn violations_model(spec: &ProdSpec) -> Model {
-    Model {
-        name: VIOLATIONS_TABLE.to_string(),
-        path: spec.models_dir.join("checks"),
-        sql:
-            "-- Rows that break a check: the check, the row's keys, what was observed and expected."
-                .into(),
-        partition_by: None,
-        granularity: Granularity::None,
-        sort_by: vec!["check".into(), "keys".into()],
-        key: Vec::new(),
-    }
 }
 
 /// Plans every model against the curated footers and returns the Athena DDL of each prod table
@@ -850,16 +230,6 @@ pub async fn ddl(spec: &ProdSpec) -> Result<String> {
         out += ";\n\n";
     }
     Ok(out)
-}
-
-fn violations_schema() -> SchemaRef {
-    use arrow::datatypes::{Field, Schema};
-    Arc::new(Schema::new(
-        ["check", "keys", "observed", "expected", "run_id"]
-            .iter()
-            .map(|n| Field::new(*n, DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ))
 }
 
 /// Runs stage 2 (see the module docs).
@@ -1055,29 +425,4 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
         .await
         .map_err(|e| store_error(&loc.url, e))?;
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(name: &str) -> Model {
-        model::parse(Path::new(&format!("{name}.sql")), "SELECT 1").unwrap()
-    }
-
-    #[test]
-    fn models_run_after_the_models_they_read_and_cycles_are_errors() {
-        let order = dependency_order(vec![
-            (m("agg"), vec!["fact".into()]),
-            (m("dim"), vec!["customers".into(), "fact".into()]),
-            (m("fact"), vec!["orders".into(), "items".into()]),
-            (m("items"), vec!["order_items".into()]),
-        ])
-        .unwrap();
-        let names: Vec<&str> = order.iter().map(|(m, _)| m.name.as_str()).collect();
-        assert_eq!(names, ["items", "fact", "agg", "dim"]);
-        let e = dependency_order(vec![(m("a"), vec!["b".into()]), (m("b"), vec!["a".into()])])
-            .unwrap_err();
-        assert!(e.to_string().contains("cycle"), "{e}");
-    }
 }

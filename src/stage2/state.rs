@@ -20,14 +20,13 @@ use std::sync::Arc;
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::contract::Contract;
-use crate::dedup::{DedupIndex, DedupPlan, SpillConfig};
-use crate::source::{self, InputObject};
+use crate::source::{Input, Read};
+use crate::stage1::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use crate::{Error, Result};
 
 /// Rows per row group of the scratch file: DataFusion reads it a row group per partition.
@@ -60,23 +59,20 @@ pub struct StateStats {
     pub spilled_entries: u64,
 }
 
-/// The union schema of `metas` (columns in order of first appearance, the op column left out),
+/// The union schema of `objects` (columns in order of first appearance, the op column left out),
 /// checked: one type per column, and a column some object lacks must be nullable.
-pub(crate) fn union_schema(
-    contract: &Contract,
-    objects: &[(InputObject, ArrowReaderMetadata)],
-) -> Result<SchemaRef> {
+pub(crate) fn union_schema(contract: &Contract, objects: &[Input]) -> Result<SchemaRef> {
     let op = contract.cdc_op.as_deref();
     let mut fields: Vec<Field> = Vec::new();
-    for (object, meta) in objects {
-        for f in meta.schema().fields() {
+    for object in objects {
+        for f in object.schema().fields() {
             if Some(f.name().as_str()) == op {
                 continue;
             }
             match fields.iter().find(|g| g.name() == f.name()) {
                 Some(g) if g.data_type() != f.data_type() => {
                     return Err(Error::bad_input(
-                        &object.location.url,
+                        object.url(),
                         format!(
                             "column `{}` is {} here but {} in an earlier curated object",
                             f.name(),
@@ -97,12 +93,12 @@ pub(crate) fn union_schema(
             }
         }
     }
-    for (object, meta) in objects {
+    for object in objects {
         for f in &mut fields {
-            if meta.schema().field_with_name(f.name()).is_err() {
+            if object.schema().field_with_name(f.name()).is_err() {
                 if !f.is_nullable() && contract.column(f.name()).is_some_and(|c| !c.nullable) {
                     return Err(Error::bad_input(
-                        &object.location.url,
+                        object.url(),
                         format!("missing column `{}`, which is not nullable", f.name()),
                     ));
                 }
@@ -143,7 +139,7 @@ fn live_rows(batch: &RecordBatch, op: Option<&str>) -> Result<Option<BooleanArra
 /// order, with their footers) into `<scratch>/<dataset>.parquet`.
 pub async fn build(
     contract: &Contract,
-    opened: &[(InputObject, ArrowReaderMetadata)],
+    opened: &[Input],
     scratch: &Path,
     batch_size: usize,
     spill: SpillConfig,
@@ -154,10 +150,7 @@ pub async fn build(
         objects: opened.len(),
         ..StateStats::default()
     };
-    let file_rows: Vec<u64> = opened
-        .iter()
-        .map(|(_, m)| m.metadata().file_metadata().num_rows().max(0) as u64)
-        .collect();
+    let file_rows: Vec<u64> = opened.iter().map(Input::rows).collect();
     stats.rows_read = file_rows.iter().sum();
 
     let winners = key_pass(contract, opened, &file_rows, batch_size, spill).await?;
@@ -171,12 +164,17 @@ pub async fn build(
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
         .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
     let op = contract.cdc_op.as_deref();
-    for (f, (object, meta)) in opened.iter().enumerate() {
+    for (f, object) in opened.iter().enumerate() {
         let keep = winners.as_ref().map(|w| Arc::new(w.rows[f].clone()));
-        let mut groups = source::row_groups(object, meta.clone(), batch_size, keep, None, 1);
+        let mut groups = object.read(Read {
+            batch_size,
+            keep,
+            columns: None,
+            read_ahead: 1,
+        });
         while let Some(group) = groups.recv().await {
-            for batch in group?.reader {
-                let batch = batch.map_err(|e| source::decode_error(&object.location.url, e))?;
+            let mut group = group?;
+            while let Some(batch) = group.next_batch(object.url())? {
                 let batch = match live_rows(&batch, op)? {
                     Some(live) => filter_record_batch(&batch, &live)?,
                     None => batch,
@@ -211,11 +209,11 @@ pub async fn build(
 /// current).
 async fn key_pass(
     contract: &Contract,
-    opened: &[(InputObject, ArrowReaderMetadata)],
+    opened: &[Input],
     file_rows: &[u64],
     batch_size: usize,
     spill: SpillConfig,
-) -> Result<Option<crate::dedup::Winners>> {
+) -> Result<Option<crate::stage1::dedup::Winners>> {
     if contract.primary_key.is_empty() {
         return Ok(None);
     }
@@ -229,22 +227,13 @@ async fn key_pass(
         .collect();
     let total: u64 = file_rows.iter().sum();
     let mut index: Option<DedupIndex> = None;
-    for (f, (object, meta)) in opened.iter().enumerate() {
-        let url = &object.location.url;
-        let present: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| meta.schema().field_with_name(n).is_ok())
+    for (f, object) in opened.iter().enumerate() {
+        let url = object.url();
+        let schema = object.schema();
+        let columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| names.contains(&schema.field(i).name().as_str()))
             .collect();
-        let mask = ProjectionMask::columns(meta.parquet_schema(), present.iter().copied());
-        let projected = Schema::new(
-            meta.schema()
-                .fields()
-                .iter()
-                .filter(|f| present.contains(&f.name().as_str()))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        let projected = schema.project(&columns)?;
         let Some(plan) = DedupPlan::new(contract, &projected, url)? else {
             return Ok(None);
         };
@@ -256,12 +245,16 @@ async fn key_pass(
         };
         let file =
             u32::try_from(f).map_err(|_| Error::Config("too many curated objects".into()))?;
-        let mut groups = source::row_groups(object, meta.clone(), batch_size, None, Some(mask), 1);
+        let mut groups = object.read(Read {
+            batch_size,
+            keep: None,
+            columns: Some(columns),
+            read_ahead: 1,
+        });
         while let Some(group) = groups.recv().await {
-            let group = group?;
+            let mut group = group?;
             let mut row = group.first_row;
-            for batch in group.reader {
-                let batch = batch.map_err(|e| source::decode_error(url, e))?;
+            while let Some(batch) = group.next_batch(url)? {
                 let n = batch.num_rows() as u64;
                 let rows: Vec<u64> = (row..row + n).collect();
                 index.offer(&plan, &batch, None, file, &rows)?;

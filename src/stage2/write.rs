@@ -37,7 +37,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::model::{Granularity, Model};
 use crate::datetime::civil_from_days;
-use crate::sink::Codec;
+use crate::output::Codec;
 use crate::store::{store_error, Location};
 use crate::{Error, Result};
 

@@ -12,8 +12,8 @@ use arrow::array::{
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use edp::contract::Contract;
-use edp::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use edp::protect::mask_card_numbers;
+use edp::stage1::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use proptest::prelude::*;
 
 use crate::util::{find_pans, read_parquet};
@@ -185,7 +185,7 @@ proptest! {
         let loc = edp::store::Location::parse(dir.path().join("rt").to_str().unwrap()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let stats = rt.block_on(async {
-            let mut sink = edp::sink::ParquetSink::new(loc.child("x.parquet"), schema.clone(), edp::sink::writer_properties(edp::sink::Codec::Zstd, &["s".to_string()], &["i".to_string()])).unwrap();
+            let mut sink = edp::output::ParquetSink::new(loc.child("x.parquet"), schema.clone(), edp::output::writer_properties(edp::output::Codec::Zstd, &["s".to_string()], &["i".to_string()])).unwrap();
             sink.write(&batch).await.unwrap();
             sink.finish().await.unwrap()
         });

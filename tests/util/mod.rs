@@ -56,6 +56,41 @@ pub fn edp_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run edp")
 }
 
+/// Runs `edp` like [`edp_env`] with JSON logs, sends it SIGTERM once it logs `processing`
+/// (the job has started), and returns what it did.
+pub fn edp_terminated(args: &[&str], env: &[(&str, &str)]) -> Output {
+    use std::io::{BufRead, Read};
+    let mut cmd = Command::new(edp_bin());
+    cmd.args(["--log-format", "json", "--progress", "never"])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run edp");
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut logged = Vec::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).expect("read stderr") == 0 {
+            break;
+        }
+        logged.extend_from_slice(line.as_bytes());
+        if line.contains("\"processing\"") {
+            let pid = child.id().to_string();
+            let kill = Command::new("kill").args(["-TERM", &pid]).status();
+            assert!(kill.expect("kill").success());
+            break;
+        }
+    }
+    err.read_to_end(&mut logged).expect("read stderr");
+    let mut out = child.wait_with_output().expect("wait for edp");
+    out.stderr = logged;
+    out
+}
+
 /// Stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

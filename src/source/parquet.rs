@@ -1,11 +1,5 @@
-//! Source: Parquet objects streamed from any object store, row group by row group.
-//!
-//! [`resolve`] turns input URLs into the ordered list of objects of a job (a URL may name one
-//! object or a prefix). [`open`] reads an object's footer once (one ranged GET with a 64 KiB
-//! prefetch) and normalises its schema, so `LargeUtf8` and `Utf8View` arrive as `Utf8` and every
-//! later stage handles one string type. [`row_groups`] fetches row groups on a tokio task ahead of
-//! the consumer through a bounded channel: while the pipeline decodes and checks one row group,
-//! the next `read_ahead` are being fetched, and no more.
+//! Parquet, the first input format: footers read once, row groups cut into slices where the
+//! offset index allows, and fetched ahead of the decoder through a bounded channel.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,11 +9,11 @@ use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
 };
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::{parquet_to_arrow_schema, ProjectionMask};
@@ -27,19 +21,13 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::mpsc;
 
-use crate::store::{store_error, Location};
+use super::{InputObject, Read, RowGroup};
+use crate::store::store_error;
 use crate::{Error, Result};
-
-/// One input object of a job.
-#[derive(Debug, Clone)]
-pub struct InputObject {
-    pub location: Location,
-    pub size: u64,
-}
 
 /// An [`AsyncFileReader`] over one object, its size known from the listing.
 #[derive(Clone)]
-pub struct ObjectReader {
+struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
@@ -86,63 +74,9 @@ impl AsyncFileReader for ObjectReader {
     }
 }
 
-fn hidden(path: &Path) -> bool {
-    path.filename()
-        .is_some_and(|f| f.starts_with('_') || f.starts_with('.'))
-}
-
-/// Job order of objects: full-load files (`LOAD…`) first, then the rest, each in name order.
-fn job_order(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
-    let load = |m: &ObjectMeta| !m.location.filename().is_some_and(|f| f.starts_with("LOAD"));
-    (load(a), a.location.as_ref()).cmp(&(load(b), b.location.as_ref()))
-}
-
-/// Resolves input URLs into objects: a URL naming an object is that object; otherwise every
-/// object under it as a prefix, skipping names that start with `_` or `.`.
-pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
-    let mut out = Vec::new();
-    for url in urls {
-        let loc = Location::parse(url)?;
-        match loc.store.head(&loc.path).await {
-            Ok(meta) => out.push(InputObject {
-                size: meta.size,
-                location: loc,
-            }),
-            Err(object_store::Error::NotFound { .. })
-            | Err(object_store::Error::NotImplemented { .. }) => {
-                let mut metas: Vec<ObjectMeta> = loc
-                    .store
-                    .list(Some(&loc.path))
-                    .try_collect()
-                    .await
-                    .or_else(|e| match e {
-                        object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                        e => Err(store_error(url, e)),
-                    })?;
-                metas.retain(|m| !hidden(&m.location));
-                if metas.is_empty() {
-                    return Err(Error::bad_input(
-                        url,
-                        "no such object, and no objects under it as a prefix",
-                    ));
-                }
-                metas.sort_by(job_order);
-                for m in metas {
-                    out.push(InputObject {
-                        size: m.size,
-                        location: loc.at(m.location),
-                    });
-                }
-            }
-            Err(e) => return Err(store_error(url, e)),
-        }
-    }
-    Ok(out)
-}
-
 impl InputObject {
     /// A reader for this object.
-    pub fn reader(&self) -> ObjectReader {
+    fn reader(&self) -> ObjectReader {
         ObjectReader {
             store: self.location.store.clone(),
             path: self.location.path.clone(),
@@ -166,7 +100,7 @@ fn normalise(dt: &DataType) -> Option<DataType> {
 
 /// Reads and checks the footer of `input`, returning metadata whose schema uses `Utf8` for all
 /// strings. A missing, empty, truncated or non-Parquet object is a [`Error::BadInput`].
-pub async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
+pub(super) async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
     let url = &input.location.url;
     if input.size == 0 {
         return Err(Error::bad_input(
@@ -240,27 +174,12 @@ fn read_error(object: &str, what: &str, e: ParquetError) -> Error {
     }
 }
 
-/// Maps a decode error of `object` to the library error.
-pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
-    Error::bad_input(object, format!("corrupt Parquet data: {e}"))
-}
-
-/// One fetched row group (or slice of one), ready to decode.
-pub struct RowGroup {
-    /// Row number in the file of the first row.
-    pub first_row: u64,
-    /// Rows covered (before any selection).
-    pub rows: usize,
-    /// Decodes the selected rows in batches.
-    pub reader: ParquetRecordBatchReader,
-}
-
 /// Rows per slice of a large row group.
 pub const SLICE_ROWS: usize = 1 << 17;
 
 /// A contiguous range of rows within one row group: the unit of work of both passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slice {
+pub(super) struct Slice {
     pub row_group: usize,
     /// Row number in the file of the slice's first row.
     pub first_row: usize,
@@ -277,7 +196,7 @@ pub struct Slice {
 /// A slice fetches only the pages that hold its rows (plus the column's dictionary), so memory
 /// follows the slice, not the row group, and the slices of one row group go to different
 /// cores. Without an offset index every slice would fetch the whole row group, so it stays whole.
-pub fn slices(meta: &ArrowReaderMetadata) -> Vec<Slice> {
+pub(super) fn slices(meta: &ArrowReaderMetadata) -> Vec<Slice> {
     let md = meta.metadata();
     let mut out = Vec::new();
     let mut first = 0usize;
@@ -358,16 +277,22 @@ fn slice_selection(slice: &Slice, keep: Option<BooleanBuffer>) -> Option<RowSele
 /// Streams the [`slices`] of `input` as synchronous readers of `batch_size`-row batches,
 /// fetching up to `read_ahead` slices ahead. With `keep` (one bit per row of the file), only
 /// the set rows are decoded, and slices with no set row are not fetched at all; the selection is
-/// built one slice at a time, so its size does not grow with the file. With `projection`, only
-/// those columns are fetched and decoded (the key pass).
-pub fn row_groups(
+/// built one slice at a time, so its size does not grow with the file. With `columns`, only
+/// those top-level columns are fetched and decoded (the key pass).
+pub(super) fn row_groups(
     input: &InputObject,
-    meta: ArrowReaderMetadata,
-    batch_size: usize,
-    keep: Option<Arc<BooleanBuffer>>,
-    projection: Option<ProjectionMask>,
-    read_ahead: usize,
+    meta: &ArrowReaderMetadata,
+    read: Read,
 ) -> mpsc::Receiver<Result<RowGroup>> {
+    let Read {
+        batch_size,
+        keep,
+        columns,
+        read_ahead,
+    } = read;
+    let meta = meta.clone();
+    let projection = columns
+        .map(|roots| ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), roots));
     let (tx, rx) = mpsc::channel(read_ahead.max(1));
     let reader = input.reader();
     let url = input.location.url.clone();
@@ -404,11 +329,11 @@ pub fn row_groups(
             }
             let item = match builder.build() {
                 Ok(mut stream) => match stream.next_row_group().await {
-                    Ok(Some(reader)) => Ok(RowGroup {
-                        first_row: slice.first_row as u64,
-                        rows: slice.rows,
-                        reader,
-                    }),
+                    Ok(Some(reader)) => Ok(RowGroup::new(
+                        slice.first_row as u64,
+                        slice.rows,
+                        Box::new(reader),
+                    )),
                     Ok(None) => continue,
                     Err(e) => Err(map_err(e)),
                 },

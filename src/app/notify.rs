@@ -2,9 +2,9 @@
 //! rate passes the configured threshold, and a dead-letter SQS message (the event and the reason)
 //! when a run fails for good.
 //!
-//! "For good" means the failure will not change on a retry (a contract, configuration or input
-//! problem, or a conservation failure), or this is the last attempt AWS Batch makes
-//! (`AWS_BATCH_JOB_ATTEMPT` has reached `max_attempts`). Messages carry keys, counts and error
+//! "For good" is [`crate::Error::is_final`]: the failure will not change on a retry (a
+//! contract, configuration or input problem, or a conservation failure), or this is the last
+//! attempt AWS Batch makes (`AWS_BATCH_JOB_ATTEMPT` has reached `max_attempts`). Messages carry keys, counts and error
 //! messages, which by construction never hold a record value. The clients use the official AWS
 //! SDK, configured from the standard environment (`AWS_ENDPOINT_URL` for tests).
 
@@ -68,7 +68,7 @@ impl Notifier {
         &self,
         event: &str,
         reason: &str,
-        exit_code: i32,
+        exit_code: u8,
         request_id: &str,
     ) -> Result<()> {
         let Some(queue) = &self.targets.dead_letter_queue_url else {
@@ -95,29 +95,5 @@ impl Notifier {
             })?;
         tracing::info!(queue = %queue, "event sent to the dead-letter queue");
         Ok(())
-    }
-}
-
-/// True when a failure with `exit_code` is final: retrying cannot help, or this was the last
-/// attempt AWS Batch makes.
-pub fn is_final(exit_code: i32, attempt: Option<u32>, max_attempts: u32) -> bool {
-    let retryable = matches!(exit_code, 5 | 70 | 1);
-    !retryable || attempt.is_some_and(|a| a >= max_attempts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finality() {
-        assert!(is_final(4, Some(1), 3), "bad input never gets better");
-        assert!(is_final(3, None, 3));
-        assert!(
-            !is_final(5, Some(1), 3),
-            "storage errors are retried by Batch"
-        );
-        assert!(is_final(5, Some(3), 3), "the last attempt");
-        assert!(!is_final(5, None, 3));
     }
 }

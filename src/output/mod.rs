@@ -105,6 +105,8 @@ pub struct EncodedRowGroup {
 
 /// Encodes batches into row groups of one output; `Send`, so it can work on any thread.
 pub struct RowGroupEncoder {
+    /// The output's URL, for errors.
+    url: String,
     factory: Arc<ArrowRowGroupWriterFactory>,
     schema: SchemaRef,
     writers: Vec<ArrowColumnWriter>,
@@ -114,6 +116,11 @@ pub struct RowGroupEncoder {
 }
 
 impl RowGroupEncoder {
+    /// The URL of the output this encoder's row groups go to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Encodes `batch`, closing the row group once it buffers more than the flush threshold or
     /// [`ROW_GROUP_ROWS`] rows.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
@@ -184,7 +191,7 @@ impl ParquetSink {
         let upload =
             BufWriter::with_capacity(location.store.clone(), location.path.clone(), PART_BYTES)
                 .with_max_concurrency(PART_CONCURRENCY);
-        let parquet_err = |source| Error::Parquet {
+        let parquet_err = |source| Error::Encode {
             object: location.url.clone(),
             source,
         };
@@ -216,6 +223,7 @@ impl ParquetSink {
     /// A new encoder for this output's row groups, to run on any thread.
     pub fn encoder(&self) -> Result<RowGroupEncoder> {
         Ok(RowGroupEncoder {
+            url: self.location.url.clone(),
             factory: self.factory.clone(),
             schema: self.schema.clone(),
             writers: self
@@ -229,7 +237,7 @@ impl ParquetSink {
     }
 
     fn err(&self, source: ParquetError) -> Error {
-        Error::Parquet {
+        Error::Encode {
             object: self.location.url.clone(),
             source,
         }
@@ -281,7 +289,7 @@ impl ParquetSink {
             Some(enc) => enc
                 .write(batch)
                 .map(|()| enc.take_closed())
-                .map_err(|source| Error::Parquet {
+                .map_err(|source| Error::Encode {
                     object: self.location.url.clone(),
                     source,
                 })?,

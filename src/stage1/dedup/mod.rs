@@ -25,11 +25,16 @@
 //!
 //! [`Offers::hashes`] gives every row a hash of its key that is stable across processes and
 //! versions: it picks spill partitions and array-job shards.
+//!
+//! The integer partitions are in `runs` and the run files in `spill`; this module holds the
+//! winner order, the plan, the offers and the index.
+
+mod runs;
+mod spill;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use arrow::array::BooleanBufferBuilder;
 use arrow::buffer::BooleanBuffer;
@@ -37,11 +42,12 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, Schema};
 use arrow::row::{RowConverter, SortField};
 use hashbrown::HashMap;
-use rayon::prelude::*;
 
 use crate::contract::{ColumnType, Contract, Format};
-use crate::validate::instants;
+use crate::stage1::validate::instants;
 use crate::{Error, Result};
+use runs::IntRuns;
+use spill::{read_run, Spill, CANDIDATE_BYTES};
 
 /// The ordering and identity of one candidate row, packed into 32 bytes so the index stays
 /// small: fields compare in declaration order, which is the winner order.
@@ -148,8 +154,6 @@ impl DedupPlan {
 
 /// Number of hash partitions the index spills into.
 pub const SPILL_PARTITIONS: usize = 64;
-/// Bytes of one spilled candidate.
-const CANDIDATE_BYTES: usize = 32;
 /// Estimated bytes per entry of a byte-keyed map, besides the key bytes themselves.
 const BYTES_ENTRY_BYTES: usize = 80;
 
@@ -178,31 +182,6 @@ fn int_hash(k: i64) -> u64 {
     stable_hash(&k.to_le_bytes())
 }
 
-impl Candidate {
-    fn to_bytes(self) -> [u8; CANDIDATE_BYTES] {
-        let mut out = [0u8; CANDIDATE_BYTES];
-        out[0..8].copy_from_slice(&self.time.to_le_bytes());
-        out[8..16].copy_from_slice(&self.seq_hi.to_le_bytes());
-        out[16..24].copy_from_slice(&self.seq_lo.to_le_bytes());
-        out[24..32].copy_from_slice(&self.pos.to_le_bytes());
-        out
-    }
-
-    fn from_bytes(b: &[u8]) -> Self {
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            w
-        };
-        Candidate {
-            time: i64::from_le_bytes(word(0)),
-            seq_hi: i64::from_le_bytes(word(8)),
-            seq_lo: u64::from_le_bytes(word(16)),
-            pos: u64::from_le_bytes(word(24)),
-        }
-    }
-}
-
 fn keep_max<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Candidate>, key: K, c: Candidate) {
     map.entry(key)
         .and_modify(|old| {
@@ -213,189 +192,10 @@ fn keep_max<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Candidate>, key: K, c:
         .or_insert(c);
 }
 
-/// An `i64` as a `u64` with the same order.
-fn flip(v: i64) -> u64 {
-    (v as u64) ^ (1 << 63)
-}
-
-fn unflip(v: u64) -> i64 {
-    (v ^ (1 << 63)) as i64
-}
-
-/// Integer-keyed entries in radix partitions: `[key, time, (seq hi, seq lo,) pos]` as
-/// order-preserving words, `S` = 3 without a sequence column and 5 with one. Offering appends
-/// to the key's partition (sequential writes, no hash table); each partition is reduced at the
-/// end by sorting it, which fits in cache where a table over all keys would not.
-struct IntRuns<const S: usize> {
-    parts: Vec<Vec<[u64; S]>>,
-    /// A partition this long triggers a spill of all of them.
-    part_limit: usize,
-}
-
-impl<const S: usize> IntRuns<S> {
-    fn new(max_entries: usize, rows: u64) -> Self {
-        let part_limit = (max_entries / SPILL_PARTITIONS).max(1);
-        let expected = usize::try_from(rows / SPILL_PARTITIONS as u64)
-            .unwrap_or(usize::MAX)
-            .saturating_mul(5)
-            / 4
-            + 16;
-        IntRuns {
-            parts: (0..SPILL_PARTITIONS)
-                .map(|_| Vec::with_capacity(expected.min(part_limit)))
-                .collect(),
-            part_limit,
-        }
-    }
-
-    fn words(key: i64, c: &Candidate) -> [u64; S] {
-        let mut w = [0u64; S];
-        w[0] = flip(key);
-        w[1] = flip(c.time);
-        if S == 5 {
-            w[2] = flip(c.seq_hi);
-            w[3] = c.seq_lo;
-        }
-        w[S - 1] = c.pos;
-        w
-    }
-
-    fn candidate(w: &[u64; S]) -> Candidate {
-        let (seq_hi, seq_lo) = if S == 5 {
-            (unflip(w[2]), w[3])
-        } else {
-            (i64::MIN, 0)
-        };
-        Candidate {
-            time: unflip(w[1]),
-            seq_hi,
-            seq_lo,
-            pos: w[S - 1],
-        }
-    }
-
-    /// Appends an entry; true when its partition is full and everything should be spilled.
-    fn push(&mut self, hash: u64, key: i64, c: &Candidate) -> bool {
-        let part = &mut self.parts[partition(hash)];
-        part.push(Self::words(key, c));
-        part.len() >= self.part_limit
-    }
-
-    fn spill(&mut self, spill: &mut Spill) -> std::io::Result<u64> {
-        let mut written = 0;
-        let mut buf = Vec::new();
-        for (part, file) in self.parts.iter_mut().zip(&mut spill.files) {
-            buf.clear();
-            for w in part.iter() {
-                for word in w {
-                    buf.extend_from_slice(&word.to_le_bytes());
-                }
-            }
-            file.write_all(&buf)?;
-            written += part.len() as u64;
-            part.clear();
-        }
-        Ok(written)
-    }
-
-    /// Reduces every partition, as many at once as the pool has threads (a partition's spilled
-    /// runs are in memory only while it is sorted), and calls `add` with the winner of every
-    /// key.
-    fn reduce_all(
-        &mut self,
-        dir: Option<&Path>,
-        add: &mut impl FnMut(&Candidate) -> Result<()>,
-    ) -> Result<()> {
-        let threads = rayon::current_num_threads().max(1);
-        let mut parts = std::mem::take(&mut self.parts).into_iter().enumerate();
-        loop {
-            let chunk: Vec<(usize, Vec<[u64; S]>)> = parts.by_ref().take(threads).collect();
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            let winners: Vec<Result<Vec<Candidate>>> = chunk
-                .into_par_iter()
-                .map(|(p, entries)| Self::reduce(entries, &read_run(dir, p)?))
-                .collect();
-            for w in winners {
-                w?.iter().try_for_each(&mut *add)?;
-            }
-        }
-    }
-
-    /// The winner of every key among a partition's in-memory `entries` and `spilled` runs.
-    fn reduce(mut entries: Vec<[u64; S]>, spilled: &[u8]) -> Result<Vec<Candidate>> {
-        entries.reserve(spilled.len() / (8 * S));
-        for rec in spilled.chunks_exact(8 * S) {
-            let mut w = [0u64; S];
-            for (i, word) in rec.chunks_exact(8).enumerate() {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(word);
-                w[i] = u64::from_le_bytes(b);
-            }
-            entries.push(w);
-        }
-        entries.sort_unstable();
-        Ok(entries
-            .iter()
-            .enumerate()
-            .filter(|&(i, w)| entries.get(i + 1).is_none_or(|next| next[0] != w[0]))
-            .map(|(_, w)| Self::candidate(w))
-            .collect())
-    }
-}
-
-/// The run file of partition `p` in spill directory `dir` (nothing when the index never
-/// spilled), deleted once read so its disk space is freed partition by partition.
-fn read_run(dir: Option<&Path>, p: usize) -> Result<Vec<u8>> {
-    let Some(dir) = dir else {
-        return Ok(Vec::new());
-    };
-    let path = dir.join(format!("part-{p:03}.run"));
-    let data =
-        std::fs::read(&path).map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
-    let _ = std::fs::remove_file(&path);
-    Ok(data)
-}
-
 enum Keys {
     Int3(IntRuns<3>),
     Int5(IntRuns<5>),
     Bytes(HashMap<Box<[u8]>, Candidate>, usize),
-}
-
-struct Spill {
-    dir: tempfile::TempDir,
-    files: Vec<BufWriter<File>>,
-    spilled_entries: u64,
-}
-
-impl Spill {
-    fn new(config: &SpillConfig) -> Result<Self> {
-        let err = |e: std::io::Error| {
-            Error::Config(format!("spill directory {}: {e}", config.dir.display()))
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("edp-spill-")
-            .tempdir_in(&config.dir)
-            .map_err(err)?;
-        let files = (0..SPILL_PARTITIONS)
-            .map(|p| {
-                File::create(dir.path().join(format!("part-{p:03}.run")))
-                    .map(|f| BufWriter::with_capacity(32 << 10, f))
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(err)?;
-        Ok(Spill {
-            dir,
-            files,
-            spilled_entries: 0,
-        })
-    }
-
-    fn io_error(&self, e: std::io::Error) -> Error {
-        Error::Spill(format!("{}: {e}", self.dir.path().display()))
-    }
 }
 
 fn partition(hash: u64) -> usize {
@@ -622,43 +422,6 @@ impl DedupIndex {
         })
     }
 
-    /// Appends every in-memory entry to the partition run files and empties memory.
-    fn spill_all(&mut self) -> Result<()> {
-        let Some(config) = &self.config else {
-            return Ok(());
-        };
-        if self.spill.is_none() {
-            self.spill = Some(Spill::new(config)?);
-        }
-        let spill = self
-            .spill
-            .as_mut()
-            .ok_or_else(|| Error::Internal("spill not set".into()))?;
-        let result: std::io::Result<u64> = match &mut self.keys {
-            Keys::Int3(runs) => runs.spill(spill),
-            Keys::Int5(runs) => runs.spill(spill),
-            Keys::Bytes(map, bytes) => (|| {
-                let mut written = 0u64;
-                for (k, c) in map.drain() {
-                    let f = &mut spill.files[partition(stable_hash(&k))];
-                    f.write_all(&(k.len() as u32).to_le_bytes())?;
-                    f.write_all(&k)?;
-                    f.write_all(&c.to_bytes())?;
-                    written += 1;
-                }
-                *bytes = 0;
-                Ok(written)
-            })(),
-        };
-        match result {
-            Ok(n) => {
-                spill.spilled_entries += n;
-                Ok(())
-            }
-            Err(e) => Err(spill.io_error(e)),
-        }
-    }
-
     /// Offers the rows of `batch` not marked in `skip`; `rows[i]` is the row number of the
     /// batch's row `i` in file number `file`.
     pub fn offer(
@@ -792,64 +555,4 @@ impl DedupIndex {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::Field;
-
-    fn contract() -> Contract {
-        Contract::from_json_str(
-            "t.json",
-            r#"{"title":"t","required":["id","ts"],"properties":{
-                "id":{"type":"integer"},"ts":{"type":"string","format":"date-time"},
-                "op":{"type":"string","enum":["I","U","D"]}},
-               "x-primary-key":["id"],"x-event-time":"ts","x-cdc-op":"op"}"#,
-        )
-        .unwrap()
-    }
-
-    fn batch(ids: &[i64], ts: &[&str], ops: &[&str]) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("ts", DataType::Utf8, false),
-            Field::new("op", DataType::Utf8, true),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Int64Array::from(ids.to_vec())),
-                Arc::new(StringArray::from(ts.to_vec())),
-                Arc::new(StringArray::from(ops.to_vec())),
-            ],
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn latest_wins_ties_go_to_later_rows_and_deletes_are_tombstones() {
-        let c = contract();
-        let b = batch(
-            &[1, 1, 2, 2, 3, 3],
-            &[
-                "2025-01-02 00:00:00",
-                "2025-01-01 00:00:00",
-                "2025-01-01 00:00:00",
-                "2025-01-01T00:00:00Z",
-                "2025-01-01 00:00:00",
-                "2025-01-03 00:00:00",
-            ],
-            &["I", "U", "I", "U", "I", "D"],
-        );
-        let plan = DedupPlan::new(&c, &b.schema(), "x").unwrap().unwrap();
-        let mut index = DedupIndex::new(&plan, 6, None).unwrap();
-        index
-            .offer(&plan, &b, None, 0, &[0, 1, 2, 3, 4, 5])
-            .unwrap();
-        let w = index.finish(&[6]).unwrap();
-        assert_eq!(w.rows[0].set_indices().collect::<Vec<_>>(), vec![0, 3, 5]);
-        assert_eq!(w.superseded, 3);
-        assert_eq!(w.tombstones, 1);
-    }
-}
+mod tests;

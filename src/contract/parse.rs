@@ -1,18 +1,11 @@
-//! Dataset contracts: JSON Schema (draft 2020-12) documents with `x-` keywords, parsed and
-//! compiled once before any data flows.
-//!
-//! Parsing is strict on purpose. A keyword the program does not implement, an unknown `x-` key,
-//! a bad regex or contradictory bounds is an error naming the file and the JSON pointer, because a
-//! silently ignored rule is a rule that never ran. The compiled [`Contract`] holds everything the
-//! later stages need resolved ahead of time: column types, bounds as numbers, patterns as DFAs,
-//! date bounds as instants, and the dedup and protection roles of columns.
+//! Parsing: a contract's JSON document checked keyword by keyword and compiled into a
+//! [`Contract`], every error naming the file and the JSON pointer.
 
 use std::collections::BTreeSet;
 
-use regex_automata::dfa::{dense, Automaton, StartKind};
-use regex_automata::Input;
 use serde_json::{Map, Value};
 
+use super::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern, Pci, Pii};
 use crate::datetime::{parse_date, parse_datetime_bound, NANOS_PER_DAY};
 use crate::{Error, Result};
 
@@ -58,227 +51,14 @@ const COLUMN_KEYWORDS: &[&str] = &[
     "x-references",
 ];
 
-/// Largest compiled pattern DFA accepted, in bytes.
-const DFA_SIZE_LIMIT: usize = 8 << 20;
-
-/// The JSON type a column holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Integer,
-    Number,
-    String,
-    Boolean,
-}
-
-impl ColumnType {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "integer" => ColumnType::Integer,
-            "number" => ColumnType::Number,
-            "string" => ColumnType::String,
-            "boolean" => ColumnType::Boolean,
-            _ => return None,
-        })
-    }
-
-    /// The JSON Schema name of the type.
-    pub fn name(self) -> &'static str {
-        match self {
-            ColumnType::Integer => "integer",
-            ColumnType::Number => "number",
-            ColumnType::String => "string",
-            ColumnType::Boolean => "boolean",
-        }
-    }
-}
-
-/// A `format` the validator checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Email,
-    Phone,
-    DateTime,
-    Date,
-    Uuid,
-}
-
-impl Format {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "email" => Format::Email,
-            "phone" => Format::Phone,
-            "date-time" => Format::DateTime,
-            "date" => Format::Date,
-            "uuid" => Format::Uuid,
-            _ => return None,
-        })
-    }
-
-    /// The JSON Schema name of the format.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Email => "email",
-            Format::Phone => "phone",
-            Format::DateTime => "date-time",
-            Format::Date => "date",
-            Format::Uuid => "uuid",
-        }
-    }
-}
-
-/// How card data in a column is protected (`x-pci`; see `protect` for the rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pci {
-    /// `x-pci: "pan"` (string columns only): the column holds card numbers; every value is masked
-    /// to its last four digits.
-    Pan,
-    /// Default for string, integer and number columns: text is scanned for Luhn-valid card
-    /// numbers and masked; a number holding one refuses the file (it cannot be masked).
-    Scan,
-    /// `x-pci: "none"`: the column is known not to hold card data and is not scanned.
-    None,
-}
-
-/// How a PII column is transformed (`x-pii`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pii {
-    /// Keyed HMAC-SHA-256 token (hex), stable across runs so joins still work.
-    Hash,
-    /// Every letter and digit but the last four replaced by `*`.
-    Mask,
-    /// The value replaced by `REDACTED`.
-    Redact,
-}
-
-/// A literal from `enum` or `const`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Literal {
-    Str(String),
-    Int(i64),
-    Num(f64),
-    Bool(bool),
-}
-
-/// A compiled `pattern`: an unanchored DFA, matching anywhere as JSON Schema requires.
-#[derive(Debug, Clone)]
-pub struct Pattern {
-    source: String,
-    dfa: dense::DFA<Vec<u32>>,
-}
-
-impl Pattern {
-    /// Compiles `source`; the error text says why it was rejected.
-    pub fn new(source: &str) -> Result<Self, String> {
-        let dfa = dense::Builder::new()
-            .configure(
-                dense::DFA::config()
-                    .start_kind(StartKind::Unanchored)
-                    .dfa_size_limit(Some(DFA_SIZE_LIMIT))
-                    .determinize_size_limit(Some(DFA_SIZE_LIMIT)),
-            )
-            .build(source)
-            .map_err(|e| e.to_string())?;
-        Ok(Pattern {
-            source: source.to_string(),
-            dfa,
-        })
-    }
-
-    /// True when the pattern matches somewhere in `s`.
-    pub fn is_match(&self, s: &str) -> bool {
-        matches!(
-            self.dfa.try_search_fwd(&Input::new(s).earliest(true)),
-            Ok(Some(_))
-        )
-    }
-
-    /// The pattern as written in the contract.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-}
-
-/// One column of a contract, with every rule resolved.
-#[derive(Debug, Clone)]
-pub struct ColumnSpec {
-    pub name: String,
-    /// JSON pointer of the column in the contract, for error messages.
-    pub pointer: String,
-    pub ty: ColumnType,
-    pub nullable: bool,
-    pub required: bool,
-    pub minimum: Option<f64>,
-    pub maximum: Option<f64>,
-    pub exclusive_minimum: Option<f64>,
-    pub exclusive_maximum: Option<f64>,
-    pub min_length: Option<usize>,
-    pub max_length: Option<usize>,
-    pub enum_values: Option<Vec<Literal>>,
-    pub const_value: Option<Literal>,
-    pub pattern: Option<Pattern>,
-    pub format: Option<Format>,
-    /// `formatMinimum` as written and as an instant (ns since epoch) or a day number.
-    pub format_minimum: Option<(String, i128)>,
-    pub format_maximum: Option<(String, i128)>,
-    pub pci: Pci,
-    pub pii: Option<Pii>,
-    /// `x-references` as (dataset, column). Recorded; checked by the foreign-key stage.
-    pub references: Option<(String, String)>,
-}
-
-/// A compiled dataset contract.
-#[derive(Debug, Clone)]
-pub struct Contract {
-    /// Where the contract came from, for messages.
-    pub file: String,
-    /// The dataset name (`title`).
-    pub dataset: String,
-    pub columns: Vec<ColumnSpec>,
-    /// `additionalProperties: false` makes unknown file columns a file-level error.
-    pub allow_extra_columns: bool,
-    pub primary_key: Vec<String>,
-    pub event_time: Option<String>,
-    pub sequence: Option<String>,
-    pub cdc_op: Option<String>,
-}
-
-impl Contract {
-    /// Reads and compiles a contract file from the local filesystem.
-    pub fn from_path(path: &std::path::Path) -> Result<Self> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::contract(&file, "", format!("cannot read: {e}")))?;
-        Self::from_json_str(&file, &text)
-    }
-
-    /// Parses and compiles contract text; `file` names it in errors.
-    pub fn from_json_str(file: &str, text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::contract(file, "", format!("not valid JSON: {e}")))?;
-        if let Some(pointer) = duplicate_key(text) {
-            return Err(Error::contract(
-                file,
-                &pointer,
-                "declared twice in one object (JSON parsers keep only one of them)",
-            ));
-        }
-        Parser { file }.contract(&value)
-    }
-
-    /// The column named `name`, if the contract declares it.
-    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
-        self.columns.iter().find(|c| c.name == name)
-    }
-}
-
-struct Parser<'a> {
-    file: &'a str,
+pub(super) struct Parser<'a> {
+    pub(super) file: &'a str,
 }
 
 /// The JSON pointer of the first key that an object of `text` (valid JSON) declares twice:
 /// `serde_json` keeps the last one silently, so a property declared twice would lose its first
 /// rules without a word.
-fn duplicate_key(text: &str) -> Option<String> {
+pub(super) fn duplicate_key(text: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
     /// Walks a value at `pointer`, recording the first duplicate key in `found`.
@@ -400,7 +180,7 @@ impl Parser<'_> {
         }
     }
 
-    fn contract(&self, root: &Value) -> Result<Contract> {
+    pub(super) fn contract(&self, root: &Value) -> Result<Contract> {
         let obj = root
             .as_object()
             .ok_or_else(|| self.err("", "a contract must be a JSON object"))?;
@@ -830,138 +610,5 @@ impl Parser<'_> {
             pii,
             references,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        Contract::from_json_str("c.json", text)
-            .unwrap_err()
-            .to_string()
-    }
-
-    /// Regression (issue 11, item 8): a property declared twice was silently last-wins.
-    #[test]
-    fn a_key_declared_twice_is_an_error_at_its_pointer() {
-        let e = err(
-            r#"{"title":"t","properties":{"id":{"type":"integer"},"a/b":{"type":"string"},"a/b":{"type":"integer"}}}"#,
-        );
-        assert!(
-            e.contains("/properties/a~1b") && e.contains("declared twice"),
-            "{e}"
-        );
-        let e =
-            err(r#"{"title":"t","properties":{"id":{"type":"integer","minimum":1,"minimum":2}}}"#);
-        assert!(e.contains("/properties/id/minimum"), "{e}");
-        let e = err(r#"{"title":"t","required":[{"x":1,"x":2}],"properties":{}}"#);
-        assert!(e.contains("/required/0/x"), "{e}");
-    }
-
-    const BASE: &str = r#"{"title":"t","required":["id"],"properties":{"id":{"type":"integer"},COL},"x-primary-key":["id"]}"#;
-
-    fn with(col: &str) -> String {
-        BASE.replace("COL", col)
-    }
-
-    #[test]
-    fn parses_orders_like_contract() {
-        let c = Contract::from_json_str(
-            "c.json",
-            &with(r#""s":{"enum":["a","b"]},"e":{"type":["string","null"],"format":"email","x-pii":"hash"},"p":{"type":"string","x-pci":"pan"}"#),
-        )
-        .unwrap();
-        assert_eq!(c.dataset, "t");
-        let s = c.column("s").unwrap();
-        assert_eq!(s.ty, ColumnType::String);
-        assert!(!s.nullable);
-        let e = c.column("e").unwrap();
-        assert!(e.nullable && e.pii == Some(Pii::Hash) && e.format == Some(Format::Email));
-        assert_eq!(c.column("p").unwrap().pci, Pci::Pan);
-        // Numbers are scanned too: an integer wide enough could be a card number.
-        assert_eq!(c.column("id").unwrap().pci, Pci::Scan);
-    }
-
-    #[test]
-    fn x_pci_on_numbers() {
-        let c = Contract::from_json_str(
-            "c.json",
-            &with(r#""n":{"type":"integer","x-pci":"none"},"b":{"type":"boolean"},"q":{"type":"integer","minimum":0,"maximum":10}"#),
-        )
-        .unwrap();
-        assert_eq!(c.column("n").unwrap().pci, Pci::None);
-        assert_eq!(c.column("b").unwrap().pci, Pci::None);
-        // Bounds hold for curated rows only; quarantine gets the out-of-range values.
-        assert_eq!(c.column("q").unwrap().pci, Pci::Scan);
-        let e = err(&with(r#""n":{"type":"number","x-pci":"pan"}"#));
-        assert!(
-            e.contains("/properties/n/x-pci")
-                && e.contains("cannot be masked")
-                && e.contains("type: string"),
-            "{e}"
-        );
-        let e = err(&with(r#""b":{"type":"boolean","x-pci":"none"}"#));
-        assert!(
-            e.contains("/properties/b/x-pci") && e.contains("applies only to"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn rejects_unsupported_and_unknown_keywords() {
-        let e = err(&with(r#""x":{"oneOf":[]}"#));
-        assert!(
-            e.contains("/properties/x/oneOf") && e.contains("unsupported keyword"),
-            "{e}"
-        );
-        let e = err(&with(r#""x":{"type":"string","x-secret":true}"#));
-        assert!(
-            e.contains("/properties/x/x-secret") && e.contains("unknown extension"),
-            "{e}"
-        );
-        let e = err(&BASE
-            .replace("COL", r#""x":{"type":"string"}"#)
-            .replace("\"title\"", "\"x-rules\":[],\"title\""));
-        assert!(e.contains("/x-rules"), "{e}");
-    }
-
-    #[test]
-    fn rejects_bad_regex_and_contradictions() {
-        let e = err(&with(r#""x":{"type":"string","pattern":"(["}"#));
-        assert!(
-            e.contains("/properties/x/pattern") && e.contains("invalid regex"),
-            "{e}"
-        );
-        let e = err(&with(r#""x":{"type":"number","minimum":5,"maximum":1}"#));
-        assert!(e.contains("contradictory"), "{e}");
-        let e = err(&with(
-            r#""x":{"type":"number","minimum":1,"exclusiveMaximum":1}"#,
-        ));
-        assert!(e.contains("contradictory"), "{e}");
-        let e = err(&with(
-            r#""x":{"type":"string","minLength":5,"maxLength":1}"#,
-        ));
-        assert!(e.contains("/properties/x/minLength"), "{e}");
-        let e = err(&with(
-            r#""x":{"type":"string","format":"date","formatMinimum":"2025-01-01","formatMaximum":"2024-01-01"}"#,
-        ));
-        assert!(e.contains("contradictory"), "{e}");
-        let e = err(&with(r#""x":{"type":"integer","pattern":"a"}"#));
-        assert!(e.contains("applies only to string"), "{e}");
-        let e = err(&with(r#""x":{"enum":["a"],"const":"b"}"#));
-        assert!(e.contains("/properties/x/const"), "{e}");
-    }
-
-    #[test]
-    fn pattern_is_unanchored_like_json_schema() {
-        let p = Pattern::new("^[A-Z]{3}$").unwrap();
-        assert!(p.is_match("EUR"));
-        assert!(!p.is_match("EURO"));
-        assert!(!p.is_match("eur"));
-        let q = Pattern::new("[0-9]").unwrap();
-        assert!(q.is_match("ab1c"));
-        assert!(!q.is_match("abc"));
     }
 }

@@ -1,0 +1,236 @@
+//! `edp run`, the AWS Batch entry point: reads the event, routes every object it names to its
+//! stage (see [`super::event::route`]) before processing any, runs each, prints one EMF line
+//! per object on stdout, and applies the failure policy: an SNS alert on every failure and when
+//! a run's quarantine share passes `validation_failure_threshold` (stage 1) or its checks find
+//! violations (stage 2), and a dead letter when the failure is final
+//! ([`crate::Error::is_final`]: not retryable, or the last of `max_attempts`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use super::cli::{Global, RunArgs};
+use super::event::{self, ObjectEvent, Route, Stage};
+use super::metrics;
+use super::notify::{Notifier, Targets};
+use super::specs::{contract_path, job_spec, prod_spec, JobTarget};
+use crate::settings::Settings;
+use crate::{stage1, stage2, Error, Result};
+
+/// The event document and where it came from (for messages).
+fn read_event(args: &RunArgs) -> Result<(String, String)> {
+    match (&args.event, &args.bucket, &args.key) {
+        (Some(e), _, _) if e == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Error::Config(format!("event on stdin: cannot read: {e}")))?;
+            Ok((text, "stdin".to_string()))
+        }
+        (Some(path), _, _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("event {path}: cannot read: {e}")))?;
+            Ok((text, path.clone()))
+        }
+        (None, Some(bucket), Some(key)) => Ok((
+            serde_json::json!({"bucket": bucket, "key": key}).to_string(),
+            "--bucket/--key".to_string(),
+        )),
+        _ => Err(Error::Config(
+            "give an EVENT file or --bucket and --key".into(),
+        )),
+    }
+}
+
+/// `edp run`: every object of the event, one after the other; on failure the alert and, when
+/// final, the dead letter.
+pub async fn run_event(
+    settings: &Settings,
+    global: &Global,
+    args: &RunArgs,
+    interrupted: Arc<AtomicBool>,
+) -> Result<u8> {
+    let (doc, source) = read_event(args)?;
+    let request_id = std::env::var("AWS_BATCH_JOB_ID").unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("local-{:x}-{:x}", std::process::id(), nanos)
+    });
+    let targets = Targets {
+        topic_arn: settings.sns_topic_arn.clone(),
+        dead_letter_queue_url: settings.dead_letter_queue_url.clone(),
+    };
+    let notifier = Notifier::new(targets).await;
+    let run = Run {
+        settings,
+        global,
+        args,
+        interrupted,
+        request_id: &request_id,
+        notifier: notifier.as_ref(),
+    };
+    let result = run.objects(&doc, &source).await;
+    if let (Err(e), Some(n)) = (&result, &notifier) {
+        let (code, reason) = (e.exit_code(), e.to_string());
+        let attempt = std::env::var("AWS_BATCH_JOB_ATTEMPT")
+            .ok()
+            .and_then(|a| a.parse().ok());
+        let alert = serde_json::json!({
+            "request_id": request_id, "event_source": source, "reason": reason,
+            "exit_code": code, "attempt": attempt,
+        });
+        if let Err(err) = n.alert("edp run failed", &alert).await {
+            tracing::error!("{err}");
+        }
+        if e.is_final(attempt, settings.max_attempts) {
+            if let Err(err) = n.dead_letter(&doc, &reason, code, &request_id).await {
+                tracing::error!("{err}");
+            }
+        }
+    }
+    result
+}
+
+/// One `edp run` invocation's context.
+struct Run<'a> {
+    settings: &'a Settings,
+    global: &'a Global,
+    args: &'a RunArgs,
+    interrupted: Arc<AtomicBool>,
+    request_id: &'a str,
+    notifier: Option<&'a Notifier>,
+}
+
+/// A bucket setting `edp run` needs, or an error naming its flag and variable.
+fn required<'s>(value: &'s Option<String>, name: &str, flag: &str) -> Result<&'s str> {
+    value.as_deref().ok_or_else(|| {
+        Error::Config(format!(
+            "{name} is not set (--{flag}, env {}, or the config file)",
+            name.to_uppercase()
+        ))
+    })
+}
+
+impl Run<'_> {
+    /// Every record is routed before any is processed: a bad second record must not leave the
+    /// first one's outputs behind a failed event.
+    async fn objects(&self, doc: &str, source: &str) -> Result<u8> {
+        let objects = event::parse_event(doc, source)?
+            .into_iter()
+            .map(|o| event::route(&o.key).map(|r| (o, r)))
+            .collect::<Result<Vec<_>>>()?;
+        for (object, route) in objects {
+            let span = tracing::info_span!(
+                "job",
+                request_id = %self.request_id,
+                bucket = %object.bucket,
+                key = %object.key,
+                dataset = %route.dataset,
+                stage = route.stage.name()
+            );
+            match route.stage {
+                Stage::CuratedToProd => self.prod(&object, &route).instrument(span).await?,
+                Stage::RawToCurated => self.curate(&object, &route).instrument(span).await?,
+            }
+        }
+        Ok(0)
+    }
+
+    /// Stage 2 for the models that read the curated object's dataset.
+    async fn prod(&self, object: &ObjectEvent, route: &Route) -> Result<()> {
+        let s = self.settings;
+        let curated = required(&s.curated_bucket, "curated_bucket", "curated-bucket")?;
+        let prod = required(&s.prod_bucket, "prod_bucket", "prod-bucket")?;
+        let under = |bucket: &str| match route.root_prefix.as_str() {
+            "" => format!("s3://{bucket}"),
+            p => format!("s3://{bucket}/{p}"),
+        };
+        let spec = prod_spec(
+            s,
+            under(curated),
+            under(prod),
+            Vec::new(),
+            Some(route.dataset.clone()),
+            self.interrupted.clone(),
+        )?;
+        tracing::info!("processing");
+        let started = std::time::Instant::now();
+        let result = stage2::run(&spec).await;
+        println!(
+            "{}",
+            metrics::emf_prod(&route.dataset, result.as_ref().ok(), started.elapsed())
+        );
+        let report = result?;
+        eprint!("{}", report.summary());
+        if report.violations > 0 {
+            tracing::warn!(violations = report.violations, "checks found violations");
+            if let Some(n) = self.notifier {
+                let alert = serde_json::json!({
+                    "request_id": self.request_id, "bucket": object.bucket, "key": object.key,
+                    "dataset": route.dataset, "violations": report.violations,
+                    "checks": report.checks,
+                });
+                n.alert("edp: stage 2 checks found violations", &alert)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage 1 of the raw object into the curated and error buckets.
+    async fn curate(&self, object: &ObjectEvent, route: &Route) -> Result<()> {
+        let s = self.settings;
+        let curated = required(&s.curated_bucket, "curated_bucket", "curated-bucket")?;
+        let errors = required(&s.error_bucket, "error_bucket", "errors-bucket")?;
+        let target = JobTarget {
+            inputs: vec![format!("s3://{}/{}", object.bucket, object.key)],
+            contract: contract_path(s, &route.dataset),
+            output: Some(format!("s3://{curated}/{}", route.curated_prefix)),
+            errors: Some(format!("s3://{errors}/{}", route.errors_prefix)),
+            shard: self.args.process.shard,
+            progress: self.global.progress,
+        };
+        let spec = job_spec(s, target, self.interrupted.clone())?;
+        tracing::info!("processing");
+        let started = std::time::Instant::now();
+        let result = stage1::run(&spec).await;
+        println!(
+            "{}",
+            metrics::emf(
+                route.stage.name(),
+                &route.dataset,
+                result.as_ref().ok(),
+                started.elapsed()
+            )
+        );
+        let report = result?;
+        tracing::info!(
+            rows_in = report.rows_in,
+            rows_curated = report.rows_curated,
+            rows_quarantined = report.rows_quarantined,
+            duplicates_superseded = report.duplicates_superseded,
+            "done"
+        );
+        eprint!("{}", report.summary());
+        let threshold = s.validation_failure_threshold.0;
+        let rate = report.rows_quarantined as f64 / report.rows_in.max(1) as f64;
+        if rate > threshold {
+            tracing::warn!(
+                rate,
+                threshold,
+                "validation failure rate over the threshold"
+            );
+            if let Some(n) = self.notifier {
+                let alert = serde_json::json!({
+                    "request_id": self.request_id, "bucket": object.bucket, "key": object.key,
+                    "dataset": route.dataset, "validation_failure_rate": rate, "threshold": threshold,
+                    "rows_in": report.rows_in, "rows_quarantined": report.rows_quarantined,
+                });
+                n.alert("edp: validation failure rate over threshold", &alert)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! Turning settings into a stage's specification: [`job_spec`] for stage 1 (raw → curated,
+//! `validate`) and [`prod_spec`] for stage 2 (curated → prod), shared by the commands and by
+//! `edp run`. Runtime policy that is not a setting lives here too: the development PII key
+//! used (with a warning) when `pii_hash_key` is unset, the AWS Batch array shard, and whether
+//! a progress bar is drawn.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::cli::Progress;
+use crate::contract::{Contract, Pii};
+use crate::settings::Settings;
+use crate::stage1::{JobSpec, Shard};
+use crate::stage2::catalog::CatalogMode;
+use crate::stage2::ProdSpec;
+use crate::{Error, Result};
+
+/// Key used for `x-pii: hash` when PII_HASH_KEY is not set (development only; warned about).
+const DEV_PII_KEY: &str = "edp-development-key-not-for-production";
+
+/// Where a stage 1 job reads and writes, and what only the command line says.
+pub struct JobTarget {
+    pub inputs: Vec<String>,
+    pub contract: PathBuf,
+    /// Curated prefix; `None` for `validate` (writes nothing).
+    pub output: Option<String>,
+    /// Quarantine prefix; `None`: `<output>/_quarantine`.
+    pub errors: Option<String>,
+    /// `--shard`; `None`: AWS Batch's array environment, else the whole input.
+    pub shard: Option<Shard>,
+    pub progress: Progress,
+}
+
+/// The array-job shard from AWS Batch's environment, if any.
+fn shard_from_env() -> Result<Option<Shard>> {
+    match (
+        std::env::var("AWS_BATCH_JOB_ARRAY_INDEX"),
+        std::env::var("AWS_BATCH_JOB_ARRAY_SIZE"),
+    ) {
+        (Ok(i), Ok(n)) => Shard::parse(&format!("{i}/{n}"))
+            .map(Some)
+            .map_err(Error::Config),
+        (Ok(_), Err(_)) => Err(Error::Config(
+            "AWS_BATCH_JOB_ARRAY_INDEX is set but AWS_BATCH_JOB_ARRAY_SIZE is not".into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Whether to draw the progress bar: `auto` draws it only when stderr is a terminal.
+fn draw_progress(progress: Progress) -> bool {
+    match progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal(),
+    }
+}
+
+/// The scratch directory: `spill_dir`, else the system temp dir.
+fn spill_dir(settings: &Settings) -> PathBuf {
+    settings
+        .spill_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A stage 1 job from the settings and its target; reads the contract.
+pub fn job_spec(
+    settings: &Settings,
+    target: JobTarget,
+    interrupted: Arc<AtomicBool>,
+) -> Result<JobSpec> {
+    let contract = Contract::from_path(&target.contract)?;
+    if !settings.pci_dss_enabled {
+        tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
+    }
+    let needs_key = contract.columns.iter().any(|c| c.pii == Some(Pii::Hash));
+    let pii_key = match &settings.pii_hash_key {
+        Some(k) if !k.is_empty() => k.clone().into_bytes(),
+        _ => {
+            if needs_key {
+                tracing::warn!("PII_HASH_KEY is not set: hashing PII with the built-in development key; set PII_HASH_KEY in production");
+            }
+            DEV_PII_KEY.as_bytes().to_vec()
+        }
+    };
+    Ok(JobSpec {
+        inputs: target.inputs,
+        output: target.output,
+        errors: target.errors,
+        contract: Arc::new(contract),
+        batch_size: settings.batch_size,
+        read_ahead: settings.read_ahead,
+        codec: settings.compression,
+        pci_enabled: settings.pci_dss_enabled,
+        validation_enabled: settings.validation_enabled,
+        deduplication_enabled: settings.deduplication_enabled,
+        pii_key,
+        progress: draw_progress(target.progress),
+        memory_limit: settings.memory_limit.0,
+        spill_dir: spill_dir(settings),
+        shard: match target.shard {
+            Some(s) => s,
+            None => shard_from_env()?.unwrap_or(Shard::ALL),
+        },
+        interrupted,
+    })
+}
+
+/// A stage 2 run from the settings: `curated` and `output` roots, the models `only` (empty:
+/// all) or those reading `dataset` (`edp run` on a curated object).
+pub fn prod_spec(
+    settings: &Settings,
+    curated: String,
+    output: String,
+    only: Vec<String>,
+    dataset: Option<String>,
+    interrupted: Arc<AtomicBool>,
+) -> Result<ProdSpec> {
+    Ok(ProdSpec {
+        curated,
+        output,
+        models_dir: settings.models_dir.clone(),
+        contracts_dir: settings.contracts_dir.clone(),
+        only,
+        dataset,
+        memory_limit: settings.memory_limit.0,
+        spill_dir: spill_dir(settings),
+        batch_size: settings.batch_size.get(),
+        codec: settings.prod_compression,
+        target_file_size: settings.target_file_size.0 as u64,
+        catalog: CatalogMode::new(settings.catalog, settings.glue_crawler.as_deref())?,
+        database: settings.glue_database.clone(),
+        interrupted,
+    })
+}
+
+/// The contract of `dataset` in the contracts directory.
+pub fn contract_path(settings: &Settings, dataset: &str) -> PathBuf {
+    Path::new(&settings.contracts_dir).join(format!("{dataset}.json"))
+}

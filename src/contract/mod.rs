@@ -1,0 +1,238 @@
+//! Dataset contracts: JSON Schema (draft 2020-12) documents with `x-` keywords, parsed and
+//! compiled once before any data flows. This module owns the contract: its parsing and its typed
+//! model ([`Contract`], [`ColumnSpec`] and their enums). It must not touch data, and its only
+//! I/O is reading the contract file ([`Contract::from_path`]).
+//!
+//! Parsing is strict on purpose. A keyword the program does not implement, an unknown `x-` key,
+//! a bad regex or contradictory bounds is an error naming the file and the JSON pointer, because a
+//! silently ignored rule is a rule that never ran. The compiled [`Contract`] holds everything the
+//! later stages need resolved ahead of time: column types, bounds as numbers, patterns as DFAs,
+//! date bounds as instants, and the dedup and protection roles of columns.
+//!
+//! The model and the public API are here; `parse` holds the keyword lists and the checks that
+//! turn a JSON document into a [`Contract`].
+
+mod parse;
+
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::Input;
+use serde_json::Value;
+
+use crate::{Error, Result};
+use parse::{duplicate_key, Parser};
+
+/// Largest compiled pattern DFA accepted, in bytes.
+const DFA_SIZE_LIMIT: usize = 8 << 20;
+
+/// The JSON type a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Integer,
+    Number,
+    String,
+    Boolean,
+}
+
+impl ColumnType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "integer" => ColumnType::Integer,
+            "number" => ColumnType::Number,
+            "string" => ColumnType::String,
+            "boolean" => ColumnType::Boolean,
+            _ => return None,
+        })
+    }
+
+    /// The JSON Schema name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Integer => "integer",
+            ColumnType::Number => "number",
+            ColumnType::String => "string",
+            ColumnType::Boolean => "boolean",
+        }
+    }
+}
+
+/// A `format` the validator checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Email,
+    Phone,
+    DateTime,
+    Date,
+    Uuid,
+}
+
+impl Format {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "email" => Format::Email,
+            "phone" => Format::Phone,
+            "date-time" => Format::DateTime,
+            "date" => Format::Date,
+            "uuid" => Format::Uuid,
+            _ => return None,
+        })
+    }
+
+    /// The JSON Schema name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Email => "email",
+            Format::Phone => "phone",
+            Format::DateTime => "date-time",
+            Format::Date => "date",
+            Format::Uuid => "uuid",
+        }
+    }
+}
+
+/// How card data in a column is protected (`x-pci`; see `protect` for the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pci {
+    /// `x-pci: "pan"` (string columns only): the column holds card numbers; every value is masked
+    /// to its last four digits.
+    Pan,
+    /// Default for string, integer and number columns: text is scanned for Luhn-valid card
+    /// numbers and masked; a number holding one refuses the file (it cannot be masked).
+    Scan,
+    /// `x-pci: "none"`: the column is known not to hold card data and is not scanned.
+    None,
+}
+
+/// How a PII column is transformed (`x-pii`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pii {
+    /// Keyed HMAC-SHA-256 token (hex), stable across runs so joins still work.
+    Hash,
+    /// Every letter and digit but the last four replaced by `*`.
+    Mask,
+    /// The value replaced by `REDACTED`.
+    Redact,
+}
+
+/// A literal from `enum` or `const`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Str(String),
+    Int(i64),
+    Num(f64),
+    Bool(bool),
+}
+
+/// A compiled `pattern`: an unanchored DFA, matching anywhere as JSON Schema requires.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: String,
+    dfa: dense::DFA<Vec<u32>>,
+}
+
+impl Pattern {
+    /// Compiles `source`; the error text says why it was rejected.
+    pub fn new(source: &str) -> Result<Self, String> {
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::DFA::config()
+                    .start_kind(StartKind::Unanchored)
+                    .dfa_size_limit(Some(DFA_SIZE_LIMIT))
+                    .determinize_size_limit(Some(DFA_SIZE_LIMIT)),
+            )
+            .build(source)
+            .map_err(|e| e.to_string())?;
+        Ok(Pattern {
+            source: source.to_string(),
+            dfa,
+        })
+    }
+
+    /// True when the pattern matches somewhere in `s`.
+    pub fn is_match(&self, s: &str) -> bool {
+        matches!(
+            self.dfa.try_search_fwd(&Input::new(s).earliest(true)),
+            Ok(Some(_))
+        )
+    }
+
+    /// The pattern as written in the contract.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// One column of a contract, with every rule resolved.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    pub name: String,
+    /// JSON pointer of the column in the contract, for error messages.
+    pub pointer: String,
+    pub ty: ColumnType,
+    pub nullable: bool,
+    pub required: bool,
+    pub minimum: Option<f64>,
+    pub maximum: Option<f64>,
+    pub exclusive_minimum: Option<f64>,
+    pub exclusive_maximum: Option<f64>,
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub enum_values: Option<Vec<Literal>>,
+    pub const_value: Option<Literal>,
+    pub pattern: Option<Pattern>,
+    pub format: Option<Format>,
+    /// `formatMinimum` as written and as an instant (ns since epoch) or a day number.
+    pub format_minimum: Option<(String, i128)>,
+    pub format_maximum: Option<(String, i128)>,
+    pub pci: Pci,
+    pub pii: Option<Pii>,
+    /// `x-references` as (dataset, column). Recorded; checked by the foreign-key stage.
+    pub references: Option<(String, String)>,
+}
+
+/// A compiled dataset contract.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Where the contract came from, for messages.
+    pub file: String,
+    /// The dataset name (`title`).
+    pub dataset: String,
+    pub columns: Vec<ColumnSpec>,
+    /// `additionalProperties: false` makes unknown file columns a file-level error.
+    pub allow_extra_columns: bool,
+    pub primary_key: Vec<String>,
+    pub event_time: Option<String>,
+    pub sequence: Option<String>,
+    pub cdc_op: Option<String>,
+}
+
+impl Contract {
+    /// Reads and compiles a contract file from the local filesystem.
+    pub fn from_path(path: &std::path::Path) -> Result<Self> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::contract(&file, "", format!("cannot read: {e}")))?;
+        Self::from_json_str(&file, &text)
+    }
+
+    /// Parses and compiles contract text; `file` names it in errors.
+    pub fn from_json_str(file: &str, text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::contract(file, "", format!("not valid JSON: {e}")))?;
+        if let Some(pointer) = duplicate_key(text) {
+            return Err(Error::contract(
+                file,
+                &pointer,
+                "declared twice in one object (JSON parsers keep only one of them)",
+            ));
+        }
+        Parser { file }.contract(&value)
+    }
+
+    /// The column named `name`, if the contract declares it.
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

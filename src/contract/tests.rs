@@ -1,0 +1,130 @@
+//! Unit tests of contract parsing: keyword checks, error pointers, pattern semantics.
+
+use super::*;
+
+fn err(text: &str) -> String {
+    Contract::from_json_str("c.json", text)
+        .unwrap_err()
+        .to_string()
+}
+
+/// Regression (issue 11, item 8): a property declared twice was silently last-wins.
+#[test]
+fn a_key_declared_twice_is_an_error_at_its_pointer() {
+    let e = err(
+        r#"{"title":"t","properties":{"id":{"type":"integer"},"a/b":{"type":"string"},"a/b":{"type":"integer"}}}"#,
+    );
+    assert!(
+        e.contains("/properties/a~1b") && e.contains("declared twice"),
+        "{e}"
+    );
+    let e = err(r#"{"title":"t","properties":{"id":{"type":"integer","minimum":1,"minimum":2}}}"#);
+    assert!(e.contains("/properties/id/minimum"), "{e}");
+    let e = err(r#"{"title":"t","required":[{"x":1,"x":2}],"properties":{}}"#);
+    assert!(e.contains("/required/0/x"), "{e}");
+}
+
+const BASE: &str = r#"{"title":"t","required":["id"],"properties":{"id":{"type":"integer"},COL},"x-primary-key":["id"]}"#;
+
+fn with(col: &str) -> String {
+    BASE.replace("COL", col)
+}
+
+#[test]
+fn parses_orders_like_contract() {
+    let c = Contract::from_json_str(
+        "c.json",
+        &with(r#""s":{"enum":["a","b"]},"e":{"type":["string","null"],"format":"email","x-pii":"hash"},"p":{"type":"string","x-pci":"pan"}"#),
+    )
+    .unwrap();
+    assert_eq!(c.dataset, "t");
+    let s = c.column("s").unwrap();
+    assert_eq!(s.ty, ColumnType::String);
+    assert!(!s.nullable);
+    let e = c.column("e").unwrap();
+    assert!(e.nullable && e.pii == Some(Pii::Hash) && e.format == Some(Format::Email));
+    assert_eq!(c.column("p").unwrap().pci, Pci::Pan);
+    // Numbers are scanned too: an integer wide enough could be a card number.
+    assert_eq!(c.column("id").unwrap().pci, Pci::Scan);
+}
+
+#[test]
+fn x_pci_on_numbers() {
+    let c = Contract::from_json_str(
+        "c.json",
+        &with(r#""n":{"type":"integer","x-pci":"none"},"b":{"type":"boolean"},"q":{"type":"integer","minimum":0,"maximum":10}"#),
+    )
+    .unwrap();
+    assert_eq!(c.column("n").unwrap().pci, Pci::None);
+    assert_eq!(c.column("b").unwrap().pci, Pci::None);
+    // Bounds hold for curated rows only; quarantine gets the out-of-range values.
+    assert_eq!(c.column("q").unwrap().pci, Pci::Scan);
+    let e = err(&with(r#""n":{"type":"number","x-pci":"pan"}"#));
+    assert!(
+        e.contains("/properties/n/x-pci")
+            && e.contains("cannot be masked")
+            && e.contains("type: string"),
+        "{e}"
+    );
+    let e = err(&with(r#""b":{"type":"boolean","x-pci":"none"}"#));
+    assert!(
+        e.contains("/properties/b/x-pci") && e.contains("applies only to"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rejects_unsupported_and_unknown_keywords() {
+    let e = err(&with(r#""x":{"oneOf":[]}"#));
+    assert!(
+        e.contains("/properties/x/oneOf") && e.contains("unsupported keyword"),
+        "{e}"
+    );
+    let e = err(&with(r#""x":{"type":"string","x-secret":true}"#));
+    assert!(
+        e.contains("/properties/x/x-secret") && e.contains("unknown extension"),
+        "{e}"
+    );
+    let e = err(&BASE
+        .replace("COL", r#""x":{"type":"string"}"#)
+        .replace("\"title\"", "\"x-rules\":[],\"title\""));
+    assert!(e.contains("/x-rules"), "{e}");
+}
+
+#[test]
+fn rejects_bad_regex_and_contradictions() {
+    let e = err(&with(r#""x":{"type":"string","pattern":"(["}"#));
+    assert!(
+        e.contains("/properties/x/pattern") && e.contains("invalid regex"),
+        "{e}"
+    );
+    let e = err(&with(r#""x":{"type":"number","minimum":5,"maximum":1}"#));
+    assert!(e.contains("contradictory"), "{e}");
+    let e = err(&with(
+        r#""x":{"type":"number","minimum":1,"exclusiveMaximum":1}"#,
+    ));
+    assert!(e.contains("contradictory"), "{e}");
+    let e = err(&with(
+        r#""x":{"type":"string","minLength":5,"maxLength":1}"#,
+    ));
+    assert!(e.contains("/properties/x/minLength"), "{e}");
+    let e = err(&with(
+        r#""x":{"type":"string","format":"date","formatMinimum":"2025-01-01","formatMaximum":"2024-01-01"}"#,
+    ));
+    assert!(e.contains("contradictory"), "{e}");
+    let e = err(&with(r#""x":{"type":"integer","pattern":"a"}"#));
+    assert!(e.contains("applies only to string"), "{e}");
+    let e = err(&with(r#""x":{"enum":["a"],"const":"b"}"#));
+    assert!(e.contains("/properties/x/const"), "{e}");
+}
+
+#[test]
+fn pattern_is_unanchored_like_json_schema() {
+    let p = Pattern::new("^[A-Z]{3}$").unwrap();
+    assert!(p.is_match("EUR"));
+    assert!(!p.is_match("EURO"));
+    assert!(!p.is_match("eur"));
+    let q = Pattern::new("[0-9]").unwrap();
+    assert!(q.is_match("ab1c"));
+    assert!(!q.is_match("abc"));
+}

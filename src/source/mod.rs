@@ -1,0 +1,205 @@
+//! Inputs: the objects of a job and what the passes need from each, whatever its format.
+//!
+//! [`resolve`] turns input URLs into the ordered list of objects of a job (a URL may name one
+//! object or a prefix). [`Input::open`] reads what a format says about an object up front (for
+//! Parquet the footer, one ranged GET with a 64 KiB prefetch) and normalises its schema, so
+//! `LargeUtf8` and `Utf8View` arrive as `Utf8` and every later stage handles one string type.
+//! An [`Input`] then offers the job its schema, its row count, its work units and
+//! [`Input::read`]: the units fetched on a tokio task ahead of the consumer through a bounded
+//! channel (while the pipeline decodes and checks one, the next `read_ahead` are being
+//! fetched, and no more), each decoding only the columns and rows asked for.
+//!
+//! The passes see only this interface, so a new format is a new [`Format`] variant and its
+//! module ([`parquet`] is the first); nothing here validates, deduplicates or writes.
+mod parquet;
+
+use std::sync::Arc;
+
+use ::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use arrow::array::RecordBatch;
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use tokio::sync::mpsc;
+
+use crate::store::{store_error, Location};
+use crate::{Error, Result};
+
+/// One input object of a job.
+#[derive(Debug, Clone)]
+pub struct InputObject {
+    pub location: Location,
+    pub size: u64,
+}
+
+fn hidden(path: &Path) -> bool {
+    path.filename()
+        .is_some_and(|f| f.starts_with('_') || f.starts_with('.'))
+}
+
+/// Job order of objects: full-load files (`LOAD…`) first, then the rest, each in name order.
+fn job_order(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
+    let load = |m: &ObjectMeta| !m.location.filename().is_some_and(|f| f.starts_with("LOAD"));
+    (load(a), a.location.as_ref()).cmp(&(load(b), b.location.as_ref()))
+}
+
+/// Resolves input URLs into objects: a URL naming an object is that object; otherwise every
+/// object under it as a prefix, skipping names that start with `_` or `.`.
+pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
+    let mut out = Vec::new();
+    for url in urls {
+        let loc = Location::parse(url)?;
+        match loc.store.head(&loc.path).await {
+            Ok(meta) => out.push(InputObject {
+                size: meta.size,
+                location: loc,
+            }),
+            Err(object_store::Error::NotFound { .. })
+            | Err(object_store::Error::NotImplemented { .. }) => {
+                let mut metas: Vec<ObjectMeta> = loc
+                    .store
+                    .list(Some(&loc.path))
+                    .try_collect()
+                    .await
+                    .or_else(|e| match e {
+                        object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                        e => Err(store_error(url, e)),
+                    })?;
+                metas.retain(|m| !hidden(&m.location));
+                if metas.is_empty() {
+                    return Err(Error::bad_input(
+                        url,
+                        "no such object, and no objects under it as a prefix",
+                    ));
+                }
+                metas.sort_by(job_order);
+                for m in metas {
+                    out.push(InputObject {
+                        size: m.size,
+                        location: loc.at(m.location),
+                    });
+                }
+            }
+            Err(e) => return Err(store_error(url, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// An input object opened for a job.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub object: InputObject,
+    format: Format,
+}
+
+/// What an input's format knows about it once opened.
+#[derive(Debug, Clone)]
+enum Format {
+    /// A Parquet file and its footer.
+    Parquet(ArrowReaderMetadata),
+}
+
+/// What [`Input::read`] decodes.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// One bit per row of the input: only set rows are decoded, and units without one are not
+    /// fetched (`None`: every row).
+    pub keep: Option<Arc<BooleanBuffer>>,
+    /// Indices of the top-level columns of [`Input::schema`] to decode, ascending (`None`: all).
+    pub columns: Option<Vec<usize>>,
+    /// Units fetched ahead of the one being decoded.
+    pub read_ahead: usize,
+}
+
+impl Input {
+    /// Opens `object`: reads and checks what its format says up front. A missing, empty,
+    /// truncated or unreadable object is an [`Error::BadInput`].
+    pub async fn open(object: InputObject) -> Result<Input> {
+        let meta = parquet::open(&object).await?;
+        Ok(Input {
+            object,
+            format: Format::Parquet(meta),
+        })
+    }
+
+    /// The object's URL, for messages and reports.
+    pub fn url(&self) -> &str {
+        &self.object.location.url
+    }
+
+    /// The object's schema, strings normalised to `Utf8`.
+    pub fn schema(&self) -> &SchemaRef {
+        match &self.format {
+            Format::Parquet(meta) => meta.schema(),
+        }
+    }
+
+    /// Rows in the object.
+    pub fn rows(&self) -> u64 {
+        match &self.format {
+            Format::Parquet(meta) => meta.metadata().file_metadata().num_rows().max(0) as u64,
+        }
+    }
+
+    /// The number of work units [`Input::read`] yields when every row is read: for Parquet,
+    /// row groups, large ones cut into slices where the file's offset index allows fetching
+    /// only a slice's pages.
+    pub fn units(&self) -> usize {
+        match &self.format {
+            Format::Parquet(meta) => parquet::slices(meta).len(),
+        }
+    }
+
+    /// Streams the work units of the object, in row order, each decoding what `read` asks for.
+    pub fn read(&self, read: Read) -> mpsc::Receiver<Result<RowGroup>> {
+        match &self.format {
+            Format::Parquet(meta) => parquet::row_groups(&self.object, meta, read),
+        }
+    }
+}
+
+/// Maps a decode error of `object` to the library error.
+pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
+    Error::bad_input(object, format!("corrupt Parquet data: {e}"))
+}
+
+/// One fetched work unit (a row group or slice of one), ready to decode.
+pub struct RowGroup {
+    /// Row number in the object of the first row.
+    pub first_row: u64,
+    /// Rows covered (before any selection).
+    pub rows: usize,
+    /// Decodes the selected rows in batches.
+    reader: Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>,
+}
+
+impl RowGroup {
+    fn new(
+        first_row: u64,
+        rows: usize,
+        reader: Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>,
+    ) -> Self {
+        RowGroup {
+            first_row,
+            rows,
+            reader,
+        }
+    }
+
+    /// The next batch of this unit of `url`, `None` at its end. A decoder that panics on
+    /// corrupt data (the Parquet decoder does on some pages, a length past the end of a buffer)
+    /// reports bad input like any other corrupt data.
+    pub fn next_batch(&mut self, url: &str) -> Result<Option<RecordBatch>> {
+        let reader = &mut self.reader;
+        crate::catch_quietly(|| reader.next())
+            .ok_or_else(|| decode_error(url, "the decoder failed on a corrupt page"))?
+            .transpose()
+            .map_err(|e| decode_error(url, e))
+    }
+}

@@ -1,0 +1,104 @@
+//! What a stage 1 run is given: the validated [`JobSpec`], its [`Shard`] of an array job, and
+//! the shares the job is sized by. Defaults are the settings' ([`crate::settings`]).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::contract::Contract;
+use crate::output::Codec;
+
+/// The dedup index's share of the memory limit (1/32: spilling is sequential and cheap).
+pub const INDEX_BUDGET_SHARE: usize = 32;
+/// Name of the quarantine prefix under the output when `--errors` is not given.
+pub const QUARANTINE_DIR: &str = "_quarantine";
+
+/// This process's part of an array job: it owns the keys whose hash modulo `count` is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// The single shard of an unsharded job.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `INDEX/COUNT` with `INDEX < COUNT`.
+    pub fn parse(s: &str) -> std::result::Result<Shard, String> {
+        let (i, c) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: expected INDEX/COUNT, e.g. 0/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: INDEX is not a number"))?;
+        let count: u32 = c
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: COUNT is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!(
+                "`{s}`: INDEX must be below COUNT and COUNT at least 1"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    pub(super) fn owns(&self, hash: u64) -> bool {
+        hash % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// Name of this shard's data object under an output prefix.
+    pub fn part_name(&self) -> String {
+        if self.count == 1 {
+            "part-00000.parquet".to_string()
+        } else {
+            format!("part-{:05}-of-{:05}.parquet", self.index, self.count)
+        }
+    }
+
+    /// Name of this shard's run report under the output prefix.
+    pub fn report_name(&self) -> String {
+        if self.count == 1 {
+            "_edp_report.json".to_string()
+        } else {
+            format!("_edp_report-{:05}-of-{:05}.json", self.index, self.count)
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Everything a stage 1 run needs, validated.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub inputs: Vec<String>,
+    /// Output prefix; `None` checks only (`edp validate`) and writes nothing.
+    pub output: Option<String>,
+    /// Quarantine prefix; defaults to `<output>/_quarantine`.
+    pub errors: Option<String>,
+    pub contract: Arc<Contract>,
+    pub batch_size: NonZeroUsize,
+    pub read_ahead: usize,
+    pub codec: Codec,
+    pub pci_enabled: bool,
+    /// Check row rules (file-level checks always run).
+    pub validation_enabled: bool,
+    /// Keep only the latest version per primary key.
+    pub deduplication_enabled: bool,
+    pub pii_key: Vec<u8>,
+    pub progress: bool,
+    /// Bytes the whole job may use (see the module docs for how it is shared).
+    pub memory_limit: usize,
+    /// Where the dedup index spills.
+    pub spill_dir: PathBuf,
+    pub shard: Shard,
+    /// Set by a signal handler: the job stops at the next row group and aborts its outputs.
+    pub interrupted: Arc<AtomicBool>,
+}

@@ -1,0 +1,108 @@
+//! What the passes count and how it becomes the run report: [`Counters`] merged from every row
+//! group, the report's first draft, and [`tally`], which moves the counts in and checks
+//! conservation before any output completes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::protect::MaskCounts;
+use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers};
+use crate::{Error, Result};
+
+use super::prepare::Prepared;
+use super::publish::Outputs;
+use super::spec::JobSpec;
+
+/// What the passes count, merged from every row group.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) timers: Timers,
+    pub(super) failures: BTreeMap<(Arc<str>, &'static str), u64>,
+    pub(super) curated: u64,
+    pub(super) quarantined: u64,
+    pub(super) superseded: u64,
+    pub(super) tombstones: u64,
+    pub(super) masked: Masked,
+}
+
+/// Adds a batch's masked values per column to `into`.
+pub(super) fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
+    for (col, n) in counts {
+        *into.entry(col.to_string()).or_default() += n as u64;
+    }
+}
+
+/// The report before the passes' counts: what the job read, with every count still 0 (`writes`:
+/// the job has an output; without, it is the check-only `validate`).
+pub(super) fn start_report(
+    spec: &JobSpec,
+    prepared: &[Prepared],
+    writes: bool,
+    rows_in: u64,
+    spilled: u64,
+) -> Report {
+    Report {
+        edp_version: env!("CARGO_PKG_VERSION"),
+        command: if writes { "raw-to-curated" } else { "validate" }.to_string(),
+        dataset: spec.contract.dataset.clone(),
+        contract: spec.contract.file.clone(),
+        shard: spec.shard.to_string(),
+        pci_dss_enabled: spec.pci_enabled,
+        inputs: prepared
+            .iter()
+            .map(|p| InputStats {
+                url: p.input.url().to_string(),
+                rows: p.owned_rows,
+                bytes: p.input.object.size,
+            })
+            .collect(),
+        curated: None,
+        quarantine: None,
+        rows_in,
+        rows_curated: 0,
+        rows_quarantined: 0,
+        duplicates_superseded: 0,
+        earlier_valid_versions: 0,
+        tombstones: 0,
+        dedup_spilled_entries: spilled,
+        failures: Vec::new(),
+        masked_values: Masked::default(),
+        bytes_in: prepared.iter().map(|p| p.input.object.size).sum(),
+        bytes_out: 0,
+        durations: Default::default(),
+        rows_per_second: 0.0,
+        conservation: Conservation {
+            holds: false,
+            equation: String::new(),
+        },
+    }
+}
+
+/// Moves the counts into the report and checks conservation, before any output completes.
+pub(super) fn tally(c: &Counters, outputs: &Outputs, report: &mut Report) -> Result<()> {
+    report.rows_curated = c.curated;
+    report.rows_quarantined = c.quarantined;
+    report.duplicates_superseded = c.superseded;
+    report.tombstones = c.tombstones;
+    report.masked_values = c.masked.clone();
+    report.failures = c
+        .failures
+        .iter()
+        .map(|((column, rule), rows)| RuleCount {
+            column: column.to_string(),
+            rule: rule.to_string(),
+            rows: *rows,
+        })
+        .collect();
+    report.check_conservation()?;
+    if let Some(curated) = &outputs.curated {
+        if curated.rows() != c.curated {
+            return Err(Error::Conservation(format!(
+                "{} rows selected for curated but {} written",
+                c.curated,
+                curated.rows()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Quarantine output: the failing rows with their source object, row numbers and broken rules.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, ListArray, RecordBatch, StringArray, StructArray, UInt64Array};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+
+use super::Verdict;
+use crate::{Error, Result};
+
+/// Quarantine column: the object the row came from.
+pub const SOURCE_COLUMN: &str = "_edp_source";
+/// Quarantine column: the row's 0-based position in its object.
+pub const ROW_COLUMN: &str = "_edp_row";
+/// Quarantine column: every rule the row broke, as a list of {rule, column, message}.
+pub const ERRORS_COLUMN: &str = "_edp_errors";
+
+/// The schema of quarantine output: the input columns plus source, row number and errors.
+pub fn quarantine_schema(input: &Schema) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(SOURCE_COLUMN, DataType::Utf8, false)));
+    fields.push(Arc::new(Field::new(ROW_COLUMN, DataType::UInt64, false)));
+    fields.push(Arc::new(Field::new(
+        ERRORS_COLUMN,
+        DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Struct(error_fields()),
+            false,
+        ))),
+        false,
+    )));
+    Arc::new(Schema::new(fields))
+}
+
+fn error_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, false),
+    ])
+}
+
+/// Quarantine rows: `rows` are the failing rows of a batch (already filtered by
+/// `verdict.invalid`, and protected), extended with their source object, row numbers
+/// (`numbers[i]` is the position of the batch's row `i` in the object) and every rule each
+/// broke.
+pub fn quarantine_batch(
+    rows: &RecordBatch,
+    verdict: &Verdict,
+    source: &str,
+    numbers: &[u64],
+    schema: &SchemaRef,
+) -> Result<Option<RecordBatch>> {
+    let Some(invalid) = &verdict.invalid else {
+        return Ok(None);
+    };
+    let n = rows.num_rows();
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0i32);
+    let (mut rules, mut cols, mut msgs) = (Vec::new(), Vec::new(), Vec::new());
+    let numbers_in = numbers;
+    let mut numbers = Vec::with_capacity(n);
+    for row in invalid.set_indices() {
+        numbers.push(numbers_in[row]);
+        for f in &verdict.failures {
+            if f.rows.value(row) {
+                rules.push(f.rule);
+                cols.push(f.column.to_string());
+                msgs.push(f.message.to_string());
+            }
+        }
+        offsets.push(rules.len() as i32);
+    }
+    let structs = StructArray::new(
+        error_fields(),
+        vec![
+            Arc::new(StringArray::from(rules)) as ArrayRef,
+            Arc::new(StringArray::from(cols)),
+            Arc::new(StringArray::from(msgs)),
+        ],
+        None,
+    );
+    let item = Arc::new(Field::new("item", DataType::Struct(error_fields()), false));
+    let errors = ListArray::new(
+        item,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(structs),
+        None,
+    );
+    if numbers.len() != n {
+        return Err(Error::Internal(format!(
+            "{n} quarantine rows for {} failing rows",
+            numbers.len()
+        )));
+    }
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(vec![source; n])));
+    columns.push(Arc::new(UInt64Array::from(numbers)));
+    columns.push(Arc::new(errors));
+    Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
+}
