@@ -896,6 +896,54 @@ fn shards_together_equal_one_process() {
         quarantined,
         read_parquet(&single.join("_quarantine/part-00000.parquet")).num_rows()
     );
+
+    // A rerun with another shard count replaces the three shards' parts and reports instead of
+    // adding beside them; the other shards of its own count stay.
+    let listing = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "_quarantine")
+            .collect();
+        names.sort();
+        names
+    };
+    for (shard, expected) in [
+        (
+            "0/2",
+            vec![
+                "_edp_report-00000-of-00002.json",
+                "part-00000-of-00002.parquet",
+            ],
+        ),
+        (
+            "1/2",
+            vec![
+                "_edp_report-00000-of-00002.json",
+                "_edp_report-00001-of-00002.json",
+                "part-00000-of-00002.parquet",
+                "part-00001-of-00002.parquet",
+            ],
+        ),
+    ] {
+        ok(edp(&[
+            "raw-to-curated",
+            "--input",
+            raw.to_str().unwrap(),
+            "--output",
+            sharded.to_str().unwrap(),
+            "--contract",
+            contract("payments").to_str().unwrap(),
+            "--shard",
+            shard,
+        ]));
+        assert_eq!(listing(&sharded), expected, "after {shard}");
+        let parts: Vec<String> = listing(&sharded.join("_quarantine"));
+        assert!(
+            parts.iter().all(|p| p.ends_with("-of-00002.parquet")),
+            "{parts:?}"
+        );
+    }
 }
 
 #[test]
@@ -1628,6 +1676,36 @@ fn failures_alert_on_sns_and_dead_letter_on_sqs() {
     assert_eq!(alerted.len(), 1, "{alerted:?}");
     let alert: serde_json::Value = serde_json::from_str(&alerted[0]).unwrap();
     assert_eq!(alert["exit_code"], 4);
+
+    // An event that is not JSON (random bytes) and one too large for an SQS message are
+    // dead-lettered too: the first as text, the second as its size, digest and head.
+    let events = tempfile::TempDir::new().unwrap();
+    let garbage = events.path().join("garbage.json");
+    std::fs::write(&garbage, [0xff, 0x00, b'{', 0x9c, b'x']).unwrap();
+    let huge = events.path().join("huge.json");
+    let pad = "x".repeat(300 << 10);
+    std::fs::write(
+        &huge,
+        serde_json::json!({"bucket": "raw-n", "key": "shop/orders-raw/bad.parquet", "pad": pad})
+            .to_string(),
+    )
+    .unwrap();
+    for (file, huge_event) in [(&garbage, false), (&huge, true)] {
+        let o = edp_env(&["run", file.to_str().unwrap()], &env);
+        let code = if huge_event { 4 } else { 3 };
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert_eq!(receive_all(&rt, &sqs, &alerts).len(), 1);
+        let dead = receive_all(&rt, &sqs, &dlq);
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        let dead: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+        assert_eq!(dead["exit_code"], code);
+        if huge_event {
+            assert_eq!(dead["event"]["truncated"], true, "{dead}");
+            assert!(dead["event"]["bytes"].as_u64().unwrap() > 300 << 10);
+        } else {
+            assert!(dead["event"].as_str().unwrap().contains('x'), "{dead}");
+        }
+    }
 
     // A storage error before the last attempt alerts but leaves the retry to AWS Batch.
     let mut retry_env = env.clone();

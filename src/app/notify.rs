@@ -74,17 +74,11 @@ impl Notifier {
         let Some(queue) = &self.targets.dead_letter_queue_url else {
             return Ok(());
         };
-        let event: serde_json::Value = serde_json::from_str(event).unwrap_or_else(|_| json!(event));
-        let body = json!({
-            "event": event,
-            "reason": reason,
-            "exit_code": exit_code,
-            "request_id": request_id,
-        });
+        let body = dead_letter_body(event, reason, exit_code, request_id);
         self.sqs
             .send_message()
             .queue_url(queue)
-            .message_body(body.to_string())
+            .message_body(body)
             .send()
             .await
             .map_err(|e| {
@@ -95,5 +89,74 @@ impl Notifier {
             })?;
         tracing::info!(queue = %queue, "event sent to the dead-letter queue");
         Ok(())
+    }
+}
+
+/// The largest SQS message body (256 KiB).
+const SQS_MAX_BYTES: usize = 256 << 10;
+/// How much of an oversized event a dead letter keeps.
+const EVENT_HEAD_BYTES: usize = 4 << 10;
+
+/// The dead letter's JSON body: the event (parsed when it is JSON, else as text), the reason,
+/// the exit code and the request id. An event too large for one SQS message is replaced by its
+/// size, SHA-256 and first 4 KiB, so the failure is still recorded and can be traced.
+fn dead_letter_body(event: &str, reason: &str, exit_code: u8, request_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let parsed: serde_json::Value = serde_json::from_str(event).unwrap_or_else(|_| json!(event));
+    let body = json!({
+        "event": parsed,
+        "reason": reason,
+        "exit_code": exit_code,
+        "request_id": request_id,
+    })
+    .to_string();
+    if body.len() <= SQS_MAX_BYTES {
+        return body;
+    }
+    let mut head = EVENT_HEAD_BYTES.min(event.len());
+    while !event.is_char_boundary(head) {
+        head -= 1;
+    }
+    let digest: String = Sha256::digest(event.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    json!({
+        "event": {
+            "truncated": true,
+            "bytes": event.len(),
+            "sha256": digest,
+            "head": &event[..head],
+        },
+        "reason": reason,
+        "exit_code": exit_code,
+        "request_id": request_id,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_keep_the_event_and_fit_one_sqs_message() {
+        let small = dead_letter_body(r#"{"bucket":"b","key":"k"}"#, "bad", 4, "r1");
+        let v: serde_json::Value = serde_json::from_str(&small).unwrap();
+        assert_eq!(v["event"]["key"], "k");
+        assert_eq!(v["exit_code"], 4);
+
+        let text = dead_letter_body("\u{0}not json\u{7f}", "not JSON", 3, "r2");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["event"], "\u{0}not json\u{7f}");
+
+        let huge = format!("{{\"key\":\"{}\"}}", "é".repeat(300_000));
+        let body = dead_letter_body(&huge, "too big", 3, "r3");
+        assert!(body.len() <= SQS_MAX_BYTES, "{}", body.len());
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["event"]["truncated"], true);
+        assert_eq!(v["event"]["bytes"], huge.len());
+        assert!(huge.starts_with(v["event"]["head"].as_str().unwrap()));
+        assert_eq!(v["event"]["sha256"].as_str().unwrap().len(), 64);
     }
 }

@@ -18,39 +18,49 @@ use super::specs::{contract_path, job_spec, prod_spec, JobTarget};
 use crate::settings::Settings;
 use crate::{stage1, stage2, Error, Result};
 
-/// The event document and where it came from (for messages).
-fn read_event(args: &RunArgs) -> Result<(String, String)> {
-    match (&args.event, &args.bucket, &args.key) {
-        (Some(e), _, _) if e == "-" => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| Error::Config(format!("event on stdin: cannot read: {e}")))?;
-            Ok((text, "stdin".to_string()))
-        }
-        (Some(path), _, _) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("event {path}: cannot read: {e}")))?;
-            Ok((text, path.clone()))
-        }
-        (None, Some(bucket), Some(key)) => Ok((
-            serde_json::json!({"bucket": bucket, "key": key}).to_string(),
-            "--bucket/--key".to_string(),
-        )),
-        _ => Err(Error::Config(
-            "give an EVENT file or --bucket and --key".into(),
-        )),
+/// Where the event comes from, for messages.
+fn event_source(args: &RunArgs) -> String {
+    match &args.event {
+        Some(e) if e == "-" => "stdin".to_string(),
+        Some(path) => path.clone(),
+        None => "--bucket/--key".to_string(),
     }
 }
 
-/// `edp run`: every object of the event, one after the other; on failure the alert and, when
-/// final, the dead letter.
+/// The event document. Bytes that are not UTF-8 are kept (replaced) so that they fail as "not
+/// JSON" and are dead-lettered like any other bad event.
+fn read_event(args: &RunArgs) -> Result<String> {
+    let bytes = match (&args.event, &args.bucket, &args.key) {
+        (Some(e), _, _) if e == "-" => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| Error::Config(format!("event on stdin: cannot read: {e}")))?;
+            bytes
+        }
+        (Some(path), _, _) => std::fs::read(path)
+            .map_err(|e| Error::Config(format!("event {path}: cannot read: {e}")))?,
+        (None, Some(bucket), Some(key)) => serde_json::json!({"bucket": bucket, "key": key})
+            .to_string()
+            .into_bytes(),
+        _ => {
+            return Err(Error::Config(
+                "give an EVENT file or --bucket and --key".into(),
+            ))
+        }
+    };
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `edp run`: every object of the event, one after the other; on failure (the event's own
+/// included: unreadable, not JSON, too large for a message) the alert and, when final, the
+/// dead letter.
 pub async fn run_event(
     settings: &Settings,
     global: &Global,
     args: &RunArgs,
     interrupted: Arc<AtomicBool>,
 ) -> Result<u8> {
-    let (doc, source) = read_event(args)?;
+    let source = event_source(args);
     let request_id = std::env::var("AWS_BATCH_JOB_ID").unwrap_or_else(|_| {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -70,7 +80,13 @@ pub async fn run_event(
         request_id: &request_id,
         notifier: notifier.as_ref(),
     };
-    let result = run.objects(&doc, &source).await;
+    let (doc, result) = match read_event(args) {
+        Ok(doc) => {
+            let result = run.objects(&doc, &source).await;
+            (doc, result)
+        }
+        Err(e) => (String::new(), Err(e)),
+    };
     if let (Err(e), Some(n)) = (&result, &notifier) {
         let (code, reason) = (e.exit_code(), e.to_string());
         let attempt = std::env::var("AWS_BATCH_JOB_ATTEMPT")

@@ -34,6 +34,19 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The Arrow type a raw value of this type is read as when the input does not carry a type
+    /// of its own (an all-null Parquet column; text formats): `Int64`, `Float64`, `Boolean`,
+    /// `Utf8` (date-time and date strings included: validation parses them).
+    pub fn arrow_type(self) -> arrow::datatypes::DataType {
+        use arrow::datatypes::DataType;
+        match self {
+            ColumnType::Integer => DataType::Int64,
+            ColumnType::Number => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::String => DataType::Utf8,
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "integer" => ColumnType::Integer,

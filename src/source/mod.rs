@@ -35,9 +35,18 @@ pub struct InputObject {
     pub size: u64,
 }
 
-fn hidden(path: &Path) -> bool {
-    path.filename()
-        .is_some_and(|f| f.starts_with('_') || f.starts_with('.'))
+/// True when `object`, listed under `prefix`, is not data: its name or a directory between the
+/// prefix and it starts with `_` or `.` (`_SUCCESS`, `_temporary/`, `.hidden/`, edp's own
+/// `_quarantine/` when an output lies under the input).
+fn hidden(prefix: &Path, object: &Path) -> bool {
+    let below: Vec<_> = match object.prefix_match(prefix) {
+        Some(parts) => parts.collect(),
+        None => object.parts().collect(),
+    };
+    below.iter().any(|p| {
+        let p = p.as_ref();
+        p.starts_with('_') || p.starts_with('.')
+    })
 }
 
 /// Job order of objects: full-load files (`LOAD…`) first, then the rest, each in name order.
@@ -47,7 +56,7 @@ fn job_order(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
 }
 
 /// Resolves input URLs into objects: a URL naming an object is that object; otherwise every
-/// object under it as a prefix, skipping names that start with `_` or `.`.
+/// object under it as a prefix, skipping objects that are not data (see [`hidden`]).
 pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
     let mut out = Vec::new();
     for url in urls {
@@ -68,7 +77,7 @@ pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
                         object_store::Error::NotFound { .. } => Ok(Vec::new()),
                         e => Err(store_error(url, e)),
                     })?;
-                metas.retain(|m| !hidden(&m.location));
+                metas.retain(|m| !hidden(&loc.path, &m.location));
                 if metas.is_empty() {
                     return Err(Error::bad_input(
                         url,
@@ -201,5 +210,26 @@ impl RowGroup {
             .ok_or_else(|| decode_error(url, "the decoder failed on a corrupt page"))?
             .transpose()
             .map_err(|e| decode_error(url, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_under_underscore_or_dot_directories_are_not_data() {
+        let prefix = Path::from("shop/.staging/orders-raw");
+        let hidden_at = |key: &str| hidden(&prefix, &Path::from(key));
+        assert!(!hidden_at("shop/.staging/orders-raw/2026/12/01/x.parquet"));
+        assert!(hidden_at(
+            "shop/.staging/orders-raw/2026/_temporary/0/x.parquet"
+        ));
+        assert!(hidden_at("shop/.staging/orders-raw/.hidden/x.parquet"));
+        assert!(hidden_at(
+            "shop/.staging/orders-raw/out/_quarantine/part-00000.parquet"
+        ));
+        assert!(hidden_at("shop/.staging/orders-raw/_SUCCESS"));
+        assert!(hidden_at("shop/.staging/orders-raw/2026/.x.parquet.crc"));
     }
 }

@@ -8,7 +8,7 @@ use arrow::array::{new_null_array, ArrayRef, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use crate::contract::{ColumnType, Contract};
+use crate::contract::Contract;
 use crate::protect::Protector;
 use crate::source::{self, Input};
 use crate::stage1::dedup::DedupPlan;
@@ -103,12 +103,9 @@ fn reconcile(contract: &Contract, inputs: &[(String, SchemaRef)]) -> Result<Sche
 /// The type an all-null input column (Arrow type Null, what pyarrow writes for a column of
 /// `None`s) is read as: its contract type, or a string when the contract does not name it.
 fn null_column_type(contract: &Contract, name: &str) -> DataType {
-    match contract.column(name).map(|c| c.ty) {
-        Some(ColumnType::Integer) => DataType::Int64,
-        Some(ColumnType::Number) => DataType::Float64,
-        Some(ColumnType::Boolean) => DataType::Boolean,
-        Some(ColumnType::String) | None => DataType::Utf8,
-    }
+    contract
+        .column(name)
+        .map_or(DataType::Utf8, |c| c.ty.arrow_type())
 }
 
 /// `batch` in the job's schema: columns in order, absent and all-null (type Null) ones as

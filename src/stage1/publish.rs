@@ -13,13 +13,16 @@ use crate::store::{store_error, Location};
 use crate::{Error, Result};
 
 use super::prepare::Schemas;
-use super::spec::{JobSpec, QUARANTINE_DIR};
+use super::spec::{JobSpec, Shard, QUARANTINE_DIR};
 use super::tally::Counters;
 
 /// The curated and quarantine sinks; `None` when the job writes nothing (or once completed).
 pub(super) struct Outputs {
     pub(super) curated: Option<ParquetSink>,
     pub(super) quarantine: Option<ParquetSink>,
+    /// The prefixes the parts go to (curated, then quarantine): where a committed run removes
+    /// the parts and reports of another shard count.
+    prefixes: Vec<Location>,
 }
 
 impl Outputs {
@@ -89,6 +92,11 @@ impl Outputs {
                         .map(|s| s.with_flush_bytes(flush_bytes / 4))
                 })
                 .transpose()?,
+            prefixes: output
+                .iter()
+                .chain(errors.iter().filter(|_| output.is_some()))
+                .cloned()
+                .collect(),
         };
         Ok((outputs, output))
     }
@@ -170,6 +178,9 @@ pub(super) async fn publish(
         }
     }
     .await;
+    if result.is_ok() {
+        remove_stale(&outputs.prefixes, spec.shard).await;
+    }
     if result.is_err() {
         outputs.abort().await;
         for loc in &visible {
@@ -179,6 +190,41 @@ pub(super) async fn publish(
         }
     }
     result
+}
+
+/// Removes, from each of `prefixes`, the parts and reports an earlier run with another shard
+/// count left (a run over the same input with 4 shards after one with 2, or unsharded): they
+/// would be read as current beside this run's. Parts of this shard count are the sibling
+/// shards' and stay. Runs after this run's report is written, so a failure here loses nothing
+/// of this run: it is logged, and the next run tries again.
+async fn remove_stale(prefixes: &[Location], shard: Shard) {
+    for prefix in prefixes {
+        let listed = match prefix.store.list_with_delimiter(Some(&prefix.path)).await {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(prefix = %prefix.url, error = %e, "listing for stale shard parts failed");
+                continue;
+            }
+        };
+        for object in listed.objects {
+            let stale = object
+                .location
+                .filename()
+                .is_some_and(|name| Shard::count_of(name).is_some_and(|n| n != shard.count));
+            if !stale {
+                continue;
+            }
+            match prefix.store.delete(&object.location).await {
+                Ok(()) => {
+                    tracing::info!(object = %object.location, "removed a part of another shard count")
+                }
+                Err(e) => {
+                    tracing::warn!(object = %object.location, error = %e, "removing a stale shard part failed")
+                }
+            }
+        }
+    }
 }
 
 /// Writes the run report (pretty JSON and a newline) to `loc`.

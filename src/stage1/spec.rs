@@ -69,6 +69,30 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// The shard count of an output object `name` edp writes ([`Shard::part_name`],
+    /// [`Shard::report_name`]): 1 for `part-00000.parquet` and `_edp_report.json`, COUNT for
+    /// `…-IIIII-of-CCCCC…`; `None` for any other name.
+    pub fn count_of(name: &str) -> Option<u32> {
+        if name == "part-00000.parquet" || name == "_edp_report.json" {
+            return Some(1);
+        }
+        let rest = name
+            .strip_prefix("part-")
+            .and_then(|r| r.strip_suffix(".parquet"))
+            .or_else(|| {
+                name.strip_prefix("_edp_report-")
+                    .and_then(|r| r.strip_suffix(".json"))
+            })?;
+        let (index, count) = rest.split_once("-of-")?;
+        let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(index) || !digits(count) {
+            return None;
+        }
+        count.parse().ok()
+    }
+}
+
 impl std::fmt::Display for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
@@ -101,4 +125,22 @@ pub struct JobSpec {
     pub shard: Shard,
     /// Set by a signal handler: the job stops at the next row group and aborts its outputs.
     pub interrupted: Arc<AtomicBool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_tell_their_shard_count() {
+        for shard in [Shard::ALL, Shard { index: 3, count: 4 }] {
+            assert_eq!(Shard::count_of(&shard.part_name()), Some(shard.count));
+            assert_eq!(Shard::count_of(&shard.report_name()), Some(shard.count));
+        }
+        assert_eq!(Shard::count_of("part-00001-of-00002.parquet"), Some(2));
+        assert_eq!(Shard::count_of("part-00001.parquet"), None);
+        assert_eq!(Shard::count_of("part-1-of-2.parquet"), None);
+        assert_eq!(Shard::count_of("notes.json"), None);
+        assert_eq!(Shard::count_of("_edp_report-00000-of-0000x.json"), None);
+    }
 }

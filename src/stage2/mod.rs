@@ -52,6 +52,8 @@ use object_store::ObjectStoreExt;
 
 use crate::output::Codec;
 use crate::stage1::dedup::SpillConfig;
+// The dedup index's share of the memory limit while current state is built: stage 1's.
+use crate::stage1::INDEX_BUDGET_SHARE;
 use crate::store::{store_error, Location};
 use crate::{Error, Result};
 use catalog::{CatalogMode, CatalogStats};
@@ -66,8 +68,6 @@ use write::{ModelWriter, Published, WriteOptions};
 pub const VIOLATIONS_TABLE: &str = "dq_violations";
 /// The report's name under the output.
 pub const REPORT: &str = "_edp_prod_report.json";
-/// Share of the memory limit given to the dedup index while current state is built: stage 1's.
-use crate::stage1::INDEX_BUDGET_SHARE;
 
 /// Everything a stage 2 run needs.
 #[derive(Debug, Clone)]
