@@ -828,34 +828,31 @@ fn a_large_row_group_is_read_in_slices_with_the_same_result() {
 fn shards_together_equal_one_process() {
     let dir = TempDir::new().unwrap();
     let raw = generate(dir.path(), "payments", 6000, 17, 0.05);
+    let contract_path = contract("payments");
+    let curate = |out: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let base = [
+            "raw-to-curated",
+            "--input",
+            raw.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--contract",
+            contract_path.to_str().unwrap(),
+        ];
+        ok(edp_env(&[&base[..], extra].concat(), env));
+    };
     let single = dir.path().join("single");
-    ok(edp(&[
-        "raw-to-curated",
-        "--input",
-        raw.to_str().unwrap(),
-        "--output",
-        single.to_str().unwrap(),
-        "--contract",
-        contract("payments").to_str().unwrap(),
-    ]));
+    curate(&single, &[], &[]);
     let sharded = dir.path().join("sharded");
     for i in 0..3 {
-        let o = edp_env(
-            &[
-                "raw-to-curated",
-                "--input",
-                raw.to_str().unwrap(),
-                "--output",
-                sharded.to_str().unwrap(),
-                "--contract",
-                contract("payments").to_str().unwrap(),
-            ],
+        curate(
+            &sharded,
+            &[],
             &[
                 ("AWS_BATCH_JOB_ARRAY_INDEX", &i.to_string()),
                 ("AWS_BATCH_JOB_ARRAY_SIZE", "3"),
             ],
         );
-        ok(o);
     }
     let one = read_parquet(&single.join("part-00000.parquet"));
     let mut union: Vec<String> = Vec::new();
@@ -926,17 +923,7 @@ fn shards_together_equal_one_process() {
             ],
         ),
     ] {
-        ok(edp(&[
-            "raw-to-curated",
-            "--input",
-            raw.to_str().unwrap(),
-            "--output",
-            sharded.to_str().unwrap(),
-            "--contract",
-            contract("payments").to_str().unwrap(),
-            "--shard",
-            shard,
-        ]));
+        curate(&sharded, &["--shard", shard], &[]);
         assert_eq!(listing(&sharded), expected, "after {shard}");
         let parts: Vec<String> = listing(&sharded.join("_quarantine"));
         assert!(
