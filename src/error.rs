@@ -18,7 +18,7 @@ pub enum Error {
         pointer: String,
         message: String,
     },
-    /// A flag, environment variable or URL is invalid.
+    /// A setting (in any layer), flag, `edp run` event, URL, model file or directory is invalid.
     #[error("configuration: {0}")]
     Config(String),
     /// An input object cannot be processed as a whole (not Parquet, corrupt, wrong schema).
@@ -38,7 +38,8 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
-    /// Writing or reading the dedup index's spill files failed (disk full, permissions).
+    /// Creating, writing or reading a spill or scratch file failed (the dedup index's run files,
+    /// stage 2's current-state and scratch tables; disk full).
     #[error("spill: {0}")]
     Spill(String),
     /// Publishing a notification (SNS) or a dead letter (SQS) failed.
@@ -93,10 +94,11 @@ impl Error {
     }
 
     /// True when the same run might succeed if tried again: the environment failed (storage,
-    /// spill disk, notifications, the catalog), a query ran out of resources, the run was
-    /// interrupted (a SIGTERM is AWS Batch stopping the job, e.g. a Spot reclaim), or an
-    /// internal error (an encoder's included) that may not recur. What the user must fix (contract, configuration,
-    /// input) and a conservation failure never change on a retry.
+    /// spill disk, notifications, the catalog), a model or check failed while running on the
+    /// data (planning errors are configuration errors), the run was interrupted (a SIGTERM is
+    /// AWS Batch stopping the job, e.g. a Spot reclaim), or an internal error (an encoder's
+    /// included) that may not recur. What the user must fix (contract, configuration, input)
+    /// and a conservation failure never change on a retry.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Store { .. }

@@ -1,21 +1,23 @@
 //! edp, the e-commerce data processor.
 //!
 //! The library holds the application and the pipeline; `main.rs` only parses flags, loads the
-//! settings, starts the runtime and maps the one error type to an exit code. [`app`] is the
-//! application (commands, `edp run`'s events and failure policy) over the two stages and
-//! [`settings`], the one typed settings model. Stage 1 (raw → curated, [`stage1`]):
+//! settings, starts logging and the runtime and maps the one error type to an exit code.
+//! [`app`] is the application (commands, `edp run`'s events and failure policy) over the two
+//! stages and [`settings`], the one typed settings model. Stage 1 (raw → curated, [`stage1`]):
 //!
 //! ```text
 //! source   (inputs behind one interface: Parquet row groups from object_store, read-ahead)
-//!   -> stage1::validate (vectorised rules compiled from the contract)
-//!   -> stage1::dedup    (index of key -> winning row; second pass reads only winners)
+//!   -> stage1::dedup    (key pass: index of key -> winning row, one bit per input row)
+//!   -> stage1::validate (data pass: vectorised rules compiled from the contract; each row
+//!                        routed to curated, quarantine or superseded)
 //!   -> protect          (PAN masking, free-text card scan, PII transforms)
 //!   -> output           (Parquet over multipart upload, visible only when complete)
 //!   -> report           (JSON run report with the conservation check)
 //! ```
 //!
 //! Stage 2 (curated → prod: current state, SQL models on DataFusion, Athena-ready partitions,
-//! the Glue catalog) lives in [`stage2`] and reuses stage 1's source and dedup index.
+//! the Glue catalog) lives in [`stage2`] and reuses the [`source`] interface and stage 1's dedup
+//! index.
 //!
 //! Every stage works on Arrow `RecordBatch`es through a plain per-batch function, so tests and
 //! benches call the same code the job runs.

@@ -2,9 +2,10 @@
 //!
 //! Accepted forms: a plain local path, `file:///abs/path`, `s3://bucket/prefix` (configured from
 //! the standard AWS environment: region, credential chain, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP`
-//! for S3-compatible servers) and `memory://` (one in-process store shared by every `memory://` location, for tests). Local paths go through
-//! `LocalFileSystem`, whose uploads are written to a staging file and renamed into place, so a
-//! local output becomes visible only when complete, exactly as on S3.
+//! for S3-compatible servers) and `memory://` (one in-process store shared by every `memory://`
+//! location, for tests). Local paths go through `LocalFileSystem`, whose uploads are written to
+//! a staging file and renamed into place, so a local output becomes visible only when complete,
+//! exactly as on S3.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};

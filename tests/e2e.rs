@@ -1217,8 +1217,21 @@ fn run_event_routes_decodes_and_is_idempotent() {
         &env,
     ));
     listings.push((s3.list("cur-ev"), s3.list("err-ev")));
-    let prefix = "ecommerce/orders-curated/year=2025/month=01/day=16/dms load+1 é";
-    let errors = "ecommerce/orders-errors/year=2025/month=01/day=16/dms load+1 é";
+    // An object under a `_` directory is not data: skipped, nothing written, not a failure.
+    let skipped = ok(edp_env(
+        &[
+            "run",
+            "--bucket",
+            "raw-ev",
+            "--key",
+            "ecommerce/orders-raw/_temporary/0/x.parquet",
+        ],
+        &env,
+    ));
+    assert!(skipped.contains("skipped"), "{skipped}");
+    assert_eq!(s3.list("cur-ev"), listings[listings.len() - 1].0);
+    let prefix = "ecommerce/orders-curated/year=2025/month=01/day=16/dms load+1 é.parquet";
+    let errors = "ecommerce/orders-errors/year=2025/month=01/day=16/dms load+1 é.parquet";
     let (cur, err) = &listings[0];
     let cur_keys: Vec<&str> = cur.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(

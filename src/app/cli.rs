@@ -1,7 +1,8 @@
 //! The command line: every subcommand and flag (clap derive), and [`Cli::layer`], the flags'
 //! layer of the settings. A flag that sets a setting takes its help (text, config key,
-//! environment variable, default) and its value parser from [`crate::settings`], so the two
-//! cannot drift; flags that are not settings (inputs, outputs, `generate`'s knobs) are plain.
+//! environment variable, default) from [`crate::settings`], and for numbers, sizes and booleans
+//! its value parser too, so the two cannot drift; flags that are not settings (inputs, outputs,
+//! `generate`'s knobs) are plain.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;

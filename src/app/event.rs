@@ -6,10 +6,12 @@
 //! them (`+` is a space, `%2B` a plus) and are decoded in all three shapes.
 //!
 //! The key decides the dataset and the stage: `<prefix>/<dataset>-raw/<rest>` is stage 1,
-//! `<prefix>/<dataset>-curated/<rest>` stage 2. Output locations are a pure function of the key:
-//! stage 1 of `<prefix>/<dataset>-raw/<dirs>/<name>.parquet` writes under
-//! `<prefix>/<dataset>-curated/<dirs>/<name>/` in the curated bucket (where stage 2 picks it up)
-//! and `<prefix>/<dataset>-errors/<dirs>/<name>/` in the error bucket. A repeated event
+//! `<prefix>/<dataset>-curated/<rest>` stage 2. Output locations are a pure function of the key,
+//! one prefix per object: stage 1 of `<prefix>/<dataset>-raw/<dirs>/<name>` (extension kept, so
+//! `x.parquet` and `x.csv` do not meet) writes under `<prefix>/<dataset>-curated/<dirs>/<name>/`
+//! in the curated bucket (where stage 2 picks it up) and `<prefix>/<dataset>-errors/<dirs>/<name>/`
+//! in the error bucket. Objects under a `_` or `.` name below the dataset segment are not data
+//! ([`Route::hidden`]; `edp run` skips them). A repeated event
 //! (EventBridge delivers at least once) overwrites the same objects instead of adding new ones.
 //! Keys with `.` or `..` segments, empty segments or a leading `/` are rejected: they could
 //! escape the configured prefixes.
@@ -55,6 +57,9 @@ pub struct Route {
     /// The key's prefix before the `<dataset>-raw/` or `<dataset>-curated/` segment (empty at
     /// the bucket's root): stage 2's curated root and prod prefix.
     pub root_prefix: String,
+    /// The object is not data: its name or a directory below the dataset segment starts with
+    /// `_` or `.` (`_temporary/`, `.hidden/`, `.parquet`), as a prefix listing skips it.
+    pub hidden: bool,
 }
 
 /// Decodes `%XX` escapes and `+` (a space), as S3 encodes keys in events.
@@ -196,12 +201,11 @@ pub fn route(key: &str) -> Result<Route> {
     let Some((file, dirs)) = rest.split_last() else {
         return Err(bad("no object name after the dataset segment"));
     };
-    let stem = file.rsplit_once('.').map_or(*file, |(s, _)| s);
     let prefix = |suffix: &str| {
         let mut out: Vec<String> = parts[..at].iter().map(|p| p.to_string()).collect();
         out.push(format!("{dataset}-{suffix}"));
         out.extend(dirs.iter().map(|p| p.to_string()));
-        out.push(stem.to_string());
+        out.push(file.to_string());
         out.join("/")
     };
     Ok(Route {
@@ -210,6 +214,9 @@ pub fn route(key: &str) -> Result<Route> {
         curated_prefix: prefix("curated"),
         errors_prefix: prefix("errors"),
         root_prefix: parts[..at].join("/"),
+        hidden: rest
+            .iter()
+            .any(|p| p.starts_with('_') || p.starts_with('.')),
     })
 }
 
@@ -259,12 +266,36 @@ mod tests {
         assert_eq!(r.stage, Stage::RawToCurated);
         assert_eq!(
             r.curated_prefix,
-            "ecommerce/orders-curated/year=2025/month=01/day=16/x"
+            "ecommerce/orders-curated/year=2025/month=01/day=16/x.parquet"
         );
         assert_eq!(
             r.errors_prefix,
-            "ecommerce/orders-errors/year=2025/month=01/day=16/x"
+            "ecommerce/orders-errors/year=2025/month=01/day=16/x.parquet"
         );
+        assert!(!r.hidden);
+        // One output prefix per object: the extension stays, and names that are not data are
+        // marked hidden instead of writing above or beside other outputs.
+        let prefixes: Vec<String> = ["a/16/x.parquet", "a/16/x.csv", "a/16/x/y.parquet"]
+            .iter()
+            .map(|k| route(&format!("orders-raw/{k}")).unwrap().curated_prefix)
+            .collect();
+        assert_eq!(
+            prefixes,
+            [
+                "orders-curated/a/16/x.parquet",
+                "orders-curated/a/16/x.csv",
+                "orders-curated/a/16/x/y.parquet"
+            ]
+        );
+        for hidden in [
+            "orders-raw/16/.parquet",
+            "orders-raw/16/x/.parquet",
+            "orders-raw/_temporary/0/x.parquet",
+            "orders-raw/.staging/x.parquet",
+        ] {
+            assert!(route(hidden).unwrap().hidden, "{hidden}");
+        }
+        assert!(!route("_shop/orders-raw/x.parquet").unwrap().hidden);
         assert_eq!(
             route("order_items-curated/f.parquet").unwrap().stage,
             Stage::CuratedToProd

@@ -1,12 +1,13 @@
-//! Failure notifications of `edp run`: an SNS message when a run fails or its validation failure
-//! rate passes the configured threshold, and a dead-letter SQS message (the event and the reason)
-//! when a run fails for good.
+//! Failure notifications of `edp run`: an SNS message when a run fails, when its validation
+//! failure rate passes the configured threshold or when stage 2's checks find violations, and a
+//! dead-letter SQS message (the event and the reason) when a run fails for good.
 //!
 //! "For good" is [`crate::Error::is_final`]: the failure will not change on a retry (a
 //! contract, configuration or input problem, or a conservation failure), or this is the last
-//! attempt AWS Batch makes (`AWS_BATCH_JOB_ATTEMPT` has reached `max_attempts`). Messages carry keys, counts and error
-//! messages, which by construction never hold a record value. The clients use the official AWS
-//! SDK, configured from the standard environment (`AWS_ENDPOINT_URL` for tests).
+//! attempt AWS Batch makes (`AWS_BATCH_JOB_ATTEMPT` has reached `max_attempts`). Messages carry
+//! keys, counts and error messages, which by construction never hold a record value. The
+//! clients use the official AWS SDK, configured from the standard environment
+//! (`AWS_ENDPOINT_URL` for tests).
 
 use serde_json::json;
 

@@ -1,8 +1,9 @@
 //! `edp run`, the AWS Batch entry point: reads the event, routes every object it names to its
-//! stage (see [`super::event::route`]) before processing any, runs each, prints one EMF line
-//! per object on stdout, and applies the failure policy: an SNS alert on every failure and when
-//! a run's quarantine share passes `validation_failure_threshold` (stage 1) or its checks find
-//! violations (stage 2), and a dead letter when the failure is final
+//! stage (see [`super::event::route`]) before processing any, skips objects that are not data
+//! ([`Route::hidden`](super::event::Route::hidden)), runs each other one, prints one EMF line
+//! per object run on stdout, and applies the failure policy: an SNS alert on every failure and
+//! when a run's quarantine share passes `validation_failure_threshold` (stage 1) or its checks
+//! find violations (stage 2), and a dead letter when the failure is final
 //! ([`crate::Error::is_final`]: not retryable, or the last of `max_attempts`).
 
 use std::sync::atomic::AtomicBool;
@@ -137,6 +138,13 @@ impl Run<'_> {
             .map(|o| event::route(&o.key).map(|r| (o, r)))
             .collect::<Result<Vec<_>>>()?;
         for (object, route) in objects {
+            if route.hidden {
+                tracing::info!(
+                    key = %object.key,
+                    "not a data object (a `_` or `.` name below the dataset): skipped"
+                );
+                continue;
+            }
             let span = tracing::info_span!(
                 "job",
                 request_id = %self.request_id,

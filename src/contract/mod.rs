@@ -118,7 +118,8 @@ pub enum Pci {
 /// How a PII column is transformed (`x-pii`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pii {
-    /// Keyed HMAC-SHA-256 token (hex), stable across runs so joins still work.
+    /// Keyed HMAC-SHA-256 token (64 letters `a`–`p`, one per nibble, so it never looks like a
+    /// card number), stable across runs under one key so joins still work.
     Hash,
     /// Every letter and digit but the last four replaced by `*`.
     Mask,
@@ -198,7 +199,7 @@ pub struct ColumnSpec {
     pub format_maximum: Option<(String, i128)>,
     pub pci: Pci,
     pub pii: Option<Pii>,
-    /// `x-references` as (dataset, column). Recorded; checked by the foreign-key stage.
+    /// `x-references` as (dataset, column). Recorded only: no stage checks foreign keys yet.
     pub references: Option<(String, String)>,
 }
 

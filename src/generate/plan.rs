@@ -73,7 +73,7 @@ fn faults_of(d: Dataset) -> &'static [Fault] {
 }
 
 /// The faults of a faulty re-send, its key's last version: those stage 1 rejects on a column
-/// other than the event time (an orphan key is the foreign-key stage's, a card in free text is
+/// other than the event time (stage 1 does not check foreign keys, a card in free text is
 /// masked, and an impossible event time would not be the latest).
 fn latest_faults_of(d: Dataset) -> &'static [Fault] {
     use Fault::*;

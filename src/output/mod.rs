@@ -1,4 +1,8 @@
-//! Sink: Parquet written to an object store through a multipart upload.
+//! Output: Parquet written to an object store through a multipart upload.
+//!
+//! This folder owns encoding and uploading. Which columns get a dictionary or statistics, the
+//! flush size and where an output goes are the caller's (stage 1's writer policy is in
+//! `stage1/publish.rs`): it reads no contract and no settings and knows no stage.
 //!
 //! Encoding is split from writing so that it can run on worker threads: a [`RowGroupEncoder`]
 //! turns batches into the encoded column chunks of one row group (anywhere, in parallel with

@@ -7,9 +7,10 @@
 //! is `--config FILE`, else `/app/config/config.json` when it exists; it and `CONFIG_JSON` are
 //! flat JSON objects of these keys. Text values (file, JSON, environment) are parsed once, when
 //! their layer loads, by the field type's [`Setting::parse`]; an unknown key or a value of the
-//! wrong shape is an error naming its source, never ignored. Flags arrive typed from clap (whose
-//! value parsers are the same [`Setting::parse`], through [`parser`]) and are assigned, not
-//! re-parsed. Each value remembers where it came from, so `edp config show` can say.
+//! wrong shape is an error naming its source, never ignored. Flags arrive typed from clap and are
+//! assigned, not re-parsed: numbers, sizes and booleans parsed by the same [`Setting::parse`]
+//! (through [`parser`]), enums by clap's `ValueEnum`. Each value remembers where it came from,
+//! so `edp config show` can say.
 //!
 //! This module reads the config file and the environment it is handed; it starts nothing and
 //! knows no stage: turning settings into a job is the app's business ([`crate::app`]). Secrets

@@ -127,8 +127,8 @@ pub struct Read {
 }
 
 impl Input {
-    /// Opens `object`: reads and checks what its format says up front. A missing, empty,
-    /// truncated or unreadable object is an [`Error::BadInput`].
+    /// Opens `object`: reads and checks what its format says up front. An empty, truncated or
+    /// unreadable object is an [`Error::BadInput`]; a storage failure stays a storage error.
     pub async fn open(object: InputObject) -> Result<Input> {
         let meta = parquet::open(&object).await?;
         Ok(Input {

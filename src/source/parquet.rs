@@ -99,7 +99,8 @@ fn normalise(dt: &DataType) -> Option<DataType> {
 }
 
 /// Reads and checks the footer of `input`, returning metadata whose schema uses `Utf8` for all
-/// strings. A missing, empty, truncated or non-Parquet object is a [`Error::BadInput`].
+/// strings. An empty, truncated or non-Parquet object is a [`Error::BadInput`]; a storage
+/// failure underneath stays a storage error ([`read_error`]).
 pub(super) async fn open(input: &InputObject) -> Result<ArrowReaderMetadata> {
     let url = &input.location.url;
     if input.size == 0 {

@@ -7,11 +7,12 @@
 //! [`Error`](crate::Error)), events and notifications (`app`) or stage 2; it reads inputs only
 //! through [`source`](crate::source) and writes Parquet only through [`output`](crate::output).
 //!
-//! Streaming passes keep memory independent of the data volume; the key and data passes decode
-//! each row in full once, and the revisit (only when needed) decodes again just the rows it
-//! picks. They work on [`source::slices`](crate::source::slices): row groups, large ones cut
-//! into row ranges when the file's offset index allows fetching only a range's pages. "Row
-//! group" below means such a slice.
+//! Streaming passes keep memory independent of the data volume; the key pass decodes only the
+//! dedup columns, the data pass each owned row in full, once, and the revisit (only when
+//! needed) decodes again just the rows it picks. They work on the source's work units
+//! ([`Input::read`](crate::source::Input::read)): for Parquet, row groups, large ones cut into
+//! slices of rows when the file's offset index allows fetching only a slice's pages. "Row
+//! group" below means such a unit.
 //!
 //! 1. The key pass fetches and decodes only the dedup columns (key, event time, sequence, op).
 //!    Row groups are turned into [`Offers`](dedup::Offers) (parsing, hashing) on the
@@ -54,13 +55,14 @@
 //! the limit, at most 32 MiB, and handed to this task as soon as it is closed), and each
 //! output's multipart parts (3 × 10 MiB).
 //!
-//! The files, in the order a run uses them: `spec.rs` (the [`JobSpec`], its [`Shard`] and the
-//! defaults), `prepare.rs` (footers, schema reconciliation, the validator, dedup plan and
-//! protectors of each input), `key_pass.rs` (step 1), `data_pass.rs` (step 2: the worker for
-//! one row group and the splicing of its output), `route.rs` (the routing rule, a plain
-//! function over one batch's verdict and winner bits), `revisit.rs` (step 3), `tally.rs` (the
-//! counts and the report) and `publish.rs` (the writer policy; sealing, completing or aborting
-//! the outputs); `pool.rs` runs row groups on the rayon pool and `progress.rs` draws the bar.
+//! The files, in the order a run uses them: `spec.rs` (the [`JobSpec`], its [`Shard`], the
+//! index's memory share and the quarantine directory's name), `prepare.rs` (footers, schema
+//! reconciliation, the validator, dedup plan and protectors of each input), `key_pass.rs`
+//! (step 1), `data_pass.rs` (step 2: the worker for one row group and the splicing of its
+//! output), `route.rs` (the routing rule, a plain function over one batch's verdict and winner
+//! bits), `revisit.rs` (step 3), `tally.rs` (the counts and the report) and `publish.rs` (the
+//! writer policy; sealing, completing or aborting the outputs); `pool.rs` runs row groups on
+//! the rayon pool and `progress.rs` draws the bar.
 
 pub mod dedup;
 pub mod validate;

@@ -1,6 +1,6 @@
 //! How the passes get their row groups and work on them: the next row group from the source
-//! (stopping at a signal), decoding one on a worker, and [`InFlight`], the row groups on the
-//! rayon pool whose results come back in input order.
+//! (stopping at a signal, timing the wait), and [`InFlight`], the row groups on the rayon pool
+//! whose results come back in input order.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

@@ -1,5 +1,6 @@
-//! What a stage 1 run is given: the validated [`JobSpec`], its [`Shard`] of an array job, and
-//! the shares the job is sized by. Defaults are the settings' ([`crate::settings`]).
+//! What a stage 1 run is given: the validated [`JobSpec`], its [`Shard`] of an array job, the
+//! dedup index's share of the memory limit and the default quarantine directory's name. The
+//! defaults of the settings behind a spec are the settings' ([`crate::settings`]).
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;

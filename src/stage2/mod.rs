@@ -25,7 +25,8 @@
 //!    is updated ([`catalog`]) and the report written beside the outputs.
 //!
 //! This module must not know Parquet encoding details (that is [`write`]) nor Glue's API
-//! ([`catalog`]); stage 1's modules are used only through the dedup index and the source.
+//! ([`catalog`]); stage 1 is used only through its dedup index (and the index's memory share),
+//! inputs only through [`crate::source`].
 //! [`run`] and [`ddl`] string the phases together; their parts live beside them: planning in
 //! `plan.rs`, running models on DataFusion in `exec.rs`, and the published tables' definitions
 //! (and the checks' table) in `publish.rs`.

@@ -97,7 +97,7 @@ fn run_on_a_curated_object_builds_prod_and_the_glue_catalog() {
             &env_ref,
         ));
     }
-    let event = "shop/orders-curated/2025/01/LOAD00000001/part-00000.parquet";
+    let event = "shop/orders-curated/2025/01/LOAD00000001.parquet/part-00000.parquet";
     let run = || {
         let o = edp_env(&["run", "--bucket", "cur-s2", "--key", event], &env_ref);
         let stdout = String::from_utf8_lossy(&o.stdout).into_owned();

@@ -8,8 +8,8 @@
 //! The index holds only keys and positions, never row data. A worker computes each batch's
 //! [`Offers`] (key, stable key hash, candidate per row: the date-time parsing and hashing), and
 //! the index's thread only appends them ([`DedupIndex::insert`]). [`DedupIndex::finish`] returns,
-//! per input file, a bitmap of the winning rows (one bit per input row), which the job turns into
-//! Parquet row selections.
+//! per input file, a bitmap of the winning rows (one bit per input row), which the job hands to
+//! the source as the rows to decode ([`Read::keep`](crate::source::Read::keep)).
 //!
 //! Integer keys (the common case) are appended to [`SPILL_PARTITIONS`] radix partitions by key
 //! hash as fixed-size word arrays (24 bytes per entry, 40 with a sequence column), and each
@@ -98,7 +98,8 @@ fn saturate(t: i128) -> i64 {
     t.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
-/// Column roles resolved against one file's schema.
+/// Column roles (key, event time, sequence, op) resolved against one schema: the job's, or an
+/// object's projected to its dedup columns (the key pass).
 #[derive(Debug)]
 pub struct DedupPlan {
     keys: Vec<usize>,

@@ -1,8 +1,9 @@
 //! Validation: the contract's row rules, vectorised over Arrow arrays.
 //!
-//! [`Validator::new`] does the file-level work once per input object: it resolves every contract
-//! column to its index in the file's schema and checks presence and type compatibility, so a file
-//! that cannot be checked fails before any of its rows is read. [`Validator::validate`] is the
+//! [`Validator::new`] does the file-level work: it resolves every contract column to its index in
+//! a schema and checks presence and type compatibility. The job runs it on each input's own
+//! schema, so a file that cannot be checked fails before any of its rows is read, then builds
+//! the passes' validator on the reconciled schema of all inputs. [`Validator::validate`] is the
 //! per-batch function: each column's rules run over the whole array and produce one failure
 //! bitmap per rule, never a per-row allocation. Columns are checked in parallel only on request
 //! (`parallel`): the job runs one row group per core, and column-parallel loops nested in that
@@ -164,7 +165,7 @@ fn typed_array(instants: &[Option<i128>], dt: &DataType) -> ArrayRef {
     }
 }
 
-/// Row rules compiled against one file's schema.
+/// Row rules compiled against one schema (an input's, or the job's reconciled one).
 #[derive(Debug)]
 pub struct Validator {
     columns: Vec<ColumnRules>,
