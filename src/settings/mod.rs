@@ -59,35 +59,26 @@ impl Setting for bool {
     }
 }
 
-impl Setting for usize {
-    const EXPECTED: &'static str = "a non-negative integer";
-    fn parse(text: &str) -> Option<Self> {
-        text.trim().parse().ok()
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
+/// Integers: decimal digits, surrounding spaces allowed.
+macro_rules! integer_setting {
+    ($($ty:ty => $expected:literal),+) => {$(
+        impl Setting for $ty {
+            const EXPECTED: &'static str = $expected;
+            fn parse(text: &str) -> Option<Self> {
+                text.trim().parse().ok()
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )+};
 }
 
-impl Setting for NonZeroUsize {
-    const EXPECTED: &'static str = "a positive integer";
-    fn parse(text: &str) -> Option<Self> {
-        text.trim().parse().ok()
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl Setting for u32 {
-    const EXPECTED: &'static str = "a non-negative integer";
-    fn parse(text: &str) -> Option<Self> {
-        text.trim().parse().ok()
-    }
-    fn show(&self) -> String {
-        self.to_string()
-    }
-}
+integer_setting!(
+    usize => "a non-negative integer",
+    NonZeroUsize => "a positive integer",
+    u32 => "a non-negative integer"
+);
 
 /// Text as given (not trimmed: a key's bytes are its own).
 impl Setting for String {

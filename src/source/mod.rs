@@ -55,6 +55,23 @@ fn job_order(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
     (load(a), a.location.as_ref()).cmp(&(load(b), b.location.as_ref()))
 }
 
+/// The data objects under the prefix `loc` (none when it does not exist), in listing order:
+/// objects that are not data ([`hidden`]) left out. Stage 1's inputs and stage 2's curated
+/// objects are listed through it.
+pub(crate) async fn list_data(loc: &Location) -> Result<Vec<ObjectMeta>> {
+    let mut metas: Vec<ObjectMeta> = loc
+        .store
+        .list(Some(&loc.path))
+        .try_collect()
+        .await
+        .or_else(|e| match e {
+            object_store::Error::NotFound { .. } => Ok(Vec::new()),
+            e => Err(store_error(&loc.url, e)),
+        })?;
+    metas.retain(|m| !hidden(&loc.path, &m.location));
+    Ok(metas)
+}
+
 /// Resolves input URLs into objects: a URL naming an object is that object; otherwise every
 /// object under it as a prefix, skipping objects that are not data (see [`hidden`]).
 pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
@@ -68,16 +85,7 @@ pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
             }),
             Err(object_store::Error::NotFound { .. })
             | Err(object_store::Error::NotImplemented { .. }) => {
-                let mut metas: Vec<ObjectMeta> = loc
-                    .store
-                    .list(Some(&loc.path))
-                    .try_collect()
-                    .await
-                    .or_else(|e| match e {
-                        object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                        e => Err(store_error(url, e)),
-                    })?;
-                metas.retain(|m| !hidden(&loc.path, &m.location));
+                let mut metas = list_data(&loc).await?;
                 if metas.is_empty() {
                     return Err(Error::bad_input(
                         url,

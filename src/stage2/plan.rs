@@ -11,15 +11,14 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use super::exec::session;
 use super::model::{self, Model};
 use super::{state, ProdSpec, VIOLATIONS_TABLE};
 use crate::contract::Contract;
-use crate::source::{Input, InputObject};
-use crate::store::{store_error, Location};
+use crate::source::{list_data, Input, InputObject};
+use crate::store::Location;
 use crate::{Error, Result};
 
 /// A dataset's curated objects with their footers, read once for planning and building.
@@ -95,25 +94,10 @@ fn load_contracts(dir: &Path) -> Result<BTreeMap<String, Contract>> {
 async fn curated_objects(root: &Location, dataset: &str) -> Result<Vec<InputObject>> {
     for dir in [format!("{dataset}-curated"), dataset.to_string()] {
         let loc = root.child(&dir);
-        let base = loc.path.as_ref().to_string();
-        let metas: Vec<object_store::ObjectMeta> = loc
-            .store
-            .list(Some(&loc.path))
-            .try_collect()
-            .await
-            .or_else(|e| match e {
-                object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                e => Err(store_error(&loc.url, e)),
-            })?;
-        let mut objects: Vec<InputObject> = metas
+        let mut objects: Vec<InputObject> = list_data(&loc)
+            .await?
             .into_iter()
-            .filter(|m| {
-                let rel = m.location.as_ref().strip_prefix(&base).unwrap_or("");
-                rel.ends_with(".parquet")
-                    && !rel
-                        .split('/')
-                        .any(|s| s.starts_with('_') || s.starts_with('.'))
-            })
+            .filter(|m| m.location.as_ref().ends_with(".parquet"))
             .map(|m| InputObject {
                 size: m.size,
                 location: loc.at(m.location),
