@@ -115,6 +115,7 @@ fn end_to_end(c: &mut Criterion) {
         pii_key: b"bench-key".to_vec(),
         progress: false,
         memory_limit: defaults.memory_limit.0,
+        index_memory: defaults.memory_limit.0 / stage1::INDEX_BUDGET_SHARE,
         spill_dir: std::env::temp_dir(),
         shard: stage1::Shard::ALL,
         interrupted: Default::default(),

@@ -16,24 +16,14 @@ WITH lines AS (
     FROM fact_order_items
     GROUP BY order_id
 ),
-paid AS (
-    SELECT order_id, SUM(CAST(amount AS DECIMAL(18, 2))) AS paid_amount
+payments_of AS (
+    -- One pass over payments: Σ of the captured ones, and the method of the latest.
+    SELECT
+        order_id,
+        SUM(CASE WHEN status = 'captured' THEN CAST(amount AS DECIMAL(18, 2)) END) AS paid_amount,
+        first_value(method ORDER BY created_at DESC, payment_id DESC) AS method
     FROM payments
-    WHERE status = 'captured'
     GROUP BY order_id
-),
-latest_payment AS (
-    SELECT order_id, method
-    FROM (
-        SELECT
-            order_id,
-            method,
-            ROW_NUMBER() OVER (
-                PARTITION BY order_id ORDER BY created_at DESC, payment_id DESC
-            ) AS rn
-        FROM payments
-    ) ranked
-    WHERE rn = 1
 )
 SELECT
     o.order_id,
@@ -54,11 +44,10 @@ SELECT
     COALESCE(l.units, 0) AS units,
     CAST(COALESCE(l.items_amount, 0) AS DECIMAL(18, 2)) AS items_amount,
     CAST(COALESCE(p.paid_amount, 0) AS DECIMAL(18, 2)) AS paid_amount,
-    lp.method AS payment_method,
+    p.method AS payment_method,
     o.status IN ('paid', 'shipped', 'delivered') AS is_revenue,
     CAST(o.created_at AS DATE) AS order_date
 FROM orders o
 LEFT JOIN customers c ON c.customer_id = o.customer_id
 LEFT JOIN lines l ON l.order_id = o.order_id
-LEFT JOIN paid p ON p.order_id = o.order_id
-LEFT JOIN latest_payment lp ON lp.order_id = o.order_id
+LEFT JOIN payments_of p ON p.order_id = o.order_id

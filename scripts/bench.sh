@@ -6,12 +6,18 @@
 #
 #   scripts/bench.sh [ROWS...]        default: 2000000
 #   scripts/bench.sh --stage2 [ORDERS] default: 1000000
+#   scripts/bench.sh --datasets [ROWS] default: 1000000
 #
 # --stage2 benchmarks stage 2 instead: `edp generate --dataset all` with ORDERS orders over a
 # year (and their lines, payments, customers, products, inventory), stage 1 on each dataset,
 # then the full rebuild of every model with `edp curated-to-prod --memory-limit 1GiB` (which
 # also runs the checks) against the same six models written by hand for DuckDB
 # (scripts/duckdb_prod.sql, memory_limit 1GB) on the same curated files, in one run.
+#
+# --datasets runs stage 1 on each of the six datasets generated alone with ROWS rows (integer,
+# uuid and composite keys, with and without a sequence column) and prints rows/s, peak RSS and
+# spilled index entries per dataset, and each dataset's time per row relative to `orders`, so
+# a regression on any key type shows.
 #
 # Data and outputs go to $BENCH_DIR (default: a temporary directory, removed at the end).
 # NO_DUCKDB=1 skips the DuckDB comparison.
@@ -40,6 +46,25 @@ duckdb_venv() {
 
 peak_of() { awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$1"; }
 wall_of() { awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$1"; }
+
+if [ "${rows_list[0]}" = "--datasets" ]; then
+    rows=${rows_list[1]:-1000000}
+    declare -A per_row
+    for d in orders customers order_items products inventory payments; do
+        raw="$work/ds-$d-$rows"
+        [ -d "$raw" ] || "$edp" --progress never generate --dataset "$d" --rows "$rows" --out "$raw" --seed 1 >&2
+        rm -rf "$work/ds-out"
+        /usr/bin/time -v "$edp" --progress never --log-format json raw-to-curated \
+            --input "$raw" --output "$work/ds-out" --contract "fixtures/contracts/$d.json" \
+            --spill-dir "$work" 2> "$work/ds-time.txt" >/dev/null
+        read -r wall spilled < <(python3 -c "import json;r=json.load(open('$work/ds-out/_edp_report.json'));print(r['durations']['total_ms']/1000, r['dedup_spilled_entries'])")
+        per_row[$d]=$wall
+        printf '%-12s rows=%s  wall=%ss  rows/s=%s  peak_rss=%s MiB  spilled=%s  x_orders=%s\n' "$d" "$rows" "$wall" \
+            "$(python3 -c "print(f'{$rows/$wall:,.0f}')")" "$(peak_of "$work/ds-time.txt")" "$spilled" \
+            "$(python3 -c "print(round($wall / ${per_row[orders]}, 2))")"
+    done
+    exit 0
+fi
 
 if [ "${rows_list[0]}" = "--stage2" ]; then
     orders=${rows_list[1]:-1000000}

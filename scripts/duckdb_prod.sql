@@ -40,23 +40,21 @@ CREATE TEMP TABLE fact_orders AS
 WITH lines AS (
     SELECT order_id, count(*) AS item_count, sum(quantity) AS units, sum(line_amount) AS items_amount
     FROM fact_order_items GROUP BY order_id),
-paid AS (
-    SELECT order_id, sum(CAST(amount AS DECIMAL(18, 2))) AS paid_amount
-    FROM payments WHERE status = 'captured' GROUP BY order_id),
-latest_payment AS (
-    SELECT order_id, method FROM payments
-    QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY created_at DESC, payment_id DESC) = 1)
+payments_of AS (
+    SELECT order_id,
+        sum(CASE WHEN status = 'captured' THEN CAST(amount AS DECIMAL(18, 2)) END) AS paid_amount,
+        first(method ORDER BY created_at DESC, payment_id DESC) AS method
+    FROM payments GROUP BY order_id)
 SELECT o.order_id, o.customer_id, o.status, CAST(o.total_amount AS DECIMAL(18, 2)) AS total_amount,
     o.currency, o.email, o.phone, o.card_number, o.notes, o.shipping_country, o.created_at,
     o.updated_at, c.country, c.loyalty_tier, coalesce(l.item_count, 0) AS item_count,
     coalesce(l.units, 0) AS units, CAST(coalesce(l.items_amount, 0) AS DECIMAL(18, 2)) AS items_amount,
-    CAST(coalesce(p.paid_amount, 0) AS DECIMAL(18, 2)) AS paid_amount, lp.method AS payment_method,
+    CAST(coalesce(p.paid_amount, 0) AS DECIMAL(18, 2)) AS paid_amount, p.method AS payment_method,
     o.status IN ('paid', 'shipped', 'delivered') AS is_revenue, CAST(o.created_at AS DATE) AS order_date
 FROM orders o
 LEFT JOIN customers c ON c.customer_id = o.customer_id
 LEFT JOIN lines l ON l.order_id = o.order_id
-LEFT JOIN paid p ON p.order_id = o.order_id
-LEFT JOIN latest_payment lp ON lp.order_id = o.order_id;
+LEFT JOIN payments_of p ON p.order_id = o.order_id;
 
 COPY (SELECT * EXCLUDE (order_date), strftime(order_date, '%Y') AS year, strftime(order_date, '%m') AS month,
         strftime(order_date, '%d') AS day FROM fact_order_items ORDER BY order_date, order_id, order_item_id)

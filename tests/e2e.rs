@@ -555,6 +555,46 @@ mod bad_input {
         }
     }
 
+    /// Page checksums are verified where a file carries them. `fixtures/checksummed.parquet`
+    /// was written by pyarrow 26 (the parquet crate cannot write page CRCs):
+    /// `ids = list(range(1, 1001)); ids[500] = 0x0102030405060708; ids[999] =
+    /// 0x0202030405060708; pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "note":
+    /// [f"row {i}" for i in range(1000)]}), path, compression="none", use_dictionary=False,
+    /// write_page_checksum=True)`; the marker at row 500 occurs once in the file, in its data
+    /// page (it is neither the minimum nor the maximum, so no statistic holds it).
+    #[test]
+    fn a_bit_flip_in_a_checksummed_page_is_bad_input() {
+        let dir = TempDir::new().unwrap();
+        let contract = dir.path().join("c.json");
+        std::fs::write(
+            &contract,
+            r#"{"title":"c","required":["id"],"properties":{"id":{"type":"integer"},
+                "note":{"type":"string"}},"x-primary-key":["id"]}"#,
+        )
+        .unwrap();
+        let good = root().join("fixtures/checksummed.parquet");
+        let out = dir.path().join("good");
+        ok(edp(&args(&stage1(&good, &out, &contract))));
+        assert_eq!(report(&out)["rows_curated"], 1000);
+
+        let mut bytes = std::fs::read(&good).unwrap();
+        let marker = 0x0102030405060708i64.to_le_bytes();
+        let at: Vec<usize> = (0..bytes.len() - 8)
+            .filter(|&i| bytes[i..i + 8] == marker)
+            .collect();
+        assert_eq!(at.len(), 1, "the marker is in the data page only");
+        bytes[at[0]] ^= 0x10;
+        let flipped = dir.path().join("flipped.parquet");
+        std::fs::write(&flipped, bytes).unwrap();
+        let out = dir.path().join("flipped");
+        let err = expect_failure(&args(&stage1(&flipped, &out, &contract)), 4, "checksum");
+        assert!(err.contains("flipped.parquet"), "{err}");
+        assert!(
+            !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+            "partial output"
+        );
+    }
+
     #[test]
     fn missing_column_and_wrong_type() {
         let dir = TempDir::new().unwrap();
@@ -721,14 +761,14 @@ fn sorted_rows(batch: &arrow::array::RecordBatch, key: &str) -> Vec<String> {
 #[test]
 fn spilling_gives_identical_output() {
     let dir = TempDir::new().unwrap();
-    let raw = generate(dir.path(), "orders", 20_000, 13, 0.05);
+    let raw = generate(dir.path(), "orders", 100_000, 13, 0.05);
     let spill = dir.path().join("spill");
     std::fs::create_dir(&spill).unwrap();
-    let run = |out: &str, limit: &str| {
+    let run = |out: &str, index: &str| {
         let out = dir.path().join(out);
         ok(edp(&[
-            "--memory-limit",
-            limit,
+            "--index-memory",
+            index,
             "raw-to-curated",
             "--input",
             raw.to_str().unwrap(),
@@ -741,7 +781,7 @@ fn spilling_gives_identical_output() {
         ]));
         out
     };
-    let a = run("big", "2GiB");
+    let a = run("big", "64MiB");
     let b = run("tiny", "1MiB");
     assert_eq!(report(&a)["dedup_spilled_entries"], 0);
     assert!(
@@ -997,6 +1037,25 @@ fn bad_spill_dir_and_shard_specs() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("spill directory /nonexistent/spill"));
     assert!(!out.exists());
+    // A memory limit the job cannot honour is refused, and so is an index budget over half
+    // of the limit.
+    for (flag, value, needle) in [
+        (
+            "--memory-limit",
+            "64MiB",
+            "memory_limit 64MiB is below the 256MiB",
+        ),
+        (
+            "--index-memory",
+            "2GiB",
+            "index_memory 2GiB is over half of memory_limit 2GiB",
+        ),
+    ] {
+        let o = edp(&[&[flag, value][..], &base[..], &[c.to_str().unwrap()]].concat());
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
     for bad in ["3/2", "x/4", "1/0", "2"] {
         let o = edp(&[&base[..], &[c.to_str().unwrap(), "--shard", bad]].concat());
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
@@ -1016,7 +1075,7 @@ fn sigterm_aborts_outputs_and_removes_spill_files() {
             "never",
             "--log-format",
             "text",
-            "--memory-limit",
+            "--index-memory",
             "1MiB",
             "raw-to-curated",
             "--input",
@@ -1286,6 +1345,25 @@ fn run_event_routes_decodes_and_is_idempotent() {
     .unwrap();
     let o = edp_env(&["run", path.to_str().unwrap()], &env);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        !s3.list("cur-ev").iter().any(|(k, _)| k.contains("day=17")),
+        "the first record was processed"
+    );
+
+    // So does one whose second record is a dataset without a contract: every job is built
+    // (contract read) before any runs.
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"Records":[{},{}]}}"#,
+            record(good),
+            record("ecommerce/refunds-raw/year=2025/month=01/day=17/r.parquet")
+        ),
+    )
+    .unwrap();
+    let o = edp_env(&["run", path.to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("refunds.json"), "{}", stderr(&o));
     assert!(
         !s3.list("cur-ev").iter().any(|(k, _)| k.contains("day=17")),
         "the first record was processed"

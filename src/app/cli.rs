@@ -42,6 +42,8 @@ pub struct Global {
     pub progress: Progress,
     #[arg(long, global = true, help = flag_help("memory_limit"), value_parser = parser::<Bytes>)]
     pub memory_limit: Option<Bytes>,
+    #[arg(long, global = true, help = flag_help("index_memory"), value_parser = parser::<Bytes>)]
+    pub index_memory: Option<Bytes>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,6 +266,7 @@ impl Cli {
         let mut layer = Layer {
             batch_size: g.batch_size,
             memory_limit: g.memory_limit,
+            index_memory: g.index_memory.map(Some),
             ..Layer::default()
         };
         let process = match &self.command {

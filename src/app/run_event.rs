@@ -129,15 +129,20 @@ fn required<'s>(value: &'s Option<String>, name: &str, flag: &str) -> Result<&'s
     })
 }
 
+/// What `edp run` does for one object, built before any object is processed.
+enum Job {
+    Curate(Box<stage1::JobSpec>),
+    Prod(Box<stage2::ProdSpec>),
+}
+
 impl Run<'_> {
-    /// Every record is routed before any is processed: a bad second record must not leave the
-    /// first one's outputs behind a failed event.
+    /// Every record is routed, and its job built (settings, contract, models directory), before
+    /// any is processed: a bad second record must not leave the first one's outputs behind a
+    /// failed event.
     async fn objects(&self, doc: &str, source: &str) -> Result<u8> {
-        let objects = event::parse_event(doc, source)?
-            .into_iter()
-            .map(|o| event::route(&o.key).map(|r| (o, r)))
-            .collect::<Result<Vec<_>>>()?;
-        for (object, route) in objects {
+        let mut jobs = Vec::new();
+        for object in event::parse_event(doc, source)? {
+            let route = event::route(&object.key)?;
             if route.hidden {
                 tracing::info!(
                     key = %object.key,
@@ -145,6 +150,13 @@ impl Run<'_> {
                 );
                 continue;
             }
+            let job = match route.stage {
+                Stage::CuratedToProd => Job::Prod(Box::new(self.prod_spec(&route)?)),
+                Stage::RawToCurated => Job::Curate(Box::new(self.curate_spec(&object, &route)?)),
+            };
+            jobs.push((object, route, job));
+        }
+        for (object, route, job) in jobs {
             let span = tracing::info_span!(
                 "job",
                 request_id = %self.request_id,
@@ -153,34 +165,49 @@ impl Run<'_> {
                 dataset = %route.dataset,
                 stage = route.stage.name()
             );
-            match route.stage {
-                Stage::CuratedToProd => self.prod(&object, &route).instrument(span).await?,
-                Stage::RawToCurated => self.curate(&object, &route).instrument(span).await?,
+            match job {
+                Job::Prod(spec) => self.prod(&object, &route, &spec).instrument(span).await?,
+                Job::Curate(spec) => self.curate(&object, &route, &spec).instrument(span).await?,
             }
         }
         Ok(0)
     }
 
-    /// Stage 2 for the models that read the curated object's dataset.
-    async fn prod(&self, object: &ObjectEvent, route: &Route) -> Result<()> {
+    /// Stage 2's spec for the models that read the curated object's dataset.
+    fn prod_spec(&self, route: &Route) -> Result<stage2::ProdSpec> {
         let s = self.settings;
         let curated = required(&s.curated_bucket, "curated_bucket", "curated-bucket")?;
         let prod = required(&s.prod_bucket, "prod_bucket", "prod-bucket")?;
+        if !std::path::Path::new(&s.models_dir).is_dir() {
+            return Err(Error::Config(format!(
+                "models directory {} (models_dir) does not exist",
+                s.models_dir.display()
+            )));
+        }
         let under = |bucket: &str| match route.root_prefix.as_str() {
             "" => format!("s3://{bucket}"),
             p => format!("s3://{bucket}/{p}"),
         };
-        let spec = prod_spec(
+        prod_spec(
             s,
             under(curated),
             under(prod),
             Vec::new(),
             Some(route.dataset.clone()),
             self.interrupted.clone(),
-        )?;
+        )
+    }
+
+    /// Stage 2 for the models that read the curated object's dataset.
+    async fn prod(
+        &self,
+        object: &ObjectEvent,
+        route: &Route,
+        spec: &stage2::ProdSpec,
+    ) -> Result<()> {
         tracing::info!("processing");
         let started = std::time::Instant::now();
-        let result = stage2::run(&spec).await;
+        let result = stage2::run(spec).await;
         println!(
             "{}",
             metrics::emf_prod(&route.dataset, result.as_ref().ok(), started.elapsed())
@@ -202,8 +229,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Stage 1 of the raw object into the curated and error buckets.
-    async fn curate(&self, object: &ObjectEvent, route: &Route) -> Result<()> {
+    /// Stage 1's spec for the raw object into the curated and error buckets.
+    fn curate_spec(&self, object: &ObjectEvent, route: &Route) -> Result<stage1::JobSpec> {
         let s = self.settings;
         let curated = required(&s.curated_bucket, "curated_bucket", "curated-bucket")?;
         let errors = required(&s.error_bucket, "error_bucket", "errors-bucket")?;
@@ -215,10 +242,20 @@ impl Run<'_> {
             shard: self.args.process.shard,
             progress: self.global.progress,
         };
-        let spec = job_spec(s, target, self.interrupted.clone())?;
+        job_spec(s, target, self.interrupted.clone())
+    }
+
+    /// Stage 1 of the raw object into the curated and error buckets.
+    async fn curate(
+        &self,
+        object: &ObjectEvent,
+        route: &Route,
+        spec: &stage1::JobSpec,
+    ) -> Result<()> {
+        let s = self.settings;
         tracing::info!("processing");
         let started = std::time::Instant::now();
-        let result = stage1::run(&spec).await;
+        let result = stage1::run(spec).await;
         println!(
             "{}",
             metrics::emf(

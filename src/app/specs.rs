@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::cli::Progress;
 use crate::contract::{Contract, Pii};
-use crate::settings::Settings;
-use crate::stage1::{JobSpec, Shard};
+use crate::settings::{Bytes, Setting, Settings};
+use crate::stage1::{JobSpec, Shard, INDEX_BUDGET_SHARE};
 use crate::stage2::catalog::CatalogMode;
 use crate::stage2::ProdSpec;
 use crate::{Error, Result};
@@ -66,12 +66,41 @@ fn spill_dir(settings: &Settings) -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// The smallest `memory_limit` a job honours: below it, the fixed costs (decode and encode
+/// buffers, row groups in flight, multipart parts, DataFusion's operators) exceed the limit.
+pub const MIN_MEMORY_LIMIT: usize = 256 << 20;
+
+/// The job's memory limit and its dedup index's budget (`index_memory`, else 1/32 of the
+/// limit); a limit below [`MIN_MEMORY_LIMIT`] or an index budget over the limit is an error.
+fn memory(settings: &Settings) -> Result<(usize, usize)> {
+    let limit = settings.memory_limit.0;
+    if limit < MIN_MEMORY_LIMIT {
+        return Err(Error::Config(format!(
+            "memory_limit {} is below the 256MiB a job needs; to make the dedup index spill \
+             sooner, lower index_memory (--index-memory) instead",
+            settings.memory_limit.show()
+        )));
+    }
+    let index = settings
+        .index_memory
+        .map_or(limit / INDEX_BUDGET_SHARE, |b| b.0);
+    if index > limit / 2 {
+        return Err(Error::Config(format!(
+            "index_memory {} is over half of memory_limit {}",
+            Bytes(index).show(),
+            settings.memory_limit.show()
+        )));
+    }
+    Ok((limit, index))
+}
+
 /// A stage 1 job from the settings and its target; reads the contract.
 pub fn job_spec(
     settings: &Settings,
     target: JobTarget,
     interrupted: Arc<AtomicBool>,
 ) -> Result<JobSpec> {
+    let (memory_limit, index_memory) = memory(settings)?;
     let contract = Contract::from_path(&target.contract)?;
     if !settings.pci_dss_enabled {
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
@@ -99,7 +128,8 @@ pub fn job_spec(
         deduplication_enabled: settings.deduplication_enabled,
         pii_key,
         progress: draw_progress(target.progress),
-        memory_limit: settings.memory_limit.0,
+        memory_limit,
+        index_memory,
         spill_dir: spill_dir(settings),
         shard: match target.shard {
             Some(s) => s,
@@ -119,6 +149,7 @@ pub fn prod_spec(
     dataset: Option<String>,
     interrupted: Arc<AtomicBool>,
 ) -> Result<ProdSpec> {
+    let (memory_limit, index_memory) = memory(settings)?;
     Ok(ProdSpec {
         curated,
         output,
@@ -126,7 +157,8 @@ pub fn prod_spec(
         contracts_dir: settings.contracts_dir.clone(),
         only,
         dataset,
-        memory_limit: settings.memory_limit.0,
+        memory_limit,
+        index_memory,
         spill_dir: spill_dir(settings),
         batch_size: settings.batch_size.get(),
         codec: settings.prod_compression,

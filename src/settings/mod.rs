@@ -325,6 +325,8 @@ settings! {
     batch_size: NonZeroUsize = NonZeroUsize::new(8192).unwrap_or(NonZeroUsize::MIN), "BATCH_SIZE";
     /// memory budget of a job, e.g. 512MiB or 2GiB; the dedup index spills past its share
     memory_limit: Bytes = Bytes(2 * GIB), "MEMORY_LIMIT";
+    /// memory the dedup index holds before it spills (default: 1/32 of memory_limit)
+    index_memory: Option<Bytes> = None, "INDEX_MEMORY";
     /// row groups (or slices of large ones) fetched ahead of decoding
     read_ahead: usize = 2, "READ_AHEAD";
     /// stage 1 output codec: snappy, zstd or none

@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 use super::pool::{next_group, InFlight};
 use super::prepare::{file_number, Prepared};
-use super::spec::{JobSpec, INDEX_BUDGET_SHARE};
+use super::spec::JobSpec;
 use super::tally::Counters;
 
 /// Step 1 over every input: the index of all their keys, finished into each file's winners
@@ -36,7 +36,7 @@ pub(super) async fn find_winners(
             plan,
             total_rows,
             Some(SpillConfig {
-                budget: spec.memory_limit / INDEX_BUDGET_SHARE,
+                budget: spec.index_memory,
                 dir: spec.spill_dir.clone(),
             }),
         )?),

@@ -46,7 +46,8 @@
 //! as nulls. Any error aborts both uploads, so nothing partial becomes visible; the conservation
 //! check runs before the outputs are completed, so an unbalanced run publishes nothing either.
 //!
-//! Memory: the dedup index gets [`INDEX_BUDGET_SHARE`] of `--memory-limit` and spills past it;
+//! Memory: the dedup index gets `--index-memory` (default [`INDEX_BUDGET_SHARE`] of
+//! `--memory-limit`, which is at least 256 MiB) and spills past it;
 //! winners are kept as one bit per input row, failed rows too once a file has one, and the
 //! revisit's keys as one hash per failed winner (~16 bytes) up to the index's share, past which
 //! the revisit offers every valid row instead (the index spills). The rest of the budget covers
@@ -132,7 +133,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
             winners: w.clone(),
         })
         .collect();
-    let mut failed = Failed::new(prepared.len(), spec.memory_limit);
+    let mut failed = Failed::new(prepared.len(), spec.index_memory);
     let result = async {
         data_pass(
             spec,

@@ -17,7 +17,7 @@ use super::key_pass::{key_pass, Revisit};
 use super::prepare::{file_number, Prepared, Protectors, Schemas};
 use super::progress::phase;
 use super::publish::Outputs;
-use super::spec::{JobSpec, INDEX_BUDGET_SHARE};
+use super::spec::JobSpec;
 use super::tally::Counters;
 
 /// What the revisit needs from the data pass: which rows failed validation and which keys'
@@ -36,12 +36,12 @@ pub(super) struct Failed {
 }
 
 impl Failed {
-    /// Room for the key hashes of `memory_limit` / [`INDEX_BUDGET_SHARE`] (~16 bytes each).
-    pub(super) fn new(files: usize, memory_limit: usize) -> Self {
+    /// Room for the key hashes of the index's budget, `index_memory` (~16 bytes each).
+    pub(super) fn new(files: usize, index_memory: usize) -> Self {
         Failed {
             rows: (0..files).map(|_| None).collect(),
             winner_keys: Some(hashbrown::HashSet::new()),
-            max_keys: memory_limit / INDEX_BUDGET_SHARE / 16,
+            max_keys: index_memory / 16,
             any: false,
         }
     }
@@ -96,7 +96,7 @@ pub(super) async fn revisit(
         &plan,
         total,
         Some(SpillConfig {
-            budget: spec.memory_limit / INDEX_BUDGET_SHARE,
+            budget: spec.index_memory,
             dir: spec.spill_dir.clone(),
         }),
     )?);

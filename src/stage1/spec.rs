@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::contract::Contract;
 use crate::output::Codec;
 
-/// The dedup index's share of the memory limit (1/32: spilling is sequential and cheap).
+/// The dedup index's default share of the memory limit (1/32: spilling is sequential and
+/// cheap).
 pub const INDEX_BUDGET_SHARE: usize = 32;
 /// Name of the quarantine prefix under the output when `--errors` is not given.
 pub const QUARANTINE_DIR: &str = "_quarantine";
@@ -121,6 +122,9 @@ pub struct JobSpec {
     pub progress: bool,
     /// Bytes the whole job may use (see the module docs for how it is shared).
     pub memory_limit: usize,
+    /// Bytes the dedup index holds before it spills (by default [`INDEX_BUDGET_SHARE`] of
+    /// the limit).
+    pub index_memory: usize,
     /// Where the dedup index spills.
     pub spill_dir: PathBuf,
     pub shard: Shard,

@@ -1,9 +1,13 @@
 //! Models on DataFusion: the session (a memory pool of half the memory limit, spilling to the
-//! spill directory), one model's sorted stream into its staged files and scratch table, and the
-//! rerun with sort-merge joins when the pool cannot hold a hash join's build side.
+//! spill directory), the models run as their inputs become ready (two at a time on two
+//! cores), one model's sorted stream into its staged files and scratch table, and the rerun
+//! with sort-merge joins when the pool cannot hold a hash join's build side.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -16,6 +20,8 @@ use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 
 use super::model::Model;
+use super::plan::{plan_error, Plan};
+use super::state::scratch_properties;
 use super::write::{ModelWriter, Staged, WriteOptions};
 use super::{interrupted, ProdSpec};
 use crate::{Error, Result};
@@ -67,23 +73,28 @@ fn exhausted(e: &Error) -> bool {
     matches!(e, Error::Query { message, .. } if message.starts_with(EXHAUSTED))
 }
 
-/// Switches the session to plans that stay within the pool: sort-merge joins, which spill
-/// (DataFusion plans them only with more than one target partition, so that stays as it is).
+/// Switches the session to plans that stay within the pool: sort-merge joins, which spill.
+/// DataFusion plans them only with more than one target partition (with one, every join
+/// becomes a collect-left hash join, whose build side cannot spill), so at least two are set.
 pub(super) async fn low_memory_plans(ctx: &SessionContext) -> datafusion::error::Result<()> {
     ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
         .await?;
-    ctx.sql("SET datafusion.execution.target_partitions = 1")
-        .await?;
+    let partitions = ctx.copied_config().target_partitions().max(2);
+    ctx.sql(&format!(
+        "SET datafusion.execution.target_partitions = {partitions}"
+    ))
+    .await?;
     Ok(())
 }
 
-/// Runs `f` (one model or check) with hash joins, and once more with sort-merge joins if the
-/// memory pool could not hold an operator (a hash join's build side cannot spill in DataFusion
-/// 55) with [`low_memory_plans`]: sort-merge joins, which spill. They stay on
-/// for the rest of the run once needed.
-pub(super) async fn with_join_fallback<T, F, Fut>(
+/// Runs `f` (one model) with hash joins, and once more with sort-merge joins if the memory pool
+/// could not hold an operator (a hash join's build side cannot spill in DataFusion 55) with
+/// [`low_memory_plans`]: sort-merge joins, which spill. `low_memory` records that this
+/// happened, so that models started later use them from the start.
+async fn with_join_fallback<T, F, Fut>(
     ctx: &SessionContext,
     m: &Model,
+    low_memory: &AtomicBool,
     f: F,
 ) -> Result<T>
 where
@@ -93,11 +104,95 @@ where
     match f().await {
         Err(e) if exhausted(&e) => {
             tracing::warn!(model = %m.name, "{e}: running it again with sort-merge joins, which spill");
+            low_memory.store(true, Ordering::Relaxed);
             low_memory_plans(ctx).await.map_err(|e| query_error(m, e))?;
             f().await
         }
         other => other,
     }
+}
+
+/// One model staged, and how long it took.
+pub(super) struct ModelRun {
+    pub(super) staged: Staged,
+    pub(super) duration_ms: u64,
+}
+
+/// Runs every model of `plan`, each as soon as the tables it reads exist, as many at once as
+/// there are cores: within one model, the final merge of its sort and its writer keep about
+/// one core busy, so models that do not depend on each other overlap. Each runs on its own
+/// task with its own session over the shared tables and memory pool (a join fallback changes
+/// only its own settings). Results are in plan order.
+pub(super) async fn run_models(
+    ctx: &SessionContext,
+    spec: &Arc<ProdSpec>,
+    plan: &Plan,
+    scratch: &Path,
+) -> Result<Vec<ModelRun>> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let low_memory = Arc::new(AtomicBool::new(false));
+    let staging = scratch.join("staging");
+    let mut done: BTreeSet<&str> = plan.datasets.iter().map(String::as_str).collect();
+    let mut pending: Vec<usize> = (0..plan.models.len()).collect();
+    let mut results: Vec<Option<ModelRun>> = plan.models.iter().map(|_| None).collect();
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        let mut i = 0;
+        while running.len() < cores && i < pending.len() {
+            let (m, schema) = &plan.models[pending[i]];
+            let ready = plan
+                .reads
+                .get(&m.name)
+                .is_none_or(|reads| reads.iter().all(|r| done.contains(r.as_str())));
+            if !ready {
+                i += 1;
+                continue;
+            }
+            let index = pending.remove(i);
+            let task = SessionContext::new_with_state(ctx.state());
+            let (m, schema, spec, staging) =
+                (m.clone(), schema.clone(), spec.clone(), staging.clone());
+            let low_memory = low_memory.clone();
+            let tee = plan
+                .read_later
+                .contains(&m.name)
+                .then(|| scratch.join(format!("model-{}.parquet", m.name)));
+            running.push(tokio::spawn(async move {
+                let t = Instant::now();
+                if low_memory.load(Ordering::Relaxed) {
+                    low_memory_plans(&task)
+                        .await
+                        .map_err(|e| query_error(&m, e))?;
+                }
+                let attempt = || async {
+                    let df = task.sql(&m.sql).await.map_err(|e| plan_error(&m, e))?;
+                    stage_model(&task, &spec, &m, df, &schema, &staging, tee.clone()).await
+                };
+                let staged = with_join_fallback(&task, &m, &low_memory, attempt).await?;
+                let duration_ms = t.elapsed().as_millis() as u64;
+                Ok::<_, Error>((
+                    index,
+                    ModelRun {
+                        staged,
+                        duration_ms,
+                    },
+                ))
+            }));
+        }
+        let Some(finished) = running.next().await else {
+            break;
+        };
+        let (index, run) = finished.map_err(|e| Error::Internal(format!("model task: {e}")))??;
+        done.insert(plan.models[index].0.name.as_str());
+        results[index] = Some(run);
+    }
+    results
+        .into_iter()
+        .zip(&plan.models)
+        .map(|(r, (m, _))| {
+            r.ok_or_else(|| Error::Internal(format!("model {} never became ready", m.name)))
+        })
+        .collect()
 }
 
 /// Runs one model's DataFrame into its staged output (and a scratch table when read later).
@@ -136,7 +231,7 @@ pub(super) async fn stage_model(
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
-            let mut w = ArrowWriter::try_new(file, schema.clone(), None)
+            let mut w = ArrowWriter::try_new(file, schema.clone(), Some(scratch_properties()))
                 .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
             let name = m.name.clone();

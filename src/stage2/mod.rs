@@ -15,13 +15,15 @@
 //!    unknown table or column is a configuration error naming the file and line.
 //! 2. **Stage**: each dataset's current state is built into a local scratch file ([`state`]:
 //!    stage 1's dedup index over curated objects), registered under the dataset's name; each
-//!    model runs on DataFusion (memory pool of half `--memory-limit`, sorts and aggregations
-//!    spill; hash joins, which cannot spill, fall back to sort-merge joins when the pool cannot
-//!    hold a build side, see [`with_join_fallback`](exec::with_join_fallback)), its sorted
+//!    model runs on DataFusion as soon as the tables it reads exist, one per core at a time
+//!    ([`run_models`]; memory pool of half `--memory-limit`, sorts and aggregations spill;
+//!    hash joins, which cannot spill, fall back to sort-merge joins when the pool cannot hold a
+//!    build side), its sorted
 //!    stream is written partition by partition to local staging files ([`write`]), and teed
 //!    into a scratch table when a later model or check reads it, so no model runs twice. Checks
 //!    run last; their rows form the `dq_violations` table.
-//! 3. **Publish**: changed files are uploaded, stale ones removed, per model; then the catalog
+//! 3. **Publish**: changed files are uploaded, stale ones removed (several at once), per
+//!    model; then the catalog
 //!    is updated ([`catalog`]) and the report written beside the outputs.
 //!
 //! This module must not know Parquet encoding details (that is [`write`]) nor Glue's API
@@ -54,11 +56,10 @@ use object_store::ObjectStoreExt;
 use crate::output::Codec;
 use crate::stage1::dedup::SpillConfig;
 // The dedup index's share of the memory limit while current state is built: stage 1's.
-use crate::stage1::INDEX_BUDGET_SHARE;
 use crate::store::{store_error, Location};
 use crate::{Error, Result};
 use catalog::{CatalogMode, CatalogStats};
-use exec::{low_memory_plans, query_error, stage_model, with_join_fallback};
+use exec::{low_memory_plans, query_error, run_models};
 use model::{Granularity, Model};
 use plan::{plan_error, prepare, run_id, Prepared};
 use publish::{description, table_def, violations_model, violations_schema};
@@ -84,6 +85,8 @@ pub struct ProdSpec {
     /// Run only the models that read this dataset, directly or through other models.
     pub dataset: Option<String>,
     pub memory_limit: usize,
+    /// Bytes each dataset's dedup index holds before it spills.
+    pub index_memory: usize,
     pub spill_dir: PathBuf,
     pub batch_size: usize,
     pub codec: Codec,
@@ -272,7 +275,7 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
         let objs = objects[dataset].clone();
         let dir = scratch.path().to_path_buf();
         let spill = SpillConfig {
-            budget: spec.memory_limit / INDEX_BUDGET_SHARE,
+            budget: spec.index_memory,
             dir: spec.spill_dir.clone(),
         };
         let batch_size = spec.batch_size;
@@ -302,21 +305,9 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
 
     let staging = scratch.path().join("staging");
     let t = Instant::now();
-    let mut staged = Vec::new();
-    let mut timings = Vec::new();
-    for (m, schema) in &plan.models {
-        let t = Instant::now();
-        let tee = plan
-            .read_later
-            .contains(&m.name)
-            .then(|| scratch.path().join(format!("model-{}.parquet", m.name)));
-        let attempt = || async {
-            let df = ctx.sql(&m.sql).await.map_err(|e| plan_error(m, e))?;
-            stage_model(&ctx, spec, m, df, schema, &staging, tee.clone()).await
-        };
-        staged.push(with_join_fallback(&ctx, m, attempt).await?);
-        timings.push(ms(t));
-    }
+    let runs = run_models(&ctx, &Arc::new(spec.clone()), &plan, scratch.path()).await?;
+    let timings: Vec<u64> = runs.iter().map(|r| r.duration_ms).collect();
+    let mut staged: Vec<_> = runs.into_iter().map(|r| r.staged).collect();
     durations.models_ms = ms(t);
 
     let t = Instant::now();

@@ -235,6 +235,8 @@ pub(super) struct Plan {
     pub(super) datasets: BTreeSet<String>,
     /// Models some later model or check reads (teed into scratch tables).
     pub(super) read_later: BTreeSet<String>,
+    /// The tables (datasets and models) each model reads.
+    pub(super) reads: BTreeMap<String, Vec<String>>,
 }
 
 /// Phase 1: plans every model and check against empty tables of `schemas` (no data read).
@@ -309,6 +311,7 @@ async fn plan(
         checks: Vec::new(),
         datasets: BTreeSet::new(),
         read_later: BTreeSet::new(),
+        reads: BTreeMap::new(),
     };
     let available =
         |t: &String, planned: &BTreeSet<String>| schemas.contains_key(t) || planned.contains(t);
@@ -327,6 +330,7 @@ async fn plan(
         }
         register_empty(ctx, &m.name, schema.clone())?;
         planned.insert(m.name.clone());
+        out.reads.insert(m.name.clone(), refs);
         out.models.push((m, schema));
     }
     // dq_violations is one table: it is rewritten only by a run that can run every check (a

@@ -22,15 +22,26 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::contract::Contract;
 use crate::source::{Input, Read};
 use crate::stage1::dedup::{DedupIndex, DedupPlan, SpillConfig};
 use crate::{Error, Result};
 
-/// Rows per row group of the scratch file: DataFusion reads it a row group per partition.
+/// Rows per row group of a scratch file: DataFusion reads it a row group per partition.
 const SCRATCH_ROW_GROUP_ROWS: usize = 1 << 17;
+
+/// How scratch files (current state, and models read by later ones) are written: Snappy,
+/// row groups of [`SCRATCH_ROW_GROUP_ROWS`] so that every core scans a part of them, and
+/// statistics per chunk only (nothing reads their page indexes).
+pub(super) fn scratch_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(SCRATCH_ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .build()
+}
 
 /// The current state of one dataset, in a local Parquet file.
 #[derive(Debug)]
@@ -157,11 +168,7 @@ pub async fn build(
     let path = scratch.join(format!("{}.parquet", contract.dataset));
     let file = std::fs::File::create(&path)
         .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(SCRATCH_ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(scratch_properties()))
         .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
     let op = contract.cdc_op.as_deref();
     for (f, object) in opened.iter().enumerate() {

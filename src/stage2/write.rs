@@ -25,7 +25,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
@@ -442,8 +442,11 @@ fn partition_dir(rel: &str) -> &str {
     rel.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
+/// Uploads and deletes a model's publication keeps in flight at once.
+const PUBLISH_CONCURRENCY: usize = 8;
+
 /// Uploads a staged file to `to` through a multipart upload (visible only when complete).
-async fn upload(file: &StagedFile, to: &Location) -> Result<()> {
+async fn upload(file: &StagedFile, to: Location) -> Result<()> {
     let mut writer = BufWriter::with_capacity(to.store.clone(), to.path.clone(), 10 << 20);
     let result = async {
         let mut local = tokio::fs::File::open(&file.local)
@@ -516,28 +519,38 @@ pub async fn publish(staged: &Staged, prefix: &Location) -> Result<Published> {
         .filter(|(rel, _)| rel != MANIFEST)
         .collect();
     let mut out = Published::default();
-    let mut written: BTreeSet<String> = BTreeSet::new();
+    let written: BTreeSet<String> = staged.files.iter().map(|f| f.rel.clone()).collect();
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    for file in &staged.files {
-        let same = previous.get(&file.rel) == Some(&file.sha256)
-            && existing.get(&file.rel) == Some(&file.bytes);
-        if same {
-            out.files_unchanged += 1;
-        } else {
-            upload(file, &prefix.child(&file.rel)).await?;
-            out.files_uploaded += 1;
-            touched.insert(partition_dir(&file.rel).to_string());
-        }
-        written.insert(file.rel.clone());
-    }
+    let (same, changed): (Vec<&StagedFile>, Vec<&StagedFile>) =
+        staged.files.iter().partition(|file| {
+            previous.get(&file.rel) == Some(&file.sha256)
+                && existing.get(&file.rel) == Some(&file.bytes)
+        });
+    out.files_unchanged = same.len();
+    out.files_uploaded = changed.len();
+    touched.extend(changed.iter().map(|f| partition_dir(&f.rel).to_string()));
+    // Day-partitioned models have hundreds of small files: uploads and deletes are
+    // latency-bound, so several are in flight at once.
+    futures::stream::iter(&changed)
+        .map(|file| upload(file, prefix.child(&file.rel)))
+        .buffer_unordered(PUBLISH_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let stale: Vec<&String> = existing.keys().filter(|r| !written.contains(*r)).collect();
+    futures::stream::iter(&stale)
+        .map(|rel| async move {
+            let loc = prefix.child(rel);
+            match loc.store.delete(&loc.path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(store_error(&loc.url, e)),
+            }
+        })
+        .buffer_unordered(PUBLISH_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     let live: BTreeSet<String> = staged.partitions.keys().cloned().collect();
     let mut emptied: BTreeSet<String> = BTreeSet::new();
-    for rel in existing.keys().filter(|r| !written.contains(*r)) {
-        let loc = prefix.child(rel);
-        match loc.store.delete(&loc.path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(store_error(&loc.url, e)),
-        }
+    for rel in stale {
         out.files_removed += 1;
         let dir = partition_dir(rel).to_string();
         if live.contains(&dir) {

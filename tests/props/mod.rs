@@ -18,30 +18,67 @@ use proptest::prelude::*;
 
 use crate::util::{find_pans, read_parquet};
 
-fn dedup_contract() -> Contract {
+/// The dedup contract for key shape `kind`: 0 an integer key, 1 a uuid-like string key with a
+/// DMS-style 35-digit string sequence, 2 a composite (string, integer) key.
+fn dedup_contract(kind: u8) -> Contract {
+    let (k, s, pk) = match kind {
+        0 => ("integer", "integer", r#"["k"]"#),
+        1 => ("string", "string", r#"["k"]"#),
+        _ => ("string", "integer", r#"["k","k2"]"#),
+    };
     Contract::from_json_str(
         "p.json",
-        r#"{"title":"p","required":["k","t"],"properties":{
-            "k":{"type":"integer"},"t":{"type":"integer"},"s":{"type":"integer"},
-            "op":{"type":"string","enum":["I","U","D"]}},
-           "x-primary-key":["k"],"x-event-time":"t","x-sequence":"s","x-cdc-op":"op"}"#,
+        &format!(
+            r#"{{"title":"p","required":["k","k2","t"],"properties":{{
+            "k":{{"type":"{k}"}},"k2":{{"type":"integer"}},"t":{{"type":"integer"}},"s":{{"type":"{s}"}},
+            "op":{{"type":"string","enum":["I","U","D"]}}}},
+           "x-primary-key":{pk},"x-event-time":"t","x-sequence":"s","x-cdc-op":"op"}}"#
+        ),
     )
     .unwrap()
 }
 
-fn dedup_batch(rows: &[(i64, i64, i64, bool)]) -> RecordBatch {
+/// A batch of `(key, time, sequence, delete)` rows, the key and sequence shaped for `kind`
+/// (see [`dedup_contract`]); distinct keys stay distinct in every shape.
+fn dedup_batch(rows: &[(i64, i64, i64, bool)], kind: u8) -> RecordBatch {
+    let (k, k2, s): (ArrayRef, ArrayRef, ArrayRef) = match kind {
+        0 => (
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|_| 0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ),
+        1 => (
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
+                format!("{:08x}-7e57-4a1b-9c3d-00000000{:04x}", r.0 * 7919, r.0)
+            }))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|_| 0))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter()
+                    .map(|r| format!("2025010112000000000000{:013}", r.2)),
+            )),
+        ),
+        _ => (
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| format!("o{}", r.0 / 3)),
+            )),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0 % 3))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ),
+    };
     let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int64, false),
+        Field::new("k", k.data_type().clone(), false),
+        Field::new("k2", DataType::Int64, false),
         Field::new("t", DataType::Int64, false),
-        Field::new("s", DataType::Int64, false),
+        Field::new("s", s.data_type().clone(), false),
         Field::new("op", DataType::Utf8, false),
     ]));
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            k,
+            k2,
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            s,
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
                 if r.3 {
                     "D"
@@ -55,18 +92,20 @@ fn dedup_batch(rows: &[(i64, i64, i64, bool)]) -> RecordBatch {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(192))]
 
     /// The index, fed file by file in batches, keeps exactly the rows a row-by-row reference
     /// keeps: the greatest (time, sequence, file, row) per key, skipping invalid rows. With a
-    /// budget so small that it spills all the time, the result is the same.
+    /// budget so small that it spills all the time, the result is the same, for integer,
+    /// string and composite keys.
     #[test]
     fn dedup_equals_naive_reference(
         files in prop::collection::vec(prop::collection::vec((0i64..20, 0i64..5, 0i64..3, any::<bool>(), prop::bool::weighted(0.1)), 0..60), 1..4),
         batch in 1usize..17,
         spill in any::<bool>(),
+        kind in 0u8..3,
     ) {
-        let contract = dedup_contract();
+        let contract = dedup_contract(kind);
         let dir = tempfile::TempDir::new().unwrap();
         let config = spill.then(|| SpillConfig { budget: 1, dir: dir.path().to_path_buf() });
         let mut index = None;
@@ -75,7 +114,7 @@ proptest! {
         for (f, rows) in files.iter().enumerate() {
             for (start, chunk) in rows.chunks(batch).enumerate().map(|(i, c)| (i * batch, c)) {
                 let plain: Vec<_> = chunk.iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
-                let b = dedup_batch(&plain);
+                let b = dedup_batch(&plain, kind);
                 let invalid = BooleanBuffer::from_iter(chunk.iter().map(|r| r.4));
                 let plan = DedupPlan::new(&contract, &b.schema(), "x").unwrap().unwrap();
                 let ix = index.get_or_insert_with(|| DedupIndex::new(&plan, 100, config.clone()).unwrap());

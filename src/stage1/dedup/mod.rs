@@ -11,11 +11,21 @@
 //! per input file, a bitmap of the winning rows (one bit per input row), which the job hands to
 //! the source as the rows to decode ([`Read::keep`](crate::source::Read::keep)).
 //!
-//! Integer keys (the common case) are appended to [`SPILL_PARTITIONS`] radix partitions by key
-//! hash as fixed-size word arrays (24 bytes per entry, 40 with a sequence column), and each
+//! Every key becomes a fixed-size entry: an integer key as itself, any other key (strings,
+//! uuids, composite keys) as a 128-bit fingerprint of its arrow row encoding. Entries are
+//! appended to [`SPILL_PARTITIONS`] radix partitions by key hash as word arrays (24 bytes per
+//! entry with an integer key, 32 with a fingerprint, 16 more with a sequence column), and each
 //! partition is reduced at the end by sorting it: sequential appends and cache-sized sorts,
-//! where one hash table over all keys would miss the cache on nearly every offer. Other keys
-//! (composite, strings) use the arrow row encoding in a hash map.
+//! where one hash table over all keys would miss the cache on nearly every offer, and no
+//! allocation per row.
+//!
+//! The fingerprint is SipHash-1-3 with 128-bit output under a key drawn at random once per
+//! process (so input cannot be crafted to collide). Two distinct keys share a fingerprint with
+//! probability about n²/2¹²⁹ for n distinct keys: below 10⁻¹⁸ at ten billion keys. A collision
+//! would not be detected (the index holds no key bytes); its effect would be that the two keys
+//! count as one, so only the later of their winners is kept. The fingerprint decides only
+//! which entries are the same key, never an output byte, so outputs do not depend on the
+//! random key.
 //!
 //! The index has a memory budget. When it is full, its entries are appended to the partitions'
 //! run files in a temporary directory under the spill directory, and memory starts empty again.
@@ -26,7 +36,7 @@
 //! [`Offers::hashes`] gives every row a hash of its key that is stable across processes and
 //! versions: it picks spill partitions and array-job shards.
 //!
-//! The integer partitions are in `runs` and the run files in `spill`; this module holds the
+//! The partitions are in `runs` and the run files in `spill`; this module holds the
 //! winner order, the plan, the offers and the index.
 
 mod runs;
@@ -41,13 +51,13 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, Schema};
 use arrow::row::{RowConverter, SortField};
-use hashbrown::HashMap;
+use siphasher::sip128::SipHasher13;
 
 use crate::contract::{ColumnType, Contract, Format};
 use crate::stage1::validate::instants;
 use crate::{Error, Result};
-use runs::IntRuns;
-use spill::{read_run, Spill, CANDIDATE_BYTES};
+use runs::{flip, Runs};
+use spill::Spill;
 
 /// The ordering and identity of one candidate row, packed into 32 bytes so the index stays
 /// small: fields compare in declaration order, which is the winner order.
@@ -155,8 +165,6 @@ impl DedupPlan {
 
 /// Number of hash partitions the index spills into.
 pub const SPILL_PARTITIONS: usize = 64;
-/// Estimated bytes per entry of a byte-keyed map, besides the key bytes themselves.
-const BYTES_ENTRY_BYTES: usize = 80;
 
 /// The index's memory budget and where it spills.
 #[derive(Debug, Clone)]
@@ -183,20 +191,47 @@ fn int_hash(k: i64) -> u64 {
     stable_hash(&k.to_le_bytes())
 }
 
-fn keep_max<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Candidate>, key: K, c: Candidate) {
-    map.entry(key)
-        .and_modify(|old| {
-            if c > *old {
-                *old = c
-            }
-        })
-        .or_insert(c);
+/// The 128-bit fingerprint of an encoded key, under this process's random key (module doc).
+fn fingerprint(hasher: &SipHasher13, bytes: &[u8]) -> [u64; 2] {
+    let (hi, lo) = hasher.hash(bytes).as_u64();
+    [hi, lo]
 }
 
+/// This process's fingerprint hasher: keys drawn once from the OS-seeded `RandomState`.
+fn fingerprinter() -> &'static SipHasher13 {
+    static HASHER: std::sync::OnceLock<SipHasher13> = std::sync::OnceLock::new();
+    HASHER.get_or_init(|| {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new();
+        SipHasher13::new_with_keys(seed.hash_one(0u8), seed.hash_one(1u8))
+    })
+}
+
+/// The index's entries: integer keys or fingerprints, without or with a sequence.
 enum Keys {
-    Int3(IntRuns<3>),
-    Int5(IntRuns<5>),
-    Bytes(HashMap<Box<[u8]>, Candidate>, usize),
+    Int3(Runs<1, 3>),
+    Int5(Runs<1, 5>),
+    Fp4(Runs<2, 4>),
+    Fp6(Runs<2, 6>),
+}
+
+impl Keys {
+    /// Appends an entry; true when a partition is full and everything should be spilled.
+    fn push(&mut self, hash: u64, key: &OfferKey, c: &Candidate) -> Result<bool> {
+        Ok(match (self, key) {
+            (Keys::Int3(runs), OfferKey::Int(k)) => runs.push(hash, [flip(*k)], c),
+            (Keys::Int5(runs), OfferKey::Int(k)) => runs.push(hash, [flip(*k)], c),
+            (Keys::Fp4(runs), OfferKey::Fingerprint(f)) => runs.push(hash, *f, c),
+            (Keys::Fp6(runs), OfferKey::Fingerprint(f)) => runs.push(hash, *f, c),
+            _ => return Err(Error::Internal("offers of another key shape".into())),
+        })
+    }
+}
+
+/// One offered key.
+enum OfferKey {
+    Int(i64),
+    Fingerprint([u64; 2]),
 }
 
 fn partition(hash: u64) -> usize {
@@ -207,8 +242,6 @@ fn partition(hash: u64) -> usize {
 pub struct DedupIndex {
     keys: Keys,
     offered: u64,
-    max_entries: usize,
-    key_bytes_budget: usize,
     config: Option<SpillConfig>,
     spill: Option<Spill>,
 }
@@ -225,10 +258,11 @@ pub struct Winners {
     pub spilled_entries: u64,
 }
 
-/// The keys of one batch's offers.
+/// The keys of one batch's offers: the integer keys, or one fingerprint per row (zeros for a
+/// null key).
 enum OfferKeys {
     Int(arrow::array::Int64Array),
-    Bytes(arrow::row::Rows),
+    Fingerprints(Vec<[u64; 2]>),
 }
 
 /// What one batch offers to the index: per row its key, stable key hash and candidate. Built by
@@ -359,16 +393,21 @@ impl DedupPlan {
             let conv =
                 RowConverter::new(self.key_types.iter().cloned().map(SortField::new).collect())?;
             let encoded = conv.convert_columns(&cols)?;
+            let hasher = fingerprinter();
+            let mut fingerprints = Vec::with_capacity(n);
             let hashes = (0..n)
                 .map(|r| {
                     if cols.iter().any(|c| c.is_null(r)) {
+                        fingerprints.push([0, 0]);
                         0
                     } else {
-                        stable_hash(encoded.row(r).as_ref())
+                        let key = encoded.row(r);
+                        fingerprints.push(fingerprint(hasher, key.as_ref()));
+                        stable_hash(key.as_ref())
                     }
                 })
                 .collect();
-            (OfferKeys::Bytes(encoded), hashes)
+            (OfferKeys::Fingerprints(fingerprints), hashes)
         };
         Ok(Offers {
             keys,
@@ -395,29 +434,19 @@ impl DedupIndex {
     /// without, it grows as needed.
     pub fn new(plan: &DedupPlan, rows: u64, spill: Option<SpillConfig>) -> Result<Self> {
         let int = plan.key_types == [DataType::Int64];
-        let stride = if plan.seq.is_some() { 5 } else { 3 };
-        let entry = if int { 8 * stride } else { BYTES_ENTRY_BYTES };
-        let max_entries = spill
-            .as_ref()
-            .map_or(usize::MAX, |c| (c.budget / entry).max(SPILL_PARTITIONS));
-        let keys = match (int, stride) {
-            (true, 3) => Keys::Int3(IntRuns::new(max_entries, rows)),
-            (true, _) => Keys::Int5(IntRuns::new(max_entries, rows)),
-            (false, _) => Keys::Bytes(
-                HashMap::with_capacity(
-                    usize::try_from(rows)
-                        .unwrap_or(usize::MAX)
-                        .min(max_entries)
-                        .min(1 << 20),
-                ),
-                0,
-            ),
+        let words = usize::from(!int) + if plan.seq.is_some() { 5 } else { 3 };
+        let max_entries = spill.as_ref().map_or(usize::MAX, |c| {
+            (c.budget / (8 * words)).max(SPILL_PARTITIONS)
+        });
+        let keys = match (int, plan.seq.is_some()) {
+            (true, false) => Keys::Int3(Runs::new(max_entries, rows)),
+            (true, true) => Keys::Int5(Runs::new(max_entries, rows)),
+            (false, false) => Keys::Fp4(Runs::new(max_entries, rows)),
+            (false, true) => Keys::Fp6(Runs::new(max_entries, rows)),
         };
         Ok(DedupIndex {
             keys,
             offered: 0,
-            max_entries,
-            key_bytes_budget: spill.as_ref().map_or(usize::MAX, |c| c.budget / 2),
             config: spill,
             spill: None,
         })
@@ -440,56 +469,21 @@ impl DedupIndex {
     /// fail validation.
     pub fn insert(&mut self, offers: &Offers, skip: Option<&BooleanBuffer>) -> Result<()> {
         let wanted = |r: usize| skip.is_none_or(|m| !m.value(r));
-        match &offers.keys {
-            OfferKeys::Int(k) => {
-                for r in (0..offers.len()).filter(|&r| wanted(r) && k.is_valid(r)) {
-                    self.offered += 1;
-                    let (hash, c) = (offers.hashes[r], &offers.candidates[r]);
-                    let full = match &mut self.keys {
-                        Keys::Int3(runs) => runs.push(hash, k.value(r), c),
-                        Keys::Int5(runs) => runs.push(hash, k.value(r), c),
-                        Keys::Bytes(..) => {
-                            return Err(Error::Internal("integer offers to a byte index".into()))
-                        }
-                    };
-                    if full {
-                        self.spill_all()?;
-                    }
-                }
-            }
-            OfferKeys::Bytes(encoded) => {
-                for r in (0..offers.len()).filter(|&r| wanted(r) && offers.hashes[r] != 0) {
-                    if self.over_budget() {
-                        self.spill_all()?;
-                    }
-                    self.offered += 1;
-                    let Keys::Bytes(map, bytes) = &mut self.keys else {
-                        return Err(Error::Internal("byte offers to an integer index".into()));
-                    };
-                    let key = encoded.row(r);
-                    let c = offers.candidates[r];
-                    match map.get_mut(key.as_ref()) {
-                        Some(old) => {
-                            if c > *old {
-                                *old = c
-                            }
-                        }
-                        None => {
-                            *bytes += key.as_ref().len();
-                            map.insert(key.as_ref().into(), c);
-                        }
-                    }
-                }
+        for r in (0..offers.len()).filter(|&r| wanted(r)) {
+            let key = match &offers.keys {
+                OfferKeys::Int(k) if k.is_valid(r) => OfferKey::Int(k.value(r)),
+                OfferKeys::Fingerprints(f) if offers.hashes[r] != 0 => OfferKey::Fingerprint(f[r]),
+                _ => continue,
+            };
+            self.offered += 1;
+            if self
+                .keys
+                .push(offers.hashes[r], &key, &offers.candidates[r])?
+            {
+                self.spill_all()?;
             }
         }
         Ok(())
-    }
-
-    fn over_budget(&self) -> bool {
-        match &self.keys {
-            Keys::Bytes(m, bytes) => m.len() >= self.max_entries || *bytes >= self.key_bytes_budget,
-            _ => false,
-        }
     }
 
     /// The winners per file as bitmaps over `file_rows[f]` rows, with the counts of
@@ -527,26 +521,8 @@ impl DedupIndex {
         match &mut self.keys {
             Keys::Int3(runs) => runs.reduce_all(dir.as_deref(), &mut add)?,
             Keys::Int5(runs) => runs.reduce_all(dir.as_deref(), &mut add)?,
-            Keys::Bytes(map, _) if dir.is_none() => map.values().try_for_each(&mut add)?,
-            Keys::Bytes(map, _) => {
-                for p in 0..SPILL_PARTITIONS {
-                    let data = read_run(dir.as_deref(), p)?;
-                    let mut at = 0;
-                    while at + 4 <= data.len() {
-                        let mut len = [0u8; 4];
-                        len.copy_from_slice(&data[at..at + 4]);
-                        let len = u32::from_le_bytes(len) as usize;
-                        let key: Box<[u8]> = data[at + 4..at + 4 + len].into();
-                        let c = Candidate::from_bytes(
-                            &data[at + 4 + len..at + 4 + len + CANDIDATE_BYTES],
-                        );
-                        keep_max(map, key, c);
-                        at += 4 + len + CANDIDATE_BYTES;
-                    }
-                    map.values().try_for_each(&mut add)?;
-                    map.clear();
-                }
-            }
+            Keys::Fp4(runs) => runs.reduce_all(dir.as_deref(), &mut add)?,
+            Keys::Fp6(runs) => runs.reduce_all(dir.as_deref(), &mut add)?,
         }
         out.spilled_entries = spill.as_ref().map_or(0, |s| s.spilled_entries);
         out.rows = bits.iter_mut().map(BooleanBufferBuilder::finish).collect();

@@ -1,4 +1,5 @@
-//! Integer keys in radix partitions: appended as order-preserving words, reduced by sorting.
+//! Fixed-size entries in radix partitions: appended as order-preserving words, reduced by
+//! sorting.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,7 +11,7 @@ use super::{partition, Candidate, SPILL_PARTITIONS};
 use crate::Result;
 
 /// An `i64` as a `u64` with the same order.
-fn flip(v: i64) -> u64 {
+pub(super) fn flip(v: i64) -> u64 {
     (v as u64) ^ (1 << 63)
 }
 
@@ -18,17 +19,22 @@ fn unflip(v: u64) -> i64 {
     (v ^ (1 << 63)) as i64
 }
 
-/// Integer-keyed entries in radix partitions: `[key, time, (seq hi, seq lo,) pos]` as
-/// order-preserving words, `S` = 3 without a sequence column and 5 with one. Offering appends
-/// to the key's partition (sequential writes, no hash table); each partition is reduced at the
-/// end by sorting it, which fits in cache where a table over all keys would not.
-pub(super) struct IntRuns<const S: usize> {
+/// Entries in radix partitions: `[key (K words), time, (seq hi, seq lo,) pos]` as
+/// order-preserving words. The key is an integer key (`K` = 1) or a 128-bit fingerprint of
+/// any other key (`K` = 2); `S` is `K + 2` without a sequence column and `K + 4` with one.
+/// Offering appends to the key's partition (sequential writes, no hash table, no allocation
+/// per row); each partition is reduced at the end by sorting it, which fits in cache where a
+/// table over all keys would not.
+pub(super) struct Runs<const K: usize, const S: usize> {
     parts: Vec<Vec<[u64; S]>>,
     /// A partition this long triggers a spill of all of them.
     part_limit: usize,
 }
 
-impl<const S: usize> IntRuns<S> {
+impl<const K: usize, const S: usize> Runs<K, S> {
+    /// Whether the entries carry a sequence.
+    const SEQ: bool = S == K + 4;
+
     pub(super) fn new(max_entries: usize, rows: u64) -> Self {
         let part_limit = (max_entries / SPILL_PARTITIONS).max(1);
         let expected = usize::try_from(rows / SPILL_PARTITIONS as u64)
@@ -36,7 +42,7 @@ impl<const S: usize> IntRuns<S> {
             .saturating_mul(5)
             / 4
             + 16;
-        IntRuns {
+        Runs {
             parts: (0..SPILL_PARTITIONS)
                 .map(|_| Vec::with_capacity(expected.min(part_limit)))
                 .collect(),
@@ -44,26 +50,26 @@ impl<const S: usize> IntRuns<S> {
         }
     }
 
-    fn words(key: i64, c: &Candidate) -> [u64; S] {
+    fn words(key: [u64; K], c: &Candidate) -> [u64; S] {
         let mut w = [0u64; S];
-        w[0] = flip(key);
-        w[1] = flip(c.time);
-        if S == 5 {
-            w[2] = flip(c.seq_hi);
-            w[3] = c.seq_lo;
+        w[..K].copy_from_slice(&key);
+        w[K] = flip(c.time);
+        if Self::SEQ {
+            w[K + 1] = flip(c.seq_hi);
+            w[K + 2] = c.seq_lo;
         }
         w[S - 1] = c.pos;
         w
     }
 
     fn candidate(w: &[u64; S]) -> Candidate {
-        let (seq_hi, seq_lo) = if S == 5 {
-            (unflip(w[2]), w[3])
+        let (seq_hi, seq_lo) = if Self::SEQ {
+            (unflip(w[K + 1]), w[K + 2])
         } else {
             (i64::MIN, 0)
         };
         Candidate {
-            time: unflip(w[1]),
+            time: unflip(w[K]),
             seq_hi,
             seq_lo,
             pos: w[S - 1],
@@ -71,7 +77,7 @@ impl<const S: usize> IntRuns<S> {
     }
 
     /// Appends an entry; true when its partition is full and everything should be spilled.
-    pub(super) fn push(&mut self, hash: u64, key: i64, c: &Candidate) -> bool {
+    pub(super) fn push(&mut self, hash: u64, key: [u64; K], c: &Candidate) -> bool {
         let part = &mut self.parts[partition(hash)];
         part.push(Self::words(key, c));
         part.len() >= self.part_limit
@@ -135,7 +141,7 @@ impl<const S: usize> IntRuns<S> {
         Ok(entries
             .iter()
             .enumerate()
-            .filter(|&(i, w)| entries.get(i + 1).is_none_or(|next| next[0] != w[0]))
+            .filter(|&(i, w)| entries.get(i + 1).is_none_or(|next| next[..K] != w[..K]))
             .map(|(_, w)| Self::candidate(w))
             .collect())
     }

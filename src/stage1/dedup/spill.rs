@@ -2,39 +2,11 @@
 //! time.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::Path;
 
-use super::{partition, stable_hash, Candidate, DedupIndex, Keys, SpillConfig, SPILL_PARTITIONS};
+use super::{DedupIndex, Keys, SpillConfig, SPILL_PARTITIONS};
 use crate::{Error, Result};
-
-/// Bytes of one spilled candidate.
-pub(super) const CANDIDATE_BYTES: usize = 32;
-
-impl Candidate {
-    fn to_bytes(self) -> [u8; CANDIDATE_BYTES] {
-        let mut out = [0u8; CANDIDATE_BYTES];
-        out[0..8].copy_from_slice(&self.time.to_le_bytes());
-        out[8..16].copy_from_slice(&self.seq_hi.to_le_bytes());
-        out[16..24].copy_from_slice(&self.seq_lo.to_le_bytes());
-        out[24..32].copy_from_slice(&self.pos.to_le_bytes());
-        out
-    }
-
-    pub(super) fn from_bytes(b: &[u8]) -> Self {
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            w
-        };
-        Candidate {
-            time: i64::from_le_bytes(word(0)),
-            seq_hi: i64::from_le_bytes(word(8)),
-            seq_lo: u64::from_le_bytes(word(16)),
-            pos: u64::from_le_bytes(word(24)),
-        }
-    }
-}
 
 /// The run file of partition `p` in spill directory `dir` (nothing when the index never
 /// spilled), deleted once read so its disk space is freed partition by partition.
@@ -102,18 +74,8 @@ impl DedupIndex {
         let result: std::io::Result<u64> = match &mut self.keys {
             Keys::Int3(runs) => runs.spill(spill),
             Keys::Int5(runs) => runs.spill(spill),
-            Keys::Bytes(map, bytes) => (|| {
-                let mut written = 0u64;
-                for (k, c) in map.drain() {
-                    let f = &mut spill.files[partition(stable_hash(&k))];
-                    f.write_all(&(k.len() as u32).to_le_bytes())?;
-                    f.write_all(&k)?;
-                    f.write_all(&c.to_bytes())?;
-                    written += 1;
-                }
-                *bytes = 0;
-                Ok(written)
-            })(),
+            Keys::Fp4(runs) => runs.spill(spill),
+            Keys::Fp6(runs) => runs.spill(spill),
         };
         match result {
             Ok(n) => {
