@@ -128,10 +128,10 @@ pub(super) async fn run_models(
     spec: &Arc<ProdSpec>,
     plan: &Plan,
     scratch: &Path,
+    staging: &Path,
 ) -> Result<Vec<ModelRun>> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let low_memory = Arc::new(AtomicBool::new(false));
-    let staging = scratch.join("staging");
     let mut done: BTreeSet<&str> = plan.datasets.iter().map(String::as_str).collect();
     let mut pending: Vec<usize> = (0..plan.models.len()).collect();
     let mut results: Vec<Option<ModelRun>> = plan.models.iter().map(|_| None).collect();
@@ -150,8 +150,12 @@ pub(super) async fn run_models(
             }
             let index = pending.remove(i);
             let task = SessionContext::new_with_state(ctx.state());
-            let (m, schema, spec, staging) =
-                (m.clone(), schema.clone(), spec.clone(), staging.clone());
+            let (m, schema, spec, staging) = (
+                m.clone(),
+                schema.clone(),
+                spec.clone(),
+                staging.to_path_buf(),
+            );
             let low_memory = low_memory.clone();
             let tee = plan
                 .read_later

@@ -18,13 +18,12 @@
 //!    model runs on DataFusion as soon as the tables it reads exist, one per core at a time
 //!    ([`run_models`]; memory pool of half `--memory-limit`, sorts and aggregations spill;
 //!    hash joins, which cannot spill, fall back to sort-merge joins when the pool cannot hold a
-//!    build side), its sorted
-//!    stream is written partition by partition to local staging files ([`write`]), and teed
-//!    into a scratch table when a later model or check reads it, so no model runs twice. Checks
-//!    run last; their rows form the `dq_violations` table.
+//!    build side), its sorted stream is written partition by partition to local staging files
+//!    ([`write`]), and teed into a scratch table when a later model or check reads it, so no
+//!    model runs twice. Checks run last; their rows form the `dq_violations` table.
 //! 3. **Publish**: changed files are uploaded, stale ones removed (several at once), per
-//!    model; then the catalog
-//!    is updated ([`catalog`]) and the report written beside the outputs.
+//!    model; then the catalog is updated ([`catalog`]) and the report written beside the
+//!    outputs.
 //!
 //! This module must not know Parquet encoding details (that is [`write`]) nor Glue's API
 //! ([`catalog`]); stage 1 is used only through its dedup index (and the index's memory share),
@@ -55,7 +54,6 @@ use object_store::ObjectStoreExt;
 
 use crate::output::Codec;
 use crate::stage1::dedup::SpillConfig;
-// The dedup index's share of the memory limit while current state is built: stage 1's.
 use crate::store::{store_error, Location};
 use crate::{Error, Result};
 use catalog::{CatalogMode, CatalogStats};
@@ -305,7 +303,14 @@ pub async fn run(spec: &ProdSpec) -> Result<ProdReport> {
 
     let staging = scratch.path().join("staging");
     let t = Instant::now();
-    let runs = run_models(&ctx, &Arc::new(spec.clone()), &plan, scratch.path()).await?;
+    let runs = run_models(
+        &ctx,
+        &Arc::new(spec.clone()),
+        &plan,
+        scratch.path(),
+        &staging,
+    )
+    .await?;
     let timings: Vec<u64> = runs.iter().map(|r| r.duration_ms).collect();
     let mut staged: Vec<_> = runs.into_iter().map(|r| r.staged).collect();
     durations.models_ms = ms(t);
