@@ -113,6 +113,7 @@ fn end_to_end(c: &mut Criterion) {
         validation_enabled: true,
         deduplication_enabled: true,
         pii_key: b"bench-key".to_vec(),
+        pii_key_development: false,
         progress: false,
         memory_limit: defaults.memory_limit.0,
         index_memory: defaults.memory_limit.0 / stage1::INDEX_BUDGET_SHARE,

@@ -109,6 +109,37 @@ impl Masked {
     }
 }
 
+/// The protection audit: how each protected column was transformed, how many values, and
+/// under which key (by id, never the key).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Audit {
+    /// The key of `x-pii: hash`, when a column is hashed.
+    pub pii_key: Option<KeyAudit>,
+    /// Per protected column, in schema order.
+    pub columns: Vec<ColumnAudit>,
+}
+
+/// The PII hash key, by id.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyAudit {
+    /// The first 16 hex digits of the HMAC of `edp-pii-key-id` under the key: the same for
+    /// one key in every run, and revealing nothing of it.
+    pub id: String,
+    /// True for the built-in development key (local commands without `PII_HASH_KEY`).
+    pub development: bool,
+}
+
+/// One protected column.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnAudit {
+    pub column: String,
+    /// `pan_mask`, `card_scan`, `hash`, `mask` or `redact`.
+    pub transform: &'static str,
+    /// Values changed in curated and in quarantine.
+    pub curated: u64,
+    pub quarantine: u64,
+}
+
 /// The JSON run report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -135,6 +166,7 @@ pub struct Report {
     /// Rows failing each (column, rule); a row breaking two rules counts under both.
     pub failures: Vec<RuleCount>,
     pub masked_values: Masked,
+    pub audit: Audit,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub durations: StageTimes,

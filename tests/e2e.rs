@@ -306,12 +306,12 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
         if let Some(c) = &cur_cards[i] {
             assert_eq!(c.chars().filter(char::is_ascii_digit).count(), 4, "{c}");
         }
-        // PII hashed: 64 letters a-p, stable for equal inputs; a null stays null.
+        // PII hashed: HMAC-SHA-256 hex of the trimmed, lowercased e-mail; a null stays null.
         assert_eq!(
             cur_email[i],
             email[r]
                 .as_deref()
-                .map(|e| edp::protect::hash_pii(b"edp-development-key-not-for-production", e))
+                .map(|e| hmac_hex(DEV_PII_KEY, &e.trim().to_lowercase()))
         );
     }
     assert_eq!(earlier_seen, earlier.len());
@@ -321,6 +321,34 @@ fn orders_end_to_end_dedup_quarantine_and_masking() {
         "no curated tombstone comes from a key-only delete"
     );
     assert_eq!(rep["tombstones"].as_u64().unwrap(), tombstones as u64);
+
+    // The audit names each protected column with its transform and counts, and the key by id.
+    let audit = &rep["audit"];
+    let audited = |name: &str| {
+        audit["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["column"] == name)
+            .unwrap_or_else(|| panic!("no audit of {name}: {audit}"))
+            .clone()
+    };
+    assert_eq!(audited("email")["transform"], "hash");
+    assert_eq!(
+        audited("email")["curated"].as_u64().unwrap(),
+        cur_email.iter().flatten().count() as u64
+    );
+    assert_eq!(audited("card_number")["transform"], "pan_mask");
+    assert_eq!(
+        audited("card_number")["curated"].as_u64().unwrap(),
+        cur_cards.iter().flatten().count() as u64
+    );
+    assert_eq!(audited("notes")["transform"], "card_scan");
+    assert_eq!(audit["pii_key"]["development"], true);
+    assert_eq!(
+        audit["pii_key"]["id"].as_str().unwrap(),
+        &hmac_hex(DEV_PII_KEY, "edp-pii-key-id")[..16]
+    );
 
     // Card numbers in free text are masked everywhere, including quarantine.
     let raw_notes_with_pans = strings(&raw, "notes")
@@ -400,6 +428,138 @@ fn every_dataset_runs_and_balances() {
                 .all(|(i, s)| s.as_deref() == Some("REDACTED") || (s.is_none() && !live(i))));
         }
     }
+}
+
+/// The shipped payments rules over generated data with rows broken on purpose: a card payment
+/// without its brand, a payment created after its update. Exactly those rows are quarantined
+/// under the rule's name, and the report counts them.
+#[test]
+fn row_rules_quarantine_exactly_the_rows_that_break_them() {
+    use arrow::array::{Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+
+    let dir = TempDir::new().unwrap();
+    let raw_path = generate(dir.path(), "payments", 3000, 5, 0.0);
+    let raw = read_parquet(&raw_path);
+    let ids = strings(&raw, "payment_id");
+    let ops = strings(&raw, "Op");
+    let method = strings(&raw, "method");
+    let mut brand = strings(&raw, "card_brand");
+    let mut created = strings(&raw, "created_at");
+    let (mut no_brand, mut late) = (HashSet::new(), HashSet::new());
+    for i in 0..raw.num_rows() {
+        if ops[i].as_deref() == Some("D") {
+            continue;
+        }
+        if i % 37 == 0 && method[i].as_deref() == Some("card") {
+            brand[i] = None;
+            no_brand.insert(i);
+        } else if i % 41 == 0 {
+            created[i] = Some("2099-01-01T00:00:00Z".into());
+            late.insert(i);
+        }
+    }
+    assert!(no_brand.len() > 5 && late.len() > 5);
+    let column = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as Arc<dyn Array>;
+    let schema = raw.schema();
+    let mut columns = raw.columns().to_vec();
+    columns[schema.index_of("card_brand").unwrap()] = column(brand);
+    columns[schema.index_of("created_at").unwrap()] = column(created);
+    let broken = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    write_parquet(&raw_path, &broken, None);
+
+    let (out, _) = run_stage1(dir.path(), "payments", &raw_path);
+    let quarantine = read_parquet(&out.join("_quarantine/part-00000.parquet"));
+    let q_ids = strings(&quarantine, "payment_id");
+    let errors = quarantine_errors(&quarantine);
+    let quarantined_by = |rule: &str| -> HashSet<String> {
+        (0..quarantine.num_rows())
+            .filter(|&r| errors[r].iter().any(|(_, e)| e == rule))
+            .map(|r| q_ids[r].clone().unwrap())
+            .collect()
+    };
+    let expected = |rows: &HashSet<usize>| -> HashSet<String> {
+        rows.iter().map(|&i| ids[i].clone().unwrap()).collect()
+    };
+    assert_eq!(quarantined_by("card_number_iff_card"), expected(&no_brand));
+    assert_eq!(quarantined_by("updated_after_created"), expected(&late));
+    // Nothing else was wrong with the data.
+    assert_eq!(quarantine.num_rows(), no_brand.len() + late.len());
+    assert!(errors
+        .iter()
+        .flatten()
+        .filter(|(_, rule)| rule == "card_number_iff_card")
+        .all(|(c, _)| c == "method,card_number,card_brand"));
+    let rep = report(&out);
+    let counted = |rule: &str| {
+        rep["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule"] == rule)
+            .map(|f| f["rows"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(counted("card_number_iff_card"), no_brand.len() as u64);
+    assert_eq!(counted("updated_after_created"), late.len() as u64);
+}
+
+#[test]
+fn hashed_emails_join_across_datasets_whatever_their_case() {
+    use arrow::array::{Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+
+    let dir = TempDir::new().unwrap();
+    let customers_raw = generate(dir.path(), "customers", 500, 3, 0.0);
+    let orders_raw = generate(dir.path(), "orders", 2000, 3, 0.0);
+    // Every other order carries its customer's address in upper case (surrounding spaces would
+    // fail `format: email`; the trim is tested in protect::pii).
+    let raw = read_parquet(&orders_raw);
+    let emails: Vec<Option<String>> = strings(&raw, "email")
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.map(|e| if i % 2 == 0 { e.to_uppercase() } else { e }))
+        .collect();
+    let mut columns = raw.columns().to_vec();
+    columns[raw.schema().index_of("email").unwrap()] =
+        Arc::new(StringArray::from(emails)) as Arc<dyn Array>;
+    write_parquet(
+        &orders_raw,
+        &RecordBatch::try_new(raw.schema(), columns).unwrap(),
+        None,
+    );
+
+    let (customers_out, _) = run_stage1(dir.path(), "customers", &customers_raw);
+    let (orders_out, _) = run_stage1(dir.path(), "orders", &orders_raw);
+    let customers = read_parquet(&customers_out.join("part-00000.parquet"));
+    let orders = read_parquet(&orders_out.join("part-00000.parquet"));
+    let token_of: HashMap<i64, String> = ints(&customers, "customer_id")
+        .into_iter()
+        .zip(strings(&customers, "email"))
+        .filter_map(|(id, e)| Some((id, e?)))
+        .collect();
+    let order_ids = ints(&orders, "order_id");
+    let order_emails = strings(&orders, "email");
+    // Every version of an order carries its customer's address (deletes carry none).
+    let raw_emails: HashMap<i64, String> = ints(&raw, "order_id")
+        .into_iter()
+        .zip(strings(&raw, "email"))
+        .filter_map(|(id, e)| Some((id, e?)))
+        .collect();
+    let mut joined = 0;
+    for (i, customer) in ints(&orders, "customer_id").into_iter().enumerate() {
+        let Some(token) = &order_emails[i] else {
+            continue;
+        };
+        // The token is the HMAC of the trimmed, lowercased address, computed independently.
+        let original = &raw_emails[&order_ids[i]];
+        assert_eq!(token, &hmac_hex(DEV_PII_KEY, &original.to_lowercase()));
+        if let Some(customer_token) = token_of.get(&customer) {
+            assert_eq!(token, customer_token, "order {}", order_ids[i]);
+            joined += 1;
+        }
+    }
+    assert!(joined > 1000, "{joined} orders joined their customer");
 }
 
 #[test]
@@ -1325,6 +1485,23 @@ fn run_event_routes_decodes_and_is_idempotent() {
         "{}",
         stderr(&o)
     );
+
+    // Without PII_HASH_KEY, `edp run` refuses to hash the contract's e-mails with the
+    // development key, before reading or writing anything.
+    let no_key: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "PII_HASH_KEY")
+        .collect();
+    let before = (s3.list("cur-ev"), s3.list("err-ev"));
+    let o = edp_env(&["run", "--bucket", "raw-ev", "--key", encoded], &no_key);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("PII_HASH_KEY is not set") && stderr(&o).contains("orders.json"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!((s3.list("cur-ev"), s3.list("err-ev")), before);
 
     // A notification whose second record is bad processes none of its records: a key that
     // cannot be routed, or a dataset without a contract (every job is built, its contract

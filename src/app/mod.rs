@@ -79,6 +79,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 errors: args.errors,
                 shard: args.input.process.shard,
                 progress,
+                production: false,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());
@@ -92,6 +93,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 errors: None,
                 shard: args.input.process.shard,
                 progress,
+                production: false,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());

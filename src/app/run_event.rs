@@ -241,6 +241,7 @@ impl Run<'_> {
             errors: Some(format!("s3://{errors}/{}", route.errors_prefix)),
             shard: self.args.process.shard,
             progress: self.global.progress,
+            production: true,
         };
         job_spec(s, target, self.interrupted.clone())
     }

@@ -1,7 +1,7 @@
 //! Turning settings into a stage's specification: [`job_spec`] for stage 1 (raw → curated,
 //! `validate`) and [`prod_spec`] for stage 2 (curated → prod), shared by the commands and by
 //! `edp run`. Runtime policy that is not a setting lives here too: the development PII key
-//! used (with a warning) when `pii_hash_key` is unset, the AWS Batch array shard, and whether
+//! the local commands use (with a warning) when `pii_hash_key` is unset and `edp run` refuses, the AWS Batch array shard, and whether
 //! a progress bar is drawn.
 
 use std::io::IsTerminal;
@@ -31,6 +31,9 @@ pub struct JobTarget {
     /// `--shard`; `None`: AWS Batch's array environment, else the whole input.
     pub shard: Option<Shard>,
     pub progress: Progress,
+    /// Refuse the development PII key (`edp run`, the production entry): a contract that hashes
+    /// PII then needs `pii_hash_key`.
+    pub production: bool,
 }
 
 /// The array-job shard from AWS Batch's environment, if any.
@@ -106,13 +109,22 @@ pub fn job_spec(
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
     }
     let needs_key = contract.columns.iter().any(|c| c.pii == Some(Pii::Hash));
-    let pii_key = match &settings.pii_hash_key {
-        Some(k) if !k.is_empty() => k.clone().into_bytes(),
+    let (pii_key, pii_key_development) = match &settings.pii_hash_key {
+        Some(k) if !k.is_empty() => (k.clone().into_bytes(), false),
+        _ if needs_key && target.production => {
+            return Err(Error::Config(format!(
+                "the contract {} hashes PII (x-pii: hash) and PII_HASH_KEY is not set: `edp run` \
+                 refuses the built-in development key, whose tokens anyone with the source can \
+                 reverse by dictionary; set PII_HASH_KEY (the deploy template reads it from \
+                 Secrets Manager)",
+                target.contract.display()
+            )))
+        }
         _ => {
             if needs_key {
                 tracing::warn!("PII_HASH_KEY is not set: hashing PII with the built-in development key; set PII_HASH_KEY in production");
             }
-            DEV_PII_KEY.as_bytes().to_vec()
+            (DEV_PII_KEY.as_bytes().to_vec(), true)
         }
     };
     Ok(JobSpec {
@@ -127,6 +139,7 @@ pub fn job_spec(
         validation_enabled: settings.validation_enabled,
         deduplication_enabled: settings.deduplication_enabled,
         pii_key,
+        pii_key_development,
         progress: draw_progress(target.progress),
         memory_limit,
         index_memory,

@@ -7,12 +7,15 @@
 //! a bad regex or contradictory bounds is an error naming the file and the JSON pointer, because a
 //! silently ignored rule is a rule that never ran. The compiled [`Contract`] holds everything the
 //! later stages need resolved ahead of time: column types, bounds as numbers, patterns as DFAs,
-//! date bounds as instants, and the dedup and protection roles of columns.
+//! date bounds as instants, row rules type-checked, and the dedup and protection roles of
+//! columns.
 //!
 //! The model and the public API are here; `parse` holds the keyword lists and the checks that
-//! turn a JSON document into a [`Contract`].
+//! turn a JSON document into a [`Contract`]; `row_rules` plans `x-rules` expressions (with
+//! DataFusion: planning an expression is not touching data).
 
 mod parse;
+mod row_rules;
 
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::Input;
@@ -20,6 +23,8 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 use parse::{duplicate_key, Parser};
+
+pub use row_rules::RowRule;
 
 /// Largest compiled pattern DFA accepted, in bytes.
 const DFA_SIZE_LIMIT: usize = 8 << 20;
@@ -100,6 +105,20 @@ impl Format {
             Format::Uuid => "uuid",
         }
     }
+
+    /// The Arrow type validation parses a string of this format into (what curated output stores
+    /// and row rules see): `Timestamp(Microsecond, "UTC")` for `date-time`, `Date32` for `date`.
+    pub fn parsed_type(self) -> Option<arrow::datatypes::DataType> {
+        use arrow::datatypes::{DataType, TimeUnit};
+        match self {
+            Format::DateTime => Some(DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into()),
+            )),
+            Format::Date => Some(DataType::Date32),
+            Format::Email | Format::Phone | Format::Uuid => None,
+        }
+    }
 }
 
 /// How card data in a column is protected (`x-pci`; see `protect` for the rules).
@@ -118,10 +137,11 @@ pub enum Pci {
 /// How a PII column is transformed (`x-pii`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pii {
-    /// Keyed HMAC-SHA-256 token (64 letters `a`–`p`, one per nibble, so it never looks like a
-    /// card number), stable across runs under one key so joins still work.
+    /// Keyed HMAC-SHA-256 token of the trimmed value (lowercased for `format: email`), as 64
+    /// lowercase hex digits: stable across runs and datasets under one key, so joins still work.
     Hash,
-    /// Every letter and digit but the last four replaced by `*`.
+    /// Masked by the column's format (`j***@example.com`, `+44********89`, else every letter
+    /// and digit but the last four replaced by `*`).
     Mask,
     /// The value replaced by `REDACTED`.
     Redact,
@@ -203,6 +223,17 @@ pub struct ColumnSpec {
     pub references: Option<(String, String)>,
 }
 
+impl ColumnSpec {
+    /// The Arrow type of the column's values when the data does not carry a type of its own, as
+    /// validation leaves them: a `date-time` or `date` string parsed, otherwise
+    /// [`ColumnType::arrow_type`].
+    pub fn typed_arrow_type(&self) -> arrow::datatypes::DataType {
+        self.format
+            .and_then(Format::parsed_type)
+            .unwrap_or_else(|| self.ty.arrow_type())
+    }
+}
+
 /// A compiled dataset contract.
 #[derive(Debug, Clone)]
 pub struct Contract {
@@ -217,6 +248,8 @@ pub struct Contract {
     pub event_time: Option<String>,
     pub sequence: Option<String>,
     pub cdc_op: Option<String>,
+    /// `x-rules`: named SQL boolean expressions every row must not make false.
+    pub rules: Vec<RowRule>,
 }
 
 impl Contract {

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use arrow::datatypes::{Field, Schema};
 use serde_json::{Map, Value};
 
-use super::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern, Pci, Pii};
+use super::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern, Pci, Pii, RowRule};
 use crate::datetime::{parse_date, parse_datetime_bound, NANOS_PER_DAY};
 use crate::{Error, Result};
 
@@ -24,6 +25,27 @@ const TOP_KEYWORDS: &[&str] = &[
     "x-event-time",
     "x-sequence",
     "x-cdc-op",
+    "x-rules",
+];
+
+/// The rule names of the column checks (what quarantine and the report call a failure), which
+/// an `x-rules` rule may not take.
+const RESERVED_RULE_NAMES: &[&str] = &[
+    "required",
+    "type",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "enum",
+    "const",
+    "pattern",
+    "format",
+    "formatMinimum",
+    "formatMaximum",
+    "foreign_key",
 ];
 
 /// Keywords a column (a member of `properties`) may use.
@@ -241,10 +263,81 @@ impl Parser<'_> {
             sequence: single("x-sequence")?,
             cdc_op: single("x-cdc-op")?,
             primary_key,
+            rules: match obj.get("x-rules") {
+                Some(v) => self.row_rules(v, &columns)?,
+                None => Vec::new(),
+            },
             columns,
         };
         self.check_roles(&contract)?;
         Ok(contract)
+    }
+
+    /// `x-rules`: an array of `{"name", "check", "description"?}`, each check planned against
+    /// the contract's columns (see `row_rules`).
+    fn row_rules(&self, v: &Value, columns: &[ColumnSpec]) -> Result<Vec<RowRule>> {
+        let items = v
+            .as_array()
+            .ok_or_else(|| self.err("/x-rules", "expected an array of {name, check} objects"))?;
+        let schema = Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.typed_arrow_type(), true))
+                .collect::<Vec<_>>(),
+        );
+        let mut rules: Vec<RowRule> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let pointer = format!("/x-rules/{i}");
+            let obj = item
+                .as_object()
+                .ok_or_else(|| self.err(&pointer, "expected an object with name and check"))?;
+            self.check_keys(obj, &pointer, &["name", "check", "description"])?;
+            let name = match obj.get("name") {
+                Some(Value::String(s))
+                    if !s.is_empty()
+                        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    s.clone()
+                }
+                _ => {
+                    return Err(self.err(
+                        &format!("{pointer}/name"),
+                        "expected a rule name of ASCII letters, digits and _",
+                    ))
+                }
+            };
+            if RESERVED_RULE_NAMES.contains(&name.as_str()) {
+                return Err(self.err(
+                    &format!("{pointer}/name"),
+                    format!(
+                        "`{name}` names a contract keyword's rule in reports and quarantine; \
+                         choose another name"
+                    ),
+                ));
+            }
+            if rules.iter().any(|r| r.name == name) {
+                return Err(self.err(
+                    &format!("{pointer}/name"),
+                    format!("rule `{name}` is declared twice"),
+                ));
+            }
+            let check = match obj.get("check") {
+                Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+                _ => {
+                    return Err(self.err(
+                        &format!("{pointer}/check"),
+                        "expected a SQL boolean expression over the row's columns",
+                    ))
+                }
+            };
+            if obj.get("description").is_some_and(|d| !d.is_string()) {
+                return Err(self.err(&format!("{pointer}/description"), "expected a string"));
+            }
+            let rule = RowRule::new(name, check, pointer.clone(), &schema)
+                .map_err(|e| self.err(&format!("{pointer}/check"), e))?;
+            rules.push(rule);
+        }
+        Ok(rules)
     }
 
     fn check_roles(&self, c: &Contract) -> Result<()> {

@@ -331,14 +331,19 @@ fn fixed_binaries(a: &FixedSizeBinaryArray, mode: Mode) -> Result<Changed> {
 }
 
 /// Replaces every value by its keyed hash token.
-pub(super) fn hash_column(a: &StringArray, mac: &KeyedHash) -> Result<(Option<ArrayRef>, usize)> {
+pub(super) fn hash_column(
+    a: &StringArray,
+    mac: &KeyedHash,
+    email: bool,
+) -> Result<(Option<ArrayRef>, usize)> {
     let changed = a.len() - a.null_count();
+    let mut scratch = String::new();
     let mut values = Vec::with_capacity(64 * changed);
     let mut offsets = Vec::with_capacity(a.len() + 1);
     offsets.push(0i32);
     for i in 0..a.len() {
         if a.is_valid(i) {
-            values.extend_from_slice(&hash_token(mac, a.value(i)));
+            values.extend_from_slice(&hash_token(mac, a.value(i), email, &mut scratch));
         }
         offsets.push(
             i32::try_from(values.len()).map_err(|_| {

@@ -1,4 +1,4 @@
-//! Card numbers: Luhn, brand prefixes, the free-text scan and PAN masking, over bytes or chars.
+//! Card numbers: Luhn, brand IINs and lengths, the free-text scan and PAN masking, over bytes or chars.
 
 use std::ops::Range;
 
@@ -24,32 +24,75 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// True when `digits` start with the IIN of a major card brand.
-pub fn brand_prefix(digits: &[u8]) -> bool {
+/// The card lengths allowed for `digits` by the brands whose IIN they start with: bit `n` set
+/// when some brand starting so has `n`-digit numbers (0 when none does). The table
+/// ([Wikipedia's IIN list](https://en.wikipedia.org/wiki/Payment_card_number)):
+///
+/// | brand | IIN | lengths |
+/// |---|---|---|
+/// | Visa | 4 | 13, 16, 19 |
+/// | Mastercard | 51–55, 2221–2720 | 16 |
+/// | American Express | 34, 37 | 15 |
+/// | Discover | 6011, 644–649, 65 | 16–19 |
+/// | JCB | 3528–3589 | 16–19 |
+/// | Diners Club | 300–305, 309, 36, 38–39 | 14–19 |
+/// | UnionPay | 62, 81 | 16–19 |
+/// | Maestro | 50, 56–69 | 13–19 (12 exists; the scan starts at 13) |
+/// | RuPay | 60, 65, 81, 82, 508, 353, 356 | 16 |
+/// | Mir | 2200–2204 | 16–19 |
+/// | UATP | 1 | 15 |
+fn brand_lengths(digits: &[u8]) -> u32 {
+    const fn span(lo: u32, hi: u32) -> u32 {
+        (u32::MAX >> (31 - hi)) & !((1 << lo) - 1)
+    }
+    const fn one(n: u32) -> u32 {
+        1 << n
+    }
+    if digits.len() < 4 {
+        return 0;
+    }
     let prefix = |n: usize| -> u32 {
         digits[..n]
             .iter()
             .fold(0, |acc, d| acc * 10 + u32::from(d - b'0'))
     };
-    if digits.len() < 6 {
-        return false;
-    }
-    let (p2, p3, p4) = (prefix(2), prefix(3), prefix(4));
-    match digits[0] {
-        b'4' => true,                        // Visa
-        b'2' => (2221..=2720).contains(&p4), // Mastercard 2-series
-        b'5' => (50..=58).contains(&p2),     // Mastercard, Maestro
-        b'3' => {
-            matches!(p2, 34 | 37 | 36 | 38 | 39)                               // Amex, Diners
-                || (300..=305).contains(&p3)                                   // Diners
-                || (3528..=3589).contains(&p4) // JCB
+    let (p1, p2, p3, p4) = (prefix(1), prefix(2), prefix(3), prefix(4));
+    let mut lengths = 0;
+    let mut brand = |matches: bool, allowed: u32| {
+        if matches {
+            lengths |= allowed;
         }
-        b'6' => {
-            p4 == 6011 || (644..=649).contains(&p3) || matches!(p2, 62 | 63 | 65 | 67)
-            // Discover, UnionPay, Maestro
-        }
-        _ => false,
-    }
+    };
+    brand(p1 == 4, one(13) | one(16) | one(19)); // Visa
+    brand(
+        (51..=55).contains(&p2) || (2221..=2720).contains(&p4),
+        one(16),
+    ); // Mastercard
+    brand(p2 == 34 || p2 == 37, one(15)); // American Express
+    brand(
+        p4 == 6011 || (644..=649).contains(&p3) || p2 == 65,
+        span(16, 19),
+    ); // Discover
+    brand((3528..=3589).contains(&p4), span(16, 19)); // JCB
+    brand(
+        (300..=305).contains(&p3) || p3 == 309 || matches!(p2, 36 | 38 | 39),
+        span(14, 19),
+    ); // Diners Club
+    brand(p2 == 62 || p2 == 81, span(16, 19)); // UnionPay
+    brand(p2 == 50 || (56..=69).contains(&p2), span(13, 19)); // Maestro
+    brand(
+        matches!(p2, 60 | 65 | 81 | 82) || matches!(p3, 508 | 353 | 356),
+        one(16),
+    ); // RuPay
+    brand((2200..=2204).contains(&p4), span(16, 19)); // Mir
+    brand(p1 == 1, one(15)); // UATP
+    lengths
+}
+
+/// True when `digits` (ASCII digits, the whole candidate) start with a card brand's IIN and have
+/// one of that brand's lengths (see [`brand_lengths`]); Luhn is checked separately.
+pub fn brand_fits(digits: &[u8]) -> bool {
+    digits.len() < 32 && brand_lengths(digits) & (1 << digits.len()) != 0
 }
 
 fn is_sep(b: u8) -> bool {
@@ -103,52 +146,54 @@ pub fn may_hold_pan(bytes: &[u8]) -> bool {
 }
 
 /// The length of the longest card number that starts at `digits[0]` (ASCII digits): 13 to 19
-/// digits with a brand's prefix that pass Luhn. The brand is read from the first digits, so it is
-/// the same for every length.
+/// digits with a brand's IIN, one of its lengths, that pass Luhn. The brand is read from the
+/// first digits, so its lengths are the same for every span.
 fn card_at(digits: &[u8]) -> Option<usize> {
-    if digits.len() < MIN_PAN_DIGITS || !brand_prefix(digits) {
+    if digits.len() < MIN_PAN_DIGITS {
         return None;
     }
+    let lengths = brand_lengths(digits);
     let longest = digits.len().min(MAX_PAN_DIGITS);
     (MIN_PAN_DIGITS..=longest)
         .rev()
-        .find(|&len| luhn_valid(&digits[..len]))
+        .find(|&len| lengths & (1 << len) != 0 && luhn_valid(&digits[..len]))
 }
 
 /// True when `digits` (the integer digits of a number) are, as a whole, a card number: 13 to 19
-/// digits, brand prefix, Luhn. Unlike free text, a card glued inside a longer number is not
+/// digits, a brand's IIN and length, Luhn. Unlike free text, a card glued inside a longer number is not
 /// looked for: 8% of 2024's epoch microseconds and half of all snowflake ids hold one by that
 /// rule, so every file with such a column would be refused.
 pub(super) fn digits_hold_card(digits: &[u8]) -> bool {
     (MIN_PAN_DIGITS..=MAX_PAN_DIGITS).contains(&digits.len())
-        && brand_prefix(digits)
+        && brand_fits(digits)
         && luhn_valid(digits)
 }
 
 /// Masks the card numbers of one run of digits, `run` being the positions of its digits in
-/// `bytes`: every digit is a possible start, tried left to right, the longest span first; a hit
-/// is masked but its last four digits and the scan goes on after it. Returns the hits.
+/// `bytes`: every digit is a possible start, each with its longest card span; every hit is
+/// masked but its last four digits, all of them found before any is masked. A hit that starts in
+/// the digits before a card (`697 4188…`, where `697 41…` is a Maestro span) so masks its part of
+/// the card, and the card's own hit the rest. Returns the hits.
 fn mask_run(bytes: &mut [u8], run: &[usize]) -> usize {
-    let mut masked = 0;
+    let mut hits = 0;
     let mut digits = [0u8; MAX_PAN_DIGITS];
-    let mut start = 0;
-    while start + MIN_PAN_DIGITS <= run.len() {
+    let mut to_mask = vec![false; run.len()];
+    for start in 0..run.len().saturating_sub(MIN_PAN_DIGITS - 1) {
         let span = &run[start..run.len().min(start + MAX_PAN_DIGITS)];
         for (d, &p) in digits.iter_mut().zip(span) {
             *d = bytes[p];
         }
-        match card_at(&digits[..span.len()]) {
-            Some(len) => {
-                for &p in &span[..len - 4] {
-                    bytes[p] = b'*';
-                }
-                masked += 1;
-                start += len;
+        if let Some(len) = card_at(&digits[..span.len()]) {
+            hits += 1;
+            for m in &mut to_mask[start..start + len - 4] {
+                *m = true;
             }
-            None => start += 1,
         }
     }
-    masked
+    for (&p, _) in run.iter().zip(&to_mask).filter(|(_, &m)| m) {
+        bytes[p] = b'*';
+    }
+    hits
 }
 
 /// One pass of the free-text scan over `bytes` (ASCII digits, any other byte ends a run), masking
@@ -357,9 +402,110 @@ mod tests {
     fn luhn_and_brands() {
         assert!(luhn_valid(b"4111111111111111"));
         assert!(!luhn_valid(b"4111111111111112"));
-        assert!(brand_prefix(b"378282246310005"));
-        assert!(brand_prefix(b"2221000000000009"));
-        assert!(!brand_prefix(b"9111111111111111"));
+        assert!(brand_fits(b"378282246310005"));
+        assert!(brand_fits(b"2221000000000009"));
+        assert!(!brand_fits(b"9111111111111111"));
+        // Amex numbers have 15 digits, Mastercard's 16.
+        assert!(!brand_fits(b"3782822463100051"));
+        assert!(!brand_fits(b"222100000000000"));
+    }
+
+    /// `prefix` completed to `len` digits (filled with `7`s) with the Luhn check digit.
+    fn card_of(prefix: &str, len: usize) -> String {
+        let mut digits: Vec<u8> = prefix.bytes().collect();
+        digits.resize(len, b'7');
+        for check in b'0'..=b'9' {
+            digits[len - 1] = check;
+            if luhn_valid(&digits) {
+                break;
+            }
+        }
+        String::from_utf8(digits).unwrap()
+    }
+
+    /// Every brand of the IIN table, at the edges of its ranges and at each of its lengths, plus
+    /// public test cards: masked in free text wherever it stands and however it is grouped.
+    #[test]
+    fn every_brand_is_masked_in_free_text() {
+        let mut cards: Vec<String> = [
+            "4111111111111111",
+            "4222222222222",
+            "5555555555554444",
+            "2223003122003222",
+            "378282246310005",
+            "6011000990139424",
+            "3530111333300000",
+            "30569309025904",
+            "38520000023237",
+            "6200000000000005",
+            "6759649826438453",
+            "135412345678911",
+        ]
+        .map(String::from)
+        .to_vec();
+        let table: [(&[&str], &[usize]); 11] = [
+            (&["4"], &[13, 16, 19]),
+            (&["51", "55", "2221", "2720"], &[16]),
+            (&["34", "37"], &[15]),
+            (&["6011", "644", "649", "65"], &[16, 17, 18, 19]),
+            (&["3528", "3589"], &[16, 17, 18, 19]),
+            (
+                &["300", "305", "309", "36", "38", "39"],
+                &[14, 15, 16, 17, 18, 19],
+            ),
+            (&["62", "81"], &[16, 17, 18, 19]),
+            (&["50", "56", "60", "69"], &[13, 14, 15, 16, 17, 18, 19]),
+            (&["82", "508", "353", "356"], &[16]),
+            (&["2200", "2204"], &[16, 17, 18, 19]),
+            (&["1"], &[15]),
+        ];
+        for (prefixes, lengths) in table {
+            for prefix in prefixes {
+                for &len in lengths {
+                    cards.push(card_of(prefix, len));
+                }
+            }
+        }
+        for card in &cards {
+            let masked = format!("{}{}", "*".repeat(card.len() - 4), &card[card.len() - 4..]);
+            let grouped = |sep: &str| {
+                let chunks: Vec<&str> = (0..card.len())
+                    .step_by(4)
+                    .map(|i| &card[i..card.len().min(i + 4)])
+                    .collect();
+                chunks.join(sep)
+            };
+            for (text, expected) in [
+                (card.clone(), masked.clone()),
+                (format!("paid {card} today"), format!("paid {masked} today")),
+                (format!("card:{card}."), format!("card:{masked}.")),
+                (format!("({card})"), format!("({masked})")),
+            ] {
+                assert_eq!(mask_card_numbers(&text), Some(expected), "{text}");
+            }
+            for sep in [" ", "-"] {
+                let text = grouped(sep);
+                let out = mask_card_numbers(&text).unwrap_or_else(|| panic!("{text}"));
+                assert_eq!(out.len(), text.len());
+                let kept: String = out.chars().filter(char::is_ascii_digit).collect();
+                assert_eq!(kept, &card[card.len() - 4..], "{text} -> {out}");
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_of_no_brand_length_are_left_alone() {
+        // 13-digit epoch milliseconds (UATP numbers have 15 digits), a 16-digit Amex-prefixed
+        // number, a 17-digit Mastercard-prefixed one: all Luhn-valid.
+        for digits in [
+            card_of("17330112", 13),
+            card_of("37", 16),
+            card_of("51", 17),
+            card_of("9", 16),
+        ] {
+            assert!(luhn_valid(digits.as_bytes()));
+            assert_eq!(mask_card_numbers(&format!("id {digits}")), None, "{digits}");
+        }
     }
 
     #[test]
@@ -376,11 +522,17 @@ mod tests {
             mask_card_numbers("ref 120 4111111111111111").as_deref(),
             Some("ref 120 ************1111")
         );
-        // Every digit of a run is a possible start: "34111111111111111" (Amex prefix, from the
-        // `3` of `123`) is Luhn-valid and comes first, and most of the card is masked with it.
+        // Every digit of a run is a possible start: "341111111111111" (Amex's IIN and length,
+        // from the `3` of `123`) is Luhn-valid, and so is the card from its own start; both are
+        // masked, so the false hit leaves no digit of the card readable.
         assert_eq!(
             mask_card_numbers("ref 123 4111111111111111").as_deref(),
-            Some("ref 1** *********1111111")
+            Some("ref 12* ************1111")
+        );
+        // "697 418878423513" is a 13-digit Maestro span starting before the card.
+        assert_eq!(
+            mask_card_numbers("order 697 4188784235133621").as_deref(),
+            Some("order *** ************3621")
         );
         assert_eq!(
             mask_card_numbers("call +4915112345670 or 4111111111111112"),
@@ -391,7 +543,9 @@ mod tests {
 
     #[test]
     fn masks_adjacent_cards() {
+        // Spans across the two are card numbers too (Visa from a `1` of the first one), so the
+        // first card's last four go with them: over-masking is the safe direction.
         let out = mask_card_numbers("4111111111111111 4012888888881881").unwrap();
-        assert_eq!(out, "************1111 ************1881");
+        assert_eq!(out, "**************** ************1881");
     }
 }

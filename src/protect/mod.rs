@@ -2,7 +2,7 @@
 //! alike), whatever its Arrow type.
 //!
 //! This folder owns the protection rules and their application to Arrow data: [`Protector`] and
-//! the public API in this file, card-number detection and masking (`card`: Luhn, brand prefixes,
+//! the public API in this file, card-number detection and masking (`card`: Luhn, brand IINs and lengths,
 //! the free-text scan), the Unicode digit table (`digits`), the checks that refuse a number
 //! holding a card (`numeric`), the PII transforms and keyed hash (`pii`) and one function per
 //! Arrow type (`arrays`). It is a pure transform of batches: it never writes, never logs, never
@@ -29,8 +29,9 @@
 //! - Every other column (unless `x-pci: "none"`) is scanned for card numbers in free text. A *run*
 //!   is digits with single spaces or dashes allowed between digit groups. Every digit of a run is
 //!   a possible start, tried left to right, the longest span first (19 digits down to 13): a span
-//!   with the IIN prefix of a major brand (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay,
-//!   Maestro) that passes Luhn is masked to its last four digits, separators kept, and the scan
+//!   with the IIN of a card brand and one of that brand's lengths (Visa, Mastercard, Amex,
+//!   Discover, JCB, Diners, UnionPay, Maestro, RuPay, Mir, UATP: the table at `brand_lengths` in
+//!   `card`) that passes Luhn is masked to its last four digits, separators kept, and the scan
 //!   goes on after it. So a card glued to other digits (`004111…`, `ref12` + card) is found. The
 //!   scan repeats on its own output until nothing changes, so no candidate survives anywhere. A
 //!   value holding non-ASCII digits is scanned on its characters, each digit read as its ASCII
@@ -46,10 +47,13 @@
 //!   (at most 10 digits) and the temporal types (dates, times, timestamps, durations, intervals:
 //!   an `i64` timestamp could equal a card number numerically, but it is written and read as an
 //!   instant, never as that number).
-//! - `x-pii` on a `Utf8` column: `hash` (keyed HMAC-SHA-256, written as 64 letters `a`–`p`, one
-//!   per nibble, so a token can never look like a card number), `mask` (every letter and digit
-//!   but the last four becomes `*`), `redact` (`REDACTED`). A PII column of another type gets the
-//!   card protection instead.
+//! - `x-pii` on a `Utf8` column: `hash` (keyed HMAC-SHA-256 of the trimmed value, lowercased for
+//!   `format: email`, as 64 lowercase hex digits), `mask` (by format: `j***@example.com`,
+//!   `+44********89`, else every letter and digit but the last four becomes `*`; see `pii`),
+//!   `redact` (`REDACTED`). What `mask` keeps is scanned for card numbers (an e-mail domain
+//!   can hold one); a `hash` column is not scanned: its values are replaced whole (a hex token
+//!   can hold a run of digits that passes Luhn by chance; it is a hash, not a card). A PII
+//!   column of another type gets the card protection instead.
 //!
 //! Masking only replaces characters by `*`. An ASCII value keeps its length, so an ASCII string
 //! array is masked in one copy of its values buffer with its offsets and nulls shared; a string
@@ -72,13 +76,13 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Schema};
 
-use crate::contract::{Contract, Pci, Pii};
+use crate::contract::{Contract, Format, Pci, Pii};
 use crate::{Error, Result};
 
 use arrays::{hash_column, map_column, protect_array};
-pub use card::{brand_prefix, luhn_valid, mask_card_numbers, mask_pan, may_hold_pan};
+pub use card::{brand_fits, luhn_valid, mask_card_numbers, mask_pan, may_hold_pan};
 pub use digits::decimal_digit;
-pub use pii::{hash_pii, mask_pii, KeyedHash};
+pub use pii::{hash_pii, key_id, mask_pii, KeyedHash};
 
 /// How the strings and bytes of one column are protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +96,12 @@ enum Mode {
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Card(Mode),
-    Pii(Pii),
+    /// A PII transform, with the column's format (e-mail normalisation of `hash`, the forms of
+    /// `mask`).
+    Pii {
+        pii: Pii,
+        format: Option<Format>,
+    },
 }
 
 /// Where a protected array sits, for the message that refuses a number holding a card.
@@ -158,7 +167,10 @@ impl Protector {
             let spec = contract.column(field.name());
             let action = match spec {
                 Some(s) if s.pii.is_some() && field.data_type() == &DataType::Utf8 => {
-                    s.pii.map(Action::Pii)
+                    s.pii.map(|pii| Action::Pii {
+                        pii,
+                        format: s.format,
+                    })
                 }
                 Some(s) if s.pci == Pci::None => None,
                 Some(s) if s.pci == Pci::Pan => pci.then_some(Action::Card(Mode::Pan)),
@@ -172,6 +184,23 @@ impl Protector {
             columns,
             mac: KeyedHash::new(pii_key),
         }
+    }
+
+    /// Each protected column and its transform, in schema order, for the audit: `pan_mask`,
+    /// `card_scan`, `hash`, `mask` or `redact`.
+    pub fn transforms(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.columns.iter().map(|(_, name, action)| {
+            let transform = match action {
+                Action::Card(Mode::Pan) => "pan_mask",
+                Action::Card(Mode::Scan) => "card_scan",
+                Action::Pii { pii: Pii::Hash, .. } => "hash",
+                Action::Pii { pii: Pii::Mask, .. } => "mask",
+                Action::Pii {
+                    pii: Pii::Redact, ..
+                } => "redact",
+            };
+            (&**name, transform)
+        })
     }
 
     /// Protects one batch of `object` (named in errors), returning it and the number of values
@@ -200,13 +229,16 @@ impl Protector {
                     };
                     protect_array(column, *mode, place)?
                 }
-                Action::Pii(pii) => {
+                Action::Pii { pii, format } => {
                     let a = column.as_string_opt::<i32>().ok_or_else(|| {
                         Error::Internal(format!("PII column `{name}` is not Utf8 as planned"))
                     })?;
                     match pii {
-                        Pii::Hash => hash_column(a, &self.mac)?,
-                        Pii::Mask => map_column(a, |s| Some(mask_pii(s))),
+                        Pii::Hash => hash_column(a, &self.mac, *format == Some(Format::Email))?,
+                        Pii::Mask => map_column(a, |s| {
+                            let masked = mask_pii(s, *format);
+                            Some(mask_card_numbers(&masked).unwrap_or(masked))
+                        }),
                         Pii::Redact => map_column(a, |_| Some("REDACTED".to_string())),
                     }
                 }

@@ -32,12 +32,39 @@ fn pan_and_pii_transforms() {
     assert!(masked.is_null(0));
     assert_eq!(masked.value(1), "ref 12");
     assert_eq!(masked.value(2), "**** **** **** 4444 Zoë");
-    assert_eq!(mask_pii("jane@example.com"), "****@******e.com");
-    let t = hash_pii(b"k", "jane@example.com");
+    assert_eq!(mask_pii("jane@example.com", None), "****@******e.com");
+    let t = hash_pii(b"k", "jane@example.com", true);
     assert_eq!(t.len(), 64);
-    assert!(t.bytes().all(|c| (b'a'..=b'p').contains(&c)));
-    assert_eq!(t, hash_pii(b"k", "jane@example.com"));
-    assert_ne!(t, hash_pii(b"k2", "jane@example.com"));
+    assert!(t
+        .bytes()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+}
+
+#[test]
+fn pii_columns_are_transformed_by_format_and_masks_scanned_for_cards() {
+    let contract = Contract::from_json_str(
+        "t.json",
+        r#"{"title":"t","properties":{
+            "email":{"type":"string","format":"email","x-pii":"mask"},
+            "login":{"type":"string","format":"email","x-pii":"hash"},
+            "name":{"type":"string","x-pii":"hash"}}}"#,
+    )
+    .unwrap();
+    let column = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let batch = RecordBatch::try_from_iter([
+        ("email", column("a@4111111111111111.com")),
+        ("login", column("Bob@Example.com")),
+        ("name", column("Bob@Example.com")),
+    ])
+    .unwrap();
+    let protector = Protector::new(&contract, &batch.schema(), true, b"k");
+    let (out, _) = protector.protect(&batch, OBJECT, false).unwrap();
+    let value = |i: usize| out.column(i).as_string::<i32>().value(0).to_string();
+    assert_eq!(value(0), "a***@************1111.com");
+    assert_eq!(value(1), hash_pii(b"k", "bob@example.com", false));
+    // Without `format: email` the case is kept.
+    assert_eq!(value(2), hash_pii(b"k", "Bob@Example.com", false));
+    assert_ne!(value(1), value(2));
 }
 
 const OBJECT: &str = "s3://raw/orders/part-a.parquet";
@@ -116,7 +143,7 @@ fn cards_left(text: &str) -> Vec<String> {
                     break;
                 };
                 let ascii: Vec<u8> = window.iter().map(|d| b'0' + d).collect();
-                if brand_prefix(&ascii) && checker_luhn(window) {
+                if brand_fits(&ascii) && checker_luhn(window) {
                     found.push(String::from_utf8(ascii).unwrap());
                 }
             }

@@ -121,7 +121,9 @@ fn work_row_group(
             Verdict::default()
         };
         for f in &verdict.failures {
-            *c.failures.entry((f.column.clone(), f.rule)).or_default() += f.count as u64;
+            *c.failures
+                .entry((f.column.clone(), f.rule.clone()))
+                .or_default() += f.count as u64;
         }
         let winners = w.winners.as_ref().map(|b| batch_winners(b, rows));
         let routed = route(n, verdict.invalid.as_ref(), winners.as_ref());

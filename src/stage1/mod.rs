@@ -114,7 +114,14 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
     );
 
     let (mut outputs, output) = Outputs::open(spec, &schemas)?;
-    let mut report = start_report(spec, &prepared, output.is_some(), rows_in, spilled);
+    let mut report = start_report(
+        spec,
+        &prepared,
+        &protectors,
+        output.is_some(),
+        rows_in,
+        spilled,
+    );
 
     phase(
         &bar,
@@ -179,5 +186,12 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         &mut c,
     )
     .await?;
+    // The audit as a structured event too, for log-based retention (it holds no value and no
+    // key, only column names, transforms, counts and the key's id).
+    tracing::info!(
+        dataset = %report.dataset,
+        audit = %serde_json::to_string(&report.audit).unwrap_or_default(),
+        "protection audit"
+    );
     Ok(report)
 }

@@ -119,6 +119,8 @@ pub struct JobSpec {
     /// Keep only the latest version per primary key.
     pub deduplication_enabled: bool,
     pub pii_key: Vec<u8>,
+    /// `pii_key` is the built-in development key (named so in the audit).
+    pub pii_key_development: bool,
     pub progress: bool,
     /// Bytes the whole job may use (see the module docs for how it is shared).
     pub memory_limit: usize,

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::protect::MaskCounts;
-use crate::report::{Conservation, InputStats, Masked, Report, RuleCount, Timers};
+use crate::report::{
+    Audit, ColumnAudit, Conservation, InputStats, KeyAudit, Masked, Report, RuleCount, Timers,
+};
 use crate::{Error, Result};
 
-use super::prepare::Prepared;
+use super::prepare::{Prepared, Protectors};
 use super::publish::Outputs;
 use super::spec::JobSpec;
 
@@ -17,7 +19,7 @@ use super::spec::JobSpec;
 #[derive(Default)]
 pub(super) struct Counters {
     pub(super) timers: Timers,
-    pub(super) failures: BTreeMap<(Arc<str>, &'static str), u64>,
+    pub(super) failures: BTreeMap<(Arc<str>, Arc<str>), u64>,
     pub(super) curated: u64,
     pub(super) quarantined: u64,
     pub(super) superseded: u64,
@@ -32,11 +34,42 @@ pub(super) fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
     }
 }
 
+/// The audit's columns: curated's protected columns, then quarantine's others (its columns as
+/// read), counts still 0; the key when a column is hashed.
+fn start_audit(spec: &JobSpec, protectors: &Protectors) -> Audit {
+    let mut columns: Vec<ColumnAudit> = Vec::new();
+    for (column, transform) in protectors
+        .curated
+        .transforms()
+        .chain(protectors.quarantine.transforms())
+    {
+        if !columns.iter().any(|c| c.column == column) {
+            columns.push(ColumnAudit {
+                column: column.to_string(),
+                transform,
+                curated: 0,
+                quarantine: 0,
+            });
+        }
+    }
+    Audit {
+        pii_key: columns
+            .iter()
+            .any(|c| c.transform == "hash")
+            .then(|| KeyAudit {
+                id: crate::protect::key_id(&spec.pii_key),
+                development: spec.pii_key_development,
+            }),
+        columns,
+    }
+}
+
 /// The report before the passes' counts: what the job read, with every count still 0 (`writes`:
 /// the job has an output; without, it is the check-only `validate`).
 pub(super) fn start_report(
     spec: &JobSpec,
     prepared: &[Prepared],
+    protectors: &Protectors,
     writes: bool,
     rows_in: u64,
     spilled: u64,
@@ -67,6 +100,7 @@ pub(super) fn start_report(
         dedup_spilled_entries: spilled,
         failures: Vec::new(),
         masked_values: Masked::default(),
+        audit: start_audit(spec, protectors),
         bytes_in: prepared.iter().map(|p| p.input.object.size).sum(),
         bytes_out: 0,
         durations: Default::default(),
@@ -85,6 +119,11 @@ pub(super) fn tally(c: &Counters, outputs: &Outputs, report: &mut Report) -> Res
     report.duplicates_superseded = c.superseded;
     report.tombstones = c.tombstones;
     report.masked_values = c.masked.clone();
+    for column in &mut report.audit.columns {
+        let count = |m: &BTreeMap<String, u64>| m.get(&column.column).copied().unwrap_or(0);
+        column.curated = count(&c.masked.curated);
+        column.quarantine = count(&c.masked.quarantine);
+    }
     report.failures = c
         .failures
         .iter()

@@ -1576,8 +1576,11 @@ fn orders_cdc(dir: &Path, curated: &Path, clock: &mut Clock, changes: &mut Chang
     out.push(changed(
         stale,
         "U",
+        // Created before it was updated, so the stale version is valid (the contract's
+        // `updated_after_created` rule) and loses on its event time alone.
         [
             ("status", s(next_status(status))),
+            ("created_at", s("2000-12-31 00:00:00.000000")),
             ("updated_at", s("2001-01-01 00:00:00.000000")),
         ],
     ));
@@ -1660,7 +1663,7 @@ fn payments_cdc(dir: &Path, curated: &Path, clock: &mut Clock, changes: &mut Cha
                 ("card_brand", Val::Null),
                 ("amount", Val::Float(amount)),
                 ("status", s(status)),
-                ("created_at", s("2025-02-01 12:00:00.000000")),
+                ("created_at", at.clone()),
                 ("updated_at", at),
                 ("AR_H_CHANGE_SEQ", Val::Str(format!("{n:035}"))),
             ],

@@ -17,14 +17,18 @@
 //!
 //! A delete (`x-cdc-op` value `D`) is checked only on its dedup columns (key, event time,
 //! sequence, op): DMS writes a delete from a source without full row images as the key, the
-//! event time and the op, every other column null, and the delete must reach curated.
+//! event time and the op, every other column null, and the delete must reach curated. Row rules
+//! (`x-rules`) do not apply to deletes either.
 //!
 //! The submodules split the work the same way: `rules` compiles a contract column's rules into
-//! checks (once per file), `check` runs one check over one column array (per batch), and
-//! `quarantine` builds the quarantine rows.
+//! checks (once per file), `check` runs one check over one column array (per batch),
+//! `row_checks` runs the contract's `x-rules` over the typed columns they read (after the
+//! column checks, so date-time rules compare instants), and `quarantine` builds the quarantine
+//! rows.
 
 mod check;
 mod quarantine;
+mod row_checks;
 mod rules;
 
 use std::sync::Arc;
@@ -35,11 +39,12 @@ use arrow::array::{
 };
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::FilterBuilder;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::contract::{Contract, Format};
 use crate::{Error, Result};
 use check::{parsed_as, run_check};
+use row_checks::RowCheck;
 use rules::{expected_types, rules_for, type_ok, Check, ColumnRules};
 
 pub use check::instants;
@@ -50,8 +55,10 @@ pub use quarantine::{
 /// The rows of one batch that broke one rule.
 #[derive(Debug, Clone)]
 pub struct RuleFailures {
-    /// The contract keyword (`minimum`, `format`, …) or `required` for a null in a non-null column.
-    pub rule: &'static str,
+    /// The contract keyword (`minimum`, `format`, …), `required` for a null in a non-null
+    /// column, or the name of an `x-rules` rule.
+    pub rule: Arc<str>,
+    /// The column, or for an `x-rules` rule the columns it reads, comma-separated.
     pub column: Arc<str>,
     pub message: Arc<str>,
     /// True where the row broke the rule.
@@ -111,12 +118,8 @@ impl Verdict {
 
 /// The curated type of a column of type `dt` with `format`, when it differs from `dt`.
 fn curated_type(format: Option<Format>, dt: &DataType) -> Option<DataType> {
-    match (format, dt) {
-        (Some(Format::DateTime), DataType::Utf8) => Some(DataType::Timestamp(
-            TimeUnit::Microsecond,
-            Some("UTC".into()),
-        )),
-        (Some(Format::Date), DataType::Utf8) => Some(DataType::Date32),
+    match dt {
+        DataType::Utf8 => format.and_then(Format::parsed_type),
         _ => None,
     }
 }
@@ -169,6 +172,8 @@ fn typed_array(instants: &[Option<i128>], dt: &DataType) -> ArrayRef {
 #[derive(Debug)]
 pub struct Validator {
     columns: Vec<ColumnRules>,
+    /// The contract's `x-rules`, planned against the schema.
+    row_checks: Vec<RowCheck>,
     /// Index of the `x-cdc-op` column, when the schema has one.
     op: Option<usize>,
     /// Names of the columns checked on deletes too: key, event time, sequence, op.
@@ -241,6 +246,11 @@ impl Validator {
                 ));
             }
         }
+        let row_checks = contract
+            .rules
+            .iter()
+            .map(|rule| RowCheck::new(contract, rule, schema, object))
+            .collect::<Result<_>>()?;
         let dedup_columns = contract
             .primary_key
             .iter()
@@ -256,6 +266,7 @@ impl Validator {
             .filter(|&i| schema.field(i).data_type() == &DataType::Utf8);
         Ok(Validator {
             columns,
+            row_checks,
             op,
             dedup_columns,
         })
@@ -275,7 +286,7 @@ impl Validator {
                 let count = rows.count_set_bits();
                 if count > 0 {
                     out.push(RuleFailures {
-                        rule: rule.name,
+                        rule: rule.name.into(),
                         column: c.name.clone(),
                         message: rule.message.clone(),
                         rows,
@@ -297,6 +308,9 @@ impl Validator {
             let (f, t) = checked?;
             failures.extend(f);
             typed.extend(t);
+        }
+        for rule in &self.row_checks {
+            failures.extend(rule.run(batch, &typed)?);
         }
         if let Some(deletes) = self.deletes(batch) {
             self.excuse_deletes(&mut failures, &deletes);
@@ -323,12 +337,13 @@ impl Validator {
         (deletes.count_set_bits() > 0).then_some(deletes)
     }
 
-    /// Clears the failures of delete rows in columns other than the dedup columns, dropping
-    /// rules no row breaks any more.
+    /// Clears the failures of delete rows in columns other than the dedup columns (row rules
+    /// included), dropping rules no row breaks any more.
     fn excuse_deletes(&self, failures: &mut Vec<RuleFailures>, deletes: &BooleanBuffer) {
         let kept = !deletes;
         failures.retain_mut(|f| {
-            if self.dedup_columns.contains(&f.column) {
+            let row_rule = self.row_checks.iter().any(|r| r.made(f));
+            if !row_rule && self.dedup_columns.contains(&f.column) {
                 return true;
             }
             f.rows = &f.rows & &kept;

@@ -65,7 +65,7 @@ pub fn quarantine_batch(
         numbers.push(numbers_in[row]);
         for f in &verdict.failures {
             if f.rows.value(row) {
-                rules.push(f.rule);
+                rules.push(f.rule.to_string());
                 cols.push(f.column.to_string());
                 msgs.push(f.message.to_string());
             }
