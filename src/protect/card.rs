@@ -177,7 +177,8 @@ pub(super) fn digits_hold_card(digits: &[u8]) -> bool {
 fn mask_run(bytes: &mut [u8], run: &[usize]) -> usize {
     let mut hits = 0;
     let mut digits = [0u8; MAX_PAN_DIGITS];
-    let mut to_mask = vec![false; run.len()];
+    // Allocated at the first hit only: most runs hold none.
+    let mut to_mask: Option<Vec<bool>> = None;
     for start in 0..run.len().saturating_sub(MIN_PAN_DIGITS - 1) {
         let span = &run[start..run.len().min(start + MAX_PAN_DIGITS)];
         for (d, &p) in digits.iter_mut().zip(span) {
@@ -185,13 +186,16 @@ fn mask_run(bytes: &mut [u8], run: &[usize]) -> usize {
         }
         if let Some(len) = card_at(&digits[..span.len()]) {
             hits += 1;
-            for m in &mut to_mask[start..start + len - 4] {
+            let marks = to_mask.get_or_insert_with(|| vec![false; run.len()]);
+            for m in &mut marks[start..start + len - 4] {
                 *m = true;
             }
         }
     }
-    for (&p, _) in run.iter().zip(&to_mask).filter(|(_, &m)| m) {
-        bytes[p] = b'*';
+    if let Some(marks) = to_mask {
+        for (&p, _) in run.iter().zip(&marks).filter(|(_, &m)| m) {
+            bytes[p] = b'*';
+        }
     }
     hits
 }
