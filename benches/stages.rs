@@ -118,6 +118,7 @@ fn end_to_end(c: &mut Criterion) {
         memory_limit: defaults.memory_limit.0,
         index_memory: defaults.memory_limit.0 / stage1::INDEX_BUDGET_SHARE,
         spill_dir: std::env::temp_dir(),
+        references: Vec::new(),
         shard: stage1::Shard::ALL,
         interrupted: Default::default(),
     };

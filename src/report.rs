@@ -129,12 +129,56 @@ pub struct KeyAudit {
     pub development: bool,
 }
 
+/// One foreign key (`x-references`) of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceCheck {
+    /// The referencing column.
+    pub column: String,
+    /// `dataset.column`.
+    pub references: String,
+    /// The referenced dataset's curated prefix; `None` when none was given.
+    pub location: Option<String>,
+    /// `quarantine` or `keep`.
+    pub orphans: &'static str,
+    pub status: ReferenceStatus,
+    /// Why a check was skipped.
+    pub reason: Option<String>,
+    /// Curated objects of the referenced dataset read.
+    pub objects: usize,
+    /// Distinct keys of its current state.
+    pub keys: u64,
+    /// Rows quarantined under rule `foreign_key` for this column.
+    pub orphans_quarantined: u64,
+    /// Curated rows whose value references nothing (`orphans: keep`).
+    pub orphans_kept: u64,
+}
+
+/// Whether a foreign key was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceStatus {
+    Checked,
+    Skipped,
+}
+
+/// How a protected column is transformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// An `x-pci: pan` column: card numbers masked to their last four digits.
+    PanMask,
+    /// Any other column that can hold text: card numbers found in it masked.
+    CardScan,
+    Hash,
+    Mask,
+    Redact,
+}
+
 /// One protected column.
 #[derive(Debug, Clone, Serialize)]
 pub struct ColumnAudit {
     pub column: String,
-    /// `pan_mask`, `card_scan`, `hash`, `mask` or `redact`.
-    pub transform: &'static str,
+    pub transform: Transform,
     /// Values changed in curated and in quarantine.
     pub curated: u64,
     pub quarantine: u64,
@@ -165,6 +209,10 @@ pub struct Report {
     pub dedup_spilled_entries: u64,
     /// Rows failing each (column, rule); a row breaking two rules counts under both.
     pub failures: Vec<RuleCount>,
+    /// The contract's foreign keys: checked or skipped (and why), keys, orphans.
+    pub references: Vec<ReferenceCheck>,
+    /// Curated rows whose foreign key (`orphans: keep`) references no current key.
+    pub orphans_kept: u64,
     pub masked_values: Masked,
     pub audit: Audit,
     pub bytes_in: u64,

@@ -433,6 +433,124 @@ fn every_dataset_runs_and_balances() {
 /// The shipped payments rules over generated data with rows broken on purpose: a card payment
 /// without its brand, a payment created after its update. Exactly those rows are quarantined
 /// under the rule's name, and the report counts them.
+/// Foreign keys against the current state of a curated `customers` with fewer customers than
+/// the orders reference: orphans are quarantined under `foreign_key` (or kept and counted), every
+/// published row's customer exists, and a reference without curated data fails unless skippable.
+#[test]
+fn foreign_keys_quarantine_or_keep_orphans_of_the_referenced_current_state() {
+    let dir = TempDir::new().unwrap();
+    let customers_raw = generate(dir.path(), "customers", 300, 3, 0.0);
+    let (customers, _) = run_stage1(dir.path(), "customers", &customers_raw);
+    let cur = read_parquet(&customers.join("part-00000.parquet"));
+    let live: HashSet<i64> = ints(&cur, "customer_id")
+        .into_iter()
+        .zip(strings(&cur, "Op"))
+        .filter(|(_, op)| op.as_deref() != Some("D"))
+        .map(|(id, _)| id)
+        .collect();
+    let orders_raw = generate(dir.path(), "orders", 3000, 5, 0.0);
+    let reference = format!("customers={}", customers.display());
+    let run = |contract_path: &Path, out: &Path, extra: &[&str]| {
+        let mut a = stage1(&orders_raw, out, contract_path);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        edp(&args(&a))
+    };
+    // Which rows of an output are live (not tombstones) orphans.
+    let orphans = |b: &arrow::array::RecordBatch| -> Vec<bool> {
+        ints(b, "customer_id")
+            .into_iter()
+            .zip(strings(b, "Op"))
+            .map(|(c, op)| op.as_deref() != Some("D") && !live.contains(&c))
+            .collect()
+    };
+
+    // The shipped contract keeps orphans (parents arrive late in CDC); a strict one, written
+    // here, quarantines them. Both read customers.json beside them.
+    let shipped = std::fs::read_to_string(contract("orders")).unwrap();
+    let keep_ref =
+        r#""x-references": {"to": "customers.customer_id", "orphans": "keep", "missing": "skip"}"#;
+    assert!(shipped.contains(keep_ref));
+    let strict = dir.path().join("strict");
+    std::fs::create_dir(&strict).unwrap();
+    std::fs::write(
+        strict.join("orders.json"),
+        shipped.replace(keep_ref, r#""x-references": "customers.customer_id""#),
+    )
+    .unwrap();
+    std::fs::copy(contract("customers"), strict.join("customers.json")).unwrap();
+    let strict = strict.join("orders.json");
+
+    let out = dir.path().join("quarantined");
+    ok(run(&strict, &out, &["--reference", &reference]));
+    let q = read_parquet(&out.join("_quarantine/part-00000.parquet"));
+    let errors = quarantine_errors(&q);
+    let q_orphans = orphans(&q);
+    let by_fk: Vec<bool> = errors
+        .iter()
+        .map(|e| e.contains(&("customer_id".to_string(), "foreign_key".to_string())))
+        .collect();
+    assert_eq!(
+        by_fk, q_orphans,
+        "quarantined under foreign_key exactly the orphans"
+    );
+    let n_orphans = q_orphans.iter().filter(|&&o| o).count();
+    assert!(n_orphans > 10, "{n_orphans} orphans");
+    let curated = read_parquet(&out.join("part-00000.parquet"));
+    assert!(curated.num_rows() > 100);
+    assert!(orphans(&curated).iter().all(|&o| !o));
+    let rep = report(&out);
+    let check = &rep["references"][0];
+    assert_eq!(check["status"], "checked");
+    assert_eq!(check["references"], "customers.customer_id");
+    assert_eq!(check["keys"], live.len() as u64);
+    assert_eq!(check["orphans_quarantined"], n_orphans as u64);
+    assert_eq!(rep["orphans_kept"], 0);
+    assert_eq!(rep["conservation"]["holds"], true);
+
+    // `orphans: keep` publishes them and counts them.
+    let kept = dir.path().join("kept");
+    ok(run(
+        &contract("orders"),
+        &kept,
+        &["--reference", &reference],
+    ));
+    let curated = read_parquet(&kept.join("part-00000.parquet"));
+    let n_kept = orphans(&curated).iter().filter(|&&o| o).count();
+    assert!(n_kept > 10, "{n_kept} kept");
+    let rep = report(&kept);
+    assert_eq!(rep["orphans_kept"], n_kept as u64);
+    assert_eq!(rep["references"][0]["orphans_kept"], n_kept as u64);
+    assert!(!rep["failures"].to_string().contains("foreign_key"));
+
+    // A location without curated objects fails the run, unless the check may be skipped
+    // (the flag, or the shipped contract's `missing: skip`).
+    let empty = dir.path().join("no-customers");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = format!("customers={}", empty.display());
+    let o = run(&strict, &dir.path().join("m1"), &["--reference", &missing]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no curated objects of `customers`"));
+    assert!(!dir.path().join("m1/part-00000.parquet").exists());
+    for (i, (c, flags)) in [
+        (&strict, vec!["--references-required", "false"]),
+        (&contract("orders"), vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let skipped = dir.path().join(format!("skipped{i}"));
+        let mut extra = vec!["--reference", missing.as_str()];
+        extra.extend(flags);
+        ok(run(c, &skipped, &extra));
+        assert_eq!(report(&skipped)["references"][0]["status"], "skipped");
+    }
+    // Without a location the check is skipped and the report says how to give one.
+    let none = dir.path().join("m3");
+    ok(run(&contract("orders"), &none, &[]));
+    let reason = report(&none)["references"][0]["reason"].to_string();
+    assert!(reason.contains("--reference customers=URL"), "{reason}");
+}
+
 #[test]
 fn row_rules_quarantine_exactly_the_rows_that_break_them() {
     use arrow::array::{Array, RecordBatch, StringArray};

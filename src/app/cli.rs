@@ -174,8 +174,22 @@ pub struct InputArgs {
     /// The dataset contract (JSON Schema with x- keywords).
     #[arg(long)]
     pub contract: PathBuf,
+    /// Curated prefix of a dataset the contract's x-references name, as DATASET=URL (its
+    /// contract is DATASET.json beside --contract). Repeatable. A foreign key without one is
+    /// not checked (the report says so).
+    #[arg(long = "reference", value_name = "DATASET=URL", value_parser = parse_reference)]
+    pub references: Vec<(String, String)>,
     #[command(flatten)]
     pub process: ProcessArgs,
+}
+
+fn parse_reference(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((d, u)) if !d.is_empty() && !u.is_empty() => Ok((d.to_string(), u.to_string())),
+        _ => Err(format!(
+            "`{s}`: expected DATASET=URL, e.g. customers=out/customers"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +202,8 @@ pub struct ProcessArgs {
     pub validation: Option<bool>,
     #[arg(long, action = clap::ArgAction::Set, help = flag_help("deduplication_enabled"), value_parser = parser::<bool>)]
     pub deduplication: Option<bool>,
+    #[arg(long, action = clap::ArgAction::Set, help = flag_help("references_required"), value_parser = parser::<bool>)]
+    pub references_required: Option<bool>,
     #[arg(long, help = flag_help("spill_dir"))]
     pub spill_dir: Option<PathBuf>,
     /// Process only the keys of shard INDEX of COUNT (an AWS Batch array child); default from
@@ -303,6 +319,7 @@ impl Cli {
             layer.pci_dss_enabled = p.pci_dss;
             layer.validation_enabled = p.validation;
             layer.deduplication_enabled = p.deduplication;
+            layer.references_required = p.references_required;
             layer.spill_dir = p.spill_dir.clone().map(Some);
         }
         layer

@@ -80,6 +80,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 shard: args.input.process.shard,
                 progress,
                 production: false,
+                references: args.input.references,
+                reference_root: None,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());
@@ -94,6 +96,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 shard: args.input.process.shard,
                 progress,
                 production: false,
+                references: args.input.references,
+                reference_root: None,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());

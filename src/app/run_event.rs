@@ -129,6 +129,15 @@ fn required<'s>(value: &'s Option<String>, name: &str, flag: &str) -> Result<&'s
     })
 }
 
+/// `bucket` under the key's prefix before its dataset segment: the root of stage 2's curated
+/// datasets and prod tables, and where stage 1's foreign keys find their referenced datasets.
+fn root_url(bucket: &str, route: &Route) -> String {
+    match route.root_prefix.as_str() {
+        "" => format!("s3://{bucket}"),
+        p => format!("s3://{bucket}/{p}"),
+    }
+}
+
 /// What `edp run` does for one object, built before any object is processed.
 enum Job {
     Curate(Box<stage1::JobSpec>),
@@ -184,14 +193,10 @@ impl Run<'_> {
                 s.models_dir.display()
             )));
         }
-        let under = |bucket: &str| match route.root_prefix.as_str() {
-            "" => format!("s3://{bucket}"),
-            p => format!("s3://{bucket}/{p}"),
-        };
         prod_spec(
             s,
-            under(curated),
-            under(prod),
+            root_url(curated, route),
+            root_url(prod, route),
             Vec::new(),
             Some(route.dataset.clone()),
             self.interrupted.clone(),
@@ -242,6 +247,8 @@ impl Run<'_> {
             shard: self.args.process.shard,
             progress: self.global.progress,
             production: true,
+            references: Vec::new(),
+            reference_root: Some(root_url(curated, route)),
         };
         job_spec(s, target, self.interrupted.clone())
     }

@@ -1,8 +1,9 @@
 //! Turning settings into a stage's specification: [`job_spec`] for stage 1 (raw → curated,
 //! `validate`) and [`prod_spec`] for stage 2 (curated → prod), shared by the commands and by
 //! `edp run`. Runtime policy that is not a setting lives here too: the development PII key
-//! the local commands use (with a warning) when `pii_hash_key` is unset and `edp run` refuses, the AWS Batch array shard, and whether
-//! a progress bar is drawn.
+//! the local commands use (with a warning) when `pii_hash_key` is unset and `edp run` refuses,
+//! where a foreign key's referenced dataset and contract are ([`references`]), the AWS Batch
+//! array shard, and whether a progress bar is drawn.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use super::cli::Progress;
 use crate::contract::{Contract, Pii};
 use crate::settings::{Bytes, Setting, Settings};
-use crate::stage1::{JobSpec, Shard, INDEX_BUDGET_SHARE};
+use crate::stage1::{JobSpec, ReferenceTarget, Shard, INDEX_BUDGET_SHARE};
 use crate::stage2::catalog::CatalogMode;
 use crate::stage2::ProdSpec;
 use crate::{Error, Result};
@@ -34,6 +35,78 @@ pub struct JobTarget {
     /// Refuse the development PII key (`edp run`, the production entry): a contract that hashes
     /// PII then needs `pii_hash_key`.
     pub production: bool,
+    /// Curated prefixes of referenced datasets by name (`--reference DATASET=URL`).
+    pub references: Vec<(String, String)>,
+    /// Curated root whose `<dataset>-curated/` holds a referenced dataset not in `references`
+    /// (`edp run`: the curated bucket under the key's prefix).
+    pub reference_root: Option<String>,
+}
+
+/// The contract's foreign keys with their referenced datasets' locations: `--reference` first,
+/// then `<reference_root>/<dataset>-curated`; the referenced contract is `<dataset>.json` beside
+/// the job's contract, and must have the referenced column.
+fn references(
+    settings: &Settings,
+    target: &JobTarget,
+    contract: &Contract,
+) -> Result<Vec<ReferenceTarget>> {
+    let dir = target.contract.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for column in &contract.columns {
+        let Some(reference) = &column.references else {
+            continue;
+        };
+        let dataset = &reference.dataset;
+        let url = target
+            .references
+            .iter()
+            .find(|(d, _)| d == dataset)
+            .map(|(_, u)| u.clone())
+            .or_else(|| {
+                target
+                    .reference_root
+                    .as_ref()
+                    .map(|root| format!("{}/{dataset}-curated", root.trim_end_matches('/')))
+            });
+        let location = match url {
+            Some(url) => {
+                let path = dir.join(format!("{dataset}.json"));
+                let referenced = Contract::from_path(&path).map_err(|e| {
+                    Error::Config(format!(
+                        "`{}` references {}: its contract {}: {e}",
+                        column.name,
+                        reference.target(),
+                        path.display()
+                    ))
+                })?;
+                if referenced.column(&reference.column).is_none() {
+                    return Err(Error::Config(format!(
+                        "`{}` references {}, which is not a column of contract {}",
+                        column.name,
+                        reference.target(),
+                        path.display()
+                    )));
+                }
+                Some((url, Arc::new(referenced)))
+            }
+            None => None,
+        };
+        out.push(ReferenceTarget {
+            column: column.name.clone(),
+            reference: reference.clone(),
+            location,
+            skip_missing: reference.skip_missing || !settings.references_required,
+        });
+    }
+    for (dataset, _) in &target.references {
+        if !out.iter().any(|r| &r.reference.dataset == dataset) {
+            return Err(Error::Config(format!(
+                "--reference {dataset}=…: contract {} references no column of `{dataset}`",
+                target.contract.display()
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// The array-job shard from AWS Batch's environment, if any.
@@ -105,6 +178,7 @@ pub fn job_spec(
 ) -> Result<JobSpec> {
     let (memory_limit, index_memory) = memory(settings)?;
     let contract = Contract::from_path(&target.contract)?;
+    let references = references(settings, &target, &contract)?;
     if !settings.pci_dss_enabled {
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
     }
@@ -144,6 +218,7 @@ pub fn job_spec(
         memory_limit,
         index_memory,
         spill_dir: spill_dir(settings),
+        references,
         shard: match target.shard {
             Some(s) => s,
             None => shard_from_env()?.unwrap_or(Shard::ALL),

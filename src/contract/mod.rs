@@ -26,6 +26,43 @@ use parse::{duplicate_key, Parser};
 
 pub use row_rules::RowRule;
 
+/// The names under which quarantine and the report count a failure of a contract keyword (or of
+/// a foreign key), which an `x-rules` rule may therefore not take.
+pub mod rule_name {
+    pub const REQUIRED: &str = "required";
+    pub const TYPE: &str = "type";
+    pub const MINIMUM: &str = "minimum";
+    pub const MAXIMUM: &str = "maximum";
+    pub const EXCLUSIVE_MINIMUM: &str = "exclusiveMinimum";
+    pub const EXCLUSIVE_MAXIMUM: &str = "exclusiveMaximum";
+    pub const MIN_LENGTH: &str = "minLength";
+    pub const MAX_LENGTH: &str = "maxLength";
+    pub const ENUM: &str = "enum";
+    pub const CONST: &str = "const";
+    pub const PATTERN: &str = "pattern";
+    pub const FORMAT: &str = "format";
+    pub const FORMAT_MINIMUM: &str = "formatMinimum";
+    pub const FORMAT_MAXIMUM: &str = "formatMaximum";
+    pub const FOREIGN_KEY: &str = "foreign_key";
+    pub(super) const ALL: &[&str] = &[
+        REQUIRED,
+        TYPE,
+        MINIMUM,
+        MAXIMUM,
+        EXCLUSIVE_MINIMUM,
+        EXCLUSIVE_MAXIMUM,
+        MIN_LENGTH,
+        MAX_LENGTH,
+        ENUM,
+        CONST,
+        PATTERN,
+        FORMAT,
+        FORMAT_MINIMUM,
+        FORMAT_MAXIMUM,
+        FOREIGN_KEY,
+    ];
+}
+
 /// Largest compiled pattern DFA accepted, in bytes.
 const DFA_SIZE_LIMIT: usize = 8 << 20;
 
@@ -195,6 +232,35 @@ impl Pattern {
     }
 }
 
+/// A foreign key (`x-references`): the column's values must be keys of the current state of
+/// `dataset`'s curated data (its `column`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub dataset: String,
+    pub column: String,
+    /// What becomes of a row whose value the referenced dataset does not hold.
+    pub orphans: Orphans,
+    /// The check is skipped (and reported so) when the referenced dataset has no curated data,
+    /// instead of failing the run.
+    pub skip_missing: bool,
+}
+
+/// What becomes of an orphan (a row whose referenced key does not exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphans {
+    /// Quarantined under rule `foreign_key`.
+    Quarantine,
+    /// Published and counted (`orphans_kept`): a parent arriving later is normal in CDC.
+    Keep,
+}
+
+impl Reference {
+    /// `dataset.column`, as the contract writes it.
+    pub fn target(&self) -> String {
+        format!("{}.{}", self.dataset, self.column)
+    }
+}
+
 /// One column of a contract, with every rule resolved.
 #[derive(Debug, Clone)]
 pub struct ColumnSpec {
@@ -219,8 +285,8 @@ pub struct ColumnSpec {
     pub format_maximum: Option<(String, i128)>,
     pub pci: Pci,
     pub pii: Option<Pii>,
-    /// `x-references` as (dataset, column). Recorded only: no stage checks foreign keys yet.
-    pub references: Option<(String, String)>,
+    /// `x-references`: the foreign key the column's values must meet.
+    pub references: Option<Reference>,
 }
 
 impl ColumnSpec {

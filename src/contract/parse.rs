@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use arrow::datatypes::{Field, Schema};
 use serde_json::{Map, Value};
 
-use super::{ColumnSpec, ColumnType, Contract, Format, Literal, Pattern, Pci, Pii, RowRule};
+use super::{
+    ColumnSpec, ColumnType, Contract, Format, Literal, Orphans, Pattern, Pci, Pii, Reference,
+    RowRule,
+};
 use crate::datetime::{parse_date, parse_datetime_bound, NANOS_PER_DAY};
 use crate::{Error, Result};
 
@@ -26,26 +29,6 @@ const TOP_KEYWORDS: &[&str] = &[
     "x-sequence",
     "x-cdc-op",
     "x-rules",
-];
-
-/// The rule names of the column checks (what quarantine and the report call a failure), which
-/// an `x-rules` rule may not take.
-const RESERVED_RULE_NAMES: &[&str] = &[
-    "required",
-    "type",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-    "enum",
-    "const",
-    "pattern",
-    "format",
-    "formatMinimum",
-    "formatMaximum",
-    "foreign_key",
 ];
 
 /// Keywords a column (a member of `properties`) may use.
@@ -186,6 +169,50 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// `x-references`: `"dataset.column"`, or `{"to": "dataset.column", "orphans": "quarantine" |
+    /// "keep", "missing": "fail" | "skip"}` (defaults: quarantine, fail).
+    fn reference(&self, v: &Value, pointer: &str) -> Result<Reference> {
+        let target = |v: &Value, pointer: &str| match v.as_str().and_then(|s| s.split_once('.')) {
+            Some((d, c)) if !d.is_empty() && !c.is_empty() && !c.contains('.') => {
+                Ok((d.to_string(), c.to_string()))
+            }
+            _ => Err(self.err(pointer, "expected \"dataset.column\"")),
+        };
+        let choice = |obj: &Map<String, Value>, key: &str, values: [&str; 2]| match obj.get(key) {
+            None => Ok(false),
+            Some(Value::String(s)) if s == values[0] => Ok(false),
+            Some(Value::String(s)) if s == values[1] => Ok(true),
+            Some(_) => Err(self.err(
+                &format!("{pointer}/{key}"),
+                format!("expected \"{}\" or \"{}\"", values[0], values[1]),
+            )),
+        };
+        let (target, keep, skip) = match v {
+            Value::Object(obj) => {
+                self.check_keys(obj, pointer, &["to", "orphans", "missing", "description"])?;
+                let to = obj
+                    .get("to")
+                    .ok_or_else(|| self.err(pointer, "missing `to`: \"dataset.column\""))?;
+                (
+                    target(to, &format!("{pointer}/to"))?,
+                    choice(obj, "orphans", ["quarantine", "keep"])?,
+                    choice(obj, "missing", ["fail", "skip"])?,
+                )
+            }
+            _ => (target(v, pointer)?, false, false),
+        };
+        Ok(Reference {
+            dataset: target.0,
+            column: target.1,
+            orphans: if keep {
+                Orphans::Keep
+            } else {
+                Orphans::Quarantine
+            },
+            skip_missing: skip,
+        })
+    }
+
     fn string_list(&self, v: &Value, pointer: &str) -> Result<Vec<String>> {
         match v {
             Value::String(s) => Ok(vec![s.clone()]),
@@ -306,7 +333,7 @@ impl Parser<'_> {
                     ))
                 }
             };
-            if RESERVED_RULE_NAMES.contains(&name.as_str()) {
+            if super::rule_name::ALL.contains(&name.as_str()) {
                 return Err(self.err(
                     &format!("{pointer}/name"),
                     format!(
@@ -662,23 +689,7 @@ impl Parser<'_> {
         }
         let references = match obj.get("x-references") {
             None => None,
-            Some(Value::String(s)) => match s.split_once('.') {
-                Some((d, c)) if !d.is_empty() && !c.is_empty() && !c.contains('.') => {
-                    Some((d.to_string(), c.to_string()))
-                }
-                _ => {
-                    return Err(self.err(
-                        &format!("{pointer}/x-references"),
-                        "expected \"dataset.column\"",
-                    ))
-                }
-            },
-            Some(_) => {
-                return Err(self.err(
-                    &format!("{pointer}/x-references"),
-                    "expected \"dataset.column\"",
-                ))
-            }
+            Some(v) => Some(self.reference(v, &format!("{pointer}/x-references"))?),
         };
 
         Ok(ColumnSpec {

@@ -128,3 +128,42 @@ fn pattern_is_unanchored_like_json_schema() {
     assert!(q.is_match("ab1c"));
     assert!(!q.is_match("abc"));
 }
+
+#[test]
+fn x_references_as_a_target_or_an_object() {
+    let c = Contract::from_json_str(
+        "c.json",
+        &with(
+            r#""a":{"type":"integer","x-references":"customers.customer_id"},
+               "b":{"type":"string","x-references":{"to":"orders.order_id","orphans":"keep","missing":"skip"}}"#,
+        ),
+    )
+    .unwrap();
+    let a = c.column("a").unwrap().references.clone().unwrap();
+    assert_eq!(a.target(), "customers.customer_id");
+    assert_eq!((a.orphans, a.skip_missing), (Orphans::Quarantine, false));
+    let b = c.column("b").unwrap().references.clone().unwrap();
+    assert_eq!(b.target(), "orders.order_id");
+    assert_eq!((b.orphans, b.skip_missing), (Orphans::Keep, true));
+    for (col, pointer) in [
+        (
+            r#""a":{"type":"integer","x-references":"customers"}"#,
+            "/properties/a/x-references",
+        ),
+        (
+            r#""a":{"type":"integer","x-references":{"orphans":"keep"}}"#,
+            "/properties/a/x-references",
+        ),
+        (
+            r#""a":{"type":"integer","x-references":{"to":"c.id","orphans":"drop"}}"#,
+            "/properties/a/x-references/orphans",
+        ),
+        (
+            r#""a":{"type":"integer","x-references":{"to":"c.id","on":"x"}}"#,
+            "/properties/a/x-references/on",
+        ),
+    ] {
+        let e = err(&with(col));
+        assert!(e.contains(pointer), "{col}: {e}");
+    }
+}

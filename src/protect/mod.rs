@@ -77,6 +77,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Schema};
 
 use crate::contract::{Contract, Format, Pci, Pii};
+use crate::report::Transform;
 use crate::{Error, Result};
 
 use arrays::{hash_column, map_column, protect_array};
@@ -186,18 +187,17 @@ impl Protector {
         }
     }
 
-    /// Each protected column and its transform, in schema order, for the audit: `pan_mask`,
-    /// `card_scan`, `hash`, `mask` or `redact`.
-    pub fn transforms(&self) -> impl Iterator<Item = (&str, &'static str)> {
+    /// Each protected column and its transform, in schema order, for the audit.
+    pub fn transforms(&self) -> impl Iterator<Item = (&str, Transform)> {
         self.columns.iter().map(|(_, name, action)| {
             let transform = match action {
-                Action::Card(Mode::Pan) => "pan_mask",
-                Action::Card(Mode::Scan) => "card_scan",
-                Action::Pii { pii: Pii::Hash, .. } => "hash",
-                Action::Pii { pii: Pii::Mask, .. } => "mask",
+                Action::Card(Mode::Pan) => Transform::PanMask,
+                Action::Card(Mode::Scan) => Transform::CardScan,
+                Action::Pii { pii: Pii::Hash, .. } => Transform::Hash,
+                Action::Pii { pii: Pii::Mask, .. } => Transform::Mask,
                 Action::Pii {
                     pii: Pii::Redact, ..
-                } => "redact",
+                } => Transform::Redact,
             };
             (&**name, transform)
         })

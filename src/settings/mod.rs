@@ -339,6 +339,8 @@ settings! {
     validation_enabled: bool = true, "VALIDATION_ENABLED";
     /// keep only the latest version per primary key
     deduplication_enabled: bool = true, "DEDUPLICATION_ENABLED";
+    /// with false a foreign key whose referenced dataset has no curated objects is skipped (and reported) instead of failing the run
+    references_required: bool = true, "REFERENCES_REQUIRED";
     /// where the dedup index and stage 2 spill (default: the system temp dir)
     spill_dir: Option<PathBuf> = None, "SPILL_DIR";
     /// curated output bucket of `edp run`

@@ -56,8 +56,8 @@ fn job_order(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
 }
 
 /// The data objects under the prefix `loc` (none when it does not exist), in listing order:
-/// objects that are not data ([`hidden`]) left out. Stage 1's inputs and stage 2's curated
-/// objects are listed through it.
+/// objects that are not data ([`hidden`]) left out. Stage 1's inputs and the curated objects
+/// ([`curated_objects`]) are listed through it.
 pub(crate) async fn list_data(loc: &Location) -> Result<Vec<ObjectMeta>> {
     let mut metas: Vec<ObjectMeta> = loc
         .store
@@ -70,6 +70,23 @@ pub(crate) async fn list_data(loc: &Location) -> Result<Vec<ObjectMeta>> {
         })?;
     metas.retain(|m| !hidden(&loc.path, &m.location));
     Ok(metas)
+}
+
+/// The curated Parquet objects of one dataset under `loc` (the `.parquet` data objects, none
+/// when the prefix does not exist), in object order (path order): what stage 2's current state
+/// and stage 1's foreign keys read.
+pub async fn curated_objects(loc: &Location) -> Result<Vec<InputObject>> {
+    let mut objects: Vec<InputObject> = list_data(loc)
+        .await?
+        .into_iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .map(|m| InputObject {
+            size: m.size,
+            location: loc.at(m.location),
+        })
+        .collect();
+    objects.sort_by(|a, b| a.location.path.as_ref().cmp(b.location.path.as_ref()));
+    Ok(objects)
 }
 
 /// Resolves input URLs into objects: a URL naming an object is that object; otherwise every

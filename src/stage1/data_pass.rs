@@ -130,6 +130,10 @@ fn work_row_group(
         c.quarantined += routed.quarantined;
         c.curated += routed.curated;
         c.superseded += routed.superseded;
+        for (column, orphans) in &verdict.orphans_kept {
+            *c.orphans_kept.entry(column.clone()).or_default() +=
+                (orphans & &routed.keep).count_set_bits() as u64;
+        }
         if let Some(plan) = &w.plan {
             c.tombstones += plan.tombstones(&batch, &routed.keep)?;
         }
@@ -225,6 +229,9 @@ async fn absorb(
     c.timers.add(&d.timers);
     for (k, v) in d.failures {
         *c.failures.entry(k).or_default() += v;
+    }
+    for (k, v) in d.orphans_kept {
+        *c.orphans_kept.entry(k).or_default() += v;
     }
     c.curated += d.curated;
     c.quarantined += d.quarantined;

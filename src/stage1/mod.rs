@@ -2,7 +2,8 @@
 //!
 //! This folder owns the stage 1 job, from a validated [`JobSpec`] to its published outputs and
 //! [`Report`]: file-level preparation, the passes below, the routing rule, the dedup index
-//! ([`dedup`], which stage 2 reuses) and the row validator ([`validate`]). It must not touch
+//! ([`dedup`], which stage 2 reuses, as it does [`current`]) and the row validator
+//! ([`validate`]). It must not touch
 //! flags, settings or exit codes (a [`JobSpec`] arrives validated; errors go back as
 //! [`Error`](crate::Error)), events and notifications (`app`) or stage 2; it reads inputs only
 //! through [`source`](crate::source) and writes Parquet only through [`output`](crate::output).
@@ -40,6 +41,10 @@
 //! its dedup columns only ([`Validator`](validate::Validator)), so a key-only delete reaches
 //! curated as a tombstone.
 //!
+//! Foreign keys (`x-references`) are loaded before the passes (`references.rs`): each
+//! referenced dataset's current state ([`current`], stage 2's too) gives a sorted key set the
+//! validator searches; orphans are quarantined under `foreign_key`, or published and counted.
+//!
 //! File-level problems (unreadable footer, missing column, wrong type, schemas that cannot be
 //! reconciled) are found from the footers before any data is read. Inputs whose schemas differ
 //! only by added nullable columns are reconciled into one output schema, the missing columns read
@@ -58,13 +63,15 @@
 //!
 //! The files, in the order a run uses them: `spec.rs` (the [`JobSpec`], its [`Shard`], the
 //! index's memory share and the quarantine directory's name), `prepare.rs` (footers, schema
-//! reconciliation, the validator, dedup plan and protectors of each input), `key_pass.rs`
+//! reconciliation, the validator, dedup plan and protectors of each input; `references.rs` the
+//! foreign keys' sets), `key_pass.rs`
 //! (step 1), `data_pass.rs` (step 2: the worker for one row group and the splicing of its
 //! output), `route.rs` (the routing rule, a plain function over one batch's verdict and winner
 //! bits), `revisit.rs` (step 3), `tally.rs` (the counts and the report) and `publish.rs` (the
 //! writer policy; sealing, completing or aborting the outputs); `pool.rs` runs row groups on
 //! the rayon pool and `progress.rs` draws the bar.
 
+pub mod current;
 pub mod dedup;
 pub mod validate;
 
@@ -74,6 +81,7 @@ mod pool;
 mod prepare;
 mod progress;
 mod publish;
+mod references;
 mod revisit;
 mod route;
 mod spec;
@@ -92,13 +100,15 @@ use publish::{publish, Outputs};
 use revisit::{revisit, Failed};
 use tally::{start_report, tally, Counters};
 
-pub use spec::{JobSpec, Shard, INDEX_BUDGET_SHARE, QUARANTINE_DIR};
+pub use spec::{
+    JobSpec, ReferenceTarget, Shard, INDEX_BUDGET_SHARE, QUARANTINE_DIR, REFERENCE_BUDGET_SHARE,
+};
 
 /// Runs stage 1 (or, without an output, the check-only `validate`) and returns its report.
 pub async fn run(spec: &JobSpec) -> Result<Report> {
     let started = Instant::now();
     check_spill_dir(&spec.spill_dir)?;
-    let (mut prepared, schema) = prepare(spec).await?;
+    let (mut prepared, schema, references) = prepare(spec).await?;
     let schemas = Schemas::new(spec, schema);
     let protectors = Protectors::new(spec, &schemas);
     let mut c = Counters::default();
@@ -118,6 +128,7 @@ pub async fn run(spec: &JobSpec) -> Result<Report> {
         spec,
         &prepared,
         &protectors,
+        references,
         output.is_some(),
         rows_in,
         spilled,

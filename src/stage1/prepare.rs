@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::contract::Contract;
 use crate::protect::Protector;
+use crate::report::ReferenceCheck;
 use crate::source::{self, Input};
 use crate::stage1::dedup::DedupPlan;
 use crate::stage1::validate::{curated_schema, quarantine_schema, Validator};
@@ -133,7 +134,12 @@ pub(super) fn adapt(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatc
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-pub(super) async fn prepare(spec: &JobSpec) -> Result<(Vec<Prepared>, SchemaRef)> {
+/// Opens and checks every input, reconciles their schemas and loads the foreign keys' key sets
+/// (after the file-level checks: a bad input fails before the referenced data is read); returns
+/// the inputs, the job's schema and the report's draft of each foreign key.
+pub(super) async fn prepare(
+    spec: &JobSpec,
+) -> Result<(Vec<Prepared>, SchemaRef, Vec<ReferenceCheck>)> {
     let objects = source::resolve(&spec.inputs).await?;
     let mut opened = Vec::with_capacity(objects.len());
     for object in objects {
@@ -147,12 +153,15 @@ pub(super) async fn prepare(spec: &JobSpec) -> Result<(Vec<Prepared>, SchemaRef)
         .map(|i| (i.url().to_string(), i.schema().clone()))
         .collect();
     let schema = reconcile(&spec.contract, &schemas)?;
+    let (keys, references) = super::references::load(spec).await?;
     let mut prepared = Vec::with_capacity(opened.len());
     for input in opened {
         let url = input.url().to_string();
         let rows = input.rows();
+        let validator = Validator::new(&spec.contract, &schema, &url)?
+            .with_foreign_keys(&keys, &schema, &url)?;
         prepared.push(Prepared {
-            validator: Arc::new(Validator::new(&spec.contract, &schema, &url)?),
+            validator: Arc::new(validator),
             plan: if spec.deduplication_enabled {
                 DedupPlan::new(&spec.contract, &schema, &url)?.map(Arc::new)
             } else {
@@ -164,7 +173,7 @@ pub(super) async fn prepare(spec: &JobSpec) -> Result<(Vec<Prepared>, SchemaRef)
             owned_rows: rows,
         });
     }
-    Ok((prepared, schema))
+    Ok((prepared, schema, references))
 }
 
 /// The job's input schema (reconciled across inputs) and the schemas of its two outputs.

@@ -1,5 +1,6 @@
-//! What a stage 1 run is given: the validated [`JobSpec`], its [`Shard`] of an array job, the
-//! dedup index's share of the memory limit and the default quarantine directory's name. The
+//! What a stage 1 run is given: the validated [`JobSpec`] with its foreign keys
+//! ([`ReferenceTarget`]), its [`Shard`] of an array job, the dedup index's and the key sets'
+//! shares of the memory limit and the default quarantine directory's name. The
 //! defaults of the settings behind a spec are the settings' ([`crate::settings`]).
 
 use std::num::NonZeroUsize;
@@ -7,12 +8,15 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::contract::Contract;
+use crate::contract::{Contract, Reference};
 use crate::output::Codec;
 
 /// The dedup index's default share of the memory limit (1/32: spilling is sequential and
 /// cheap).
 pub const INDEX_BUDGET_SHARE: usize = 32;
+/// The foreign keys' key sets' share of the memory limit (1/8: 32M integer keys at the default
+/// 2 GiB).
+pub const REFERENCE_BUDGET_SHARE: usize = 8;
 /// Name of the quarantine prefix under the output when `--errors` is not given.
 pub const QUARANTINE_DIR: &str = "_quarantine";
 
@@ -101,6 +105,20 @@ impl std::fmt::Display for Shard {
     }
 }
 
+/// A foreign key of the contract and where its referenced dataset is.
+#[derive(Debug, Clone)]
+pub struct ReferenceTarget {
+    /// The referencing column.
+    pub column: String,
+    pub reference: Reference,
+    /// The referenced dataset's curated prefix and contract; `None` when no location was
+    /// given (a local run without `--reference`): the check is skipped and reported so.
+    pub location: Option<(String, Arc<Contract>)>,
+    /// Skip the check (and report it) when the referenced dataset has no curated objects: the
+    /// contract's `missing: skip`, or `references_required` false.
+    pub skip_missing: bool,
+}
+
 /// Everything a stage 1 run needs, validated.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -129,6 +147,8 @@ pub struct JobSpec {
     pub index_memory: usize,
     /// Where the dedup index spills.
     pub spill_dir: PathBuf,
+    /// The contract's foreign keys, checked when validating.
+    pub references: Vec<ReferenceTarget>,
     pub shard: Shard,
     /// Set by a signal handler: the job stops at the next row group and aborts its outputs.
     pub interrupted: Arc<AtomicBool>,

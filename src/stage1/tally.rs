@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::contract::rule_name;
 use crate::protect::MaskCounts;
 use crate::report::{
-    Audit, ColumnAudit, Conservation, InputStats, KeyAudit, Masked, Report, RuleCount, Timers,
+    Audit, ColumnAudit, Conservation, InputStats, KeyAudit, Masked, ReferenceCheck, Report,
+    RuleCount, Timers, Transform,
 };
 use crate::{Error, Result};
 
@@ -20,6 +22,8 @@ use super::spec::JobSpec;
 pub(super) struct Counters {
     pub(super) timers: Timers,
     pub(super) failures: BTreeMap<(Arc<str>, Arc<str>), u64>,
+    /// Curated rows whose foreign key (`orphans: keep`) references nothing, by column.
+    pub(super) orphans_kept: BTreeMap<Arc<str>, u64>,
     pub(super) curated: u64,
     pub(super) quarantined: u64,
     pub(super) superseded: u64,
@@ -55,7 +59,7 @@ fn start_audit(spec: &JobSpec, protectors: &Protectors) -> Audit {
     Audit {
         pii_key: columns
             .iter()
-            .any(|c| c.transform == "hash")
+            .any(|c| c.transform == Transform::Hash)
             .then(|| KeyAudit {
                 id: crate::protect::key_id(&spec.pii_key),
                 development: spec.pii_key_development,
@@ -70,6 +74,7 @@ pub(super) fn start_report(
     spec: &JobSpec,
     prepared: &[Prepared],
     protectors: &Protectors,
+    references: Vec<ReferenceCheck>,
     writes: bool,
     rows_in: u64,
     spilled: u64,
@@ -99,6 +104,8 @@ pub(super) fn start_report(
         tombstones: 0,
         dedup_spilled_entries: spilled,
         failures: Vec::new(),
+        references,
+        orphans_kept: 0,
         masked_values: Masked::default(),
         audit: start_audit(spec, protectors),
         bytes_in: prepared.iter().map(|p| p.input.object.size).sum(),
@@ -133,6 +140,22 @@ pub(super) fn tally(c: &Counters, outputs: &Outputs, report: &mut Report) -> Res
             rows: *rows,
         })
         .collect();
+    for check in &mut report.references {
+        check.orphans_kept = c
+            .orphans_kept
+            .get(check.column.as_str())
+            .copied()
+            .unwrap_or(0);
+        check.orphans_quarantined = c
+            .failures
+            .get(&(
+                Arc::from(check.column.as_str()),
+                Arc::from(rule_name::FOREIGN_KEY),
+            ))
+            .copied()
+            .unwrap_or(0);
+    }
+    report.orphans_kept = c.orphans_kept.values().sum();
     report.check_conservation()?;
     if let Some(curated) = &outputs.curated {
         if curated.rows() != c.curated {

@@ -17,7 +17,7 @@ use super::exec::session;
 use super::model::{self, Model};
 use super::{state, ProdSpec, VIOLATIONS_TABLE};
 use crate::contract::Contract;
-use crate::source::{list_data, Input, InputObject};
+use crate::source::{self, Input, InputObject};
 use crate::store::Location;
 use crate::{Error, Result};
 
@@ -93,18 +93,8 @@ fn load_contracts(dir: &Path) -> Result<BTreeMap<String, Contract>> {
 /// starting with `_` or `.` (quarantine, reports, temporary directories).
 async fn curated_objects(root: &Location, dataset: &str) -> Result<Vec<InputObject>> {
     for dir in [format!("{dataset}-curated"), dataset.to_string()] {
-        let loc = root.child(&dir);
-        let mut objects: Vec<InputObject> = list_data(&loc)
-            .await?
-            .into_iter()
-            .filter(|m| m.location.as_ref().ends_with(".parquet"))
-            .map(|m| InputObject {
-                size: m.size,
-                location: loc.at(m.location),
-            })
-            .collect();
+        let objects = source::curated_objects(&root.child(&dir)).await?;
         if !objects.is_empty() {
-            objects.sort_by(|a, b| a.location.path.as_ref().cmp(b.location.path.as_ref()));
             return Ok(objects);
         }
     }

@@ -1,14 +1,11 @@
 //! Current state of one dataset: the latest version of each primary key across all of its
 //! curated objects, deletes applied. This is the table the models read under the dataset's name.
 //!
-//! It is stage 1's deduplication run over curated objects instead of raw ones, with the same
-//! [`DedupPlan`] and [`DedupIndex`] (so the same order, `(event time, sequence, object order,
-//! row order)`, and the same spilling past the index's budget): a key pass reads only the key,
-//! event-time, sequence and op columns of every object; the index yields one bit per row for
-//! the winners; a data pass decodes only the winners (Parquet row selections), drops the winning
-//! tombstones and the op column, and writes the rows to one local Parquet file in the job's
-//! scratch directory. DataFusion then scans that file like any table, so memory does not grow
-//! with the dataset: the index has its budget, and one batch is held at a time.
+//! It is [`current::winners`] (stage 1's deduplication over curated objects, one bit per row for
+//! the winners) and a data pass that decodes only the winners (Parquet row selections), drops
+//! the winning tombstones and the op column, and writes the rows to one local Parquet file in
+//! the job's scratch directory. DataFusion then scans that file like any table, so memory does
+//! not grow with the dataset: the index has its budget, and one batch is held at a time.
 //!
 //! Objects of one dataset may differ by added nullable columns (a contract that grew): the
 //! state has every column in order of first appearance, read as null where an object lacks it.
@@ -17,16 +14,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::contract::Contract;
 use crate::source::{Input, Read};
-use crate::stage1::dedup::{DedupIndex, DedupPlan, SpillConfig};
+use crate::stage1::current;
+use crate::stage1::dedup::SpillConfig;
 use crate::{Error, Result};
 
 /// Rows per row group of a scratch file: DataFusion reads it a row group per partition.
@@ -133,19 +131,6 @@ fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Rows of `batch` that are not CDC deletes under `op` (case-insensitive `D`).
-fn live_rows(batch: &RecordBatch, op: Option<&str>) -> Result<Option<BooleanArray>> {
-    let Some(i) = op.and_then(|name| batch.schema().index_of(name).ok()) else {
-        return Ok(None);
-    };
-    let ops = cast(batch.column(i), &DataType::Utf8)?;
-    let ops = ops.as_string::<i32>();
-    let live: BooleanArray = (0..ops.len())
-        .map(|r| Some(!(ops.is_valid(r) && ops.value(r).eq_ignore_ascii_case("D"))))
-        .collect();
-    Ok(Some(live))
-}
-
 /// Builds the current state of `contract`'s dataset from `opened` (its curated objects in object
 /// order, with their footers) into `<scratch>/<dataset>.parquet`.
 pub async fn build(
@@ -164,7 +149,7 @@ pub async fn build(
     let file_rows: Vec<u64> = opened.iter().map(Input::rows).collect();
     stats.rows_read = file_rows.iter().sum();
 
-    let winners = key_pass(contract, opened, &file_rows, batch_size, spill).await?;
+    let winners = current::winners(contract, opened, &file_rows, batch_size, spill).await?;
     let path = scratch.join(format!("{}.parquet", contract.dataset));
     let file = std::fs::File::create(&path)
         .map_err(|e| Error::Spill(format!("{}: {e}", path.display())))?;
@@ -182,7 +167,7 @@ pub async fn build(
         while let Some(group) = groups.recv().await {
             let mut group = group?;
             while let Some(batch) = group.next_batch(object.url())? {
-                let batch = match live_rows(&batch, op)? {
+                let batch = match current::live_rows(&batch, op)? {
                     Some(live) => filter_record_batch(&batch, &live)?,
                     None => batch,
                 };
@@ -212,101 +197,11 @@ pub async fn build(
     })
 }
 
-/// The winners of every object, one bit per row; `None` without a primary key (every row is
-/// current).
-async fn key_pass(
-    contract: &Contract,
-    opened: &[Input],
-    file_rows: &[u64],
-    batch_size: usize,
-    spill: SpillConfig,
-) -> Result<Option<crate::stage1::dedup::Winners>> {
-    if contract.primary_key.is_empty() {
-        return Ok(None);
-    }
-    let names: Vec<&str> = contract
-        .primary_key
-        .iter()
-        .chain(&contract.event_time)
-        .chain(&contract.sequence)
-        .chain(&contract.cdc_op)
-        .map(String::as_str)
-        .collect();
-    let total: u64 = file_rows.iter().sum();
-    let mut index: Option<DedupIndex> = None;
-    for (f, object) in opened.iter().enumerate() {
-        let url = object.url();
-        let schema = object.schema();
-        let columns: Vec<usize> = (0..schema.fields().len())
-            .filter(|&i| names.contains(&schema.field(i).name().as_str()))
-            .collect();
-        let projected = schema.project(&columns)?;
-        let Some(plan) = DedupPlan::new(contract, &projected, url)? else {
-            return Ok(None);
-        };
-        if index.is_none() {
-            index = Some(DedupIndex::new(&plan, total, Some(spill.clone()))?);
-        }
-        let Some(index) = index.as_mut() else {
-            return Err(Error::Internal("dedup index not built".into()));
-        };
-        let file =
-            u32::try_from(f).map_err(|_| Error::Config("too many curated objects".into()))?;
-        let mut groups = object.read(Read {
-            batch_size,
-            keep: None,
-            columns: Some(columns),
-            read_ahead: 1,
-        });
-        while let Some(group) = groups.recv().await {
-            let mut group = group?;
-            let mut row = group.first_row;
-            while let Some(batch) = group.next_batch(url)? {
-                let n = batch.num_rows() as u64;
-                let rows: Vec<u64> = (row..row + n).collect();
-                index.offer(&plan, &batch, None, file, &rows)?;
-                row += n;
-            }
-        }
-    }
-    match index {
-        Some(index) => Ok(Some(index.finish(file_rows)?)),
-        None => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray};
-
-    #[test]
-    fn deletes_are_not_live_and_missing_op_means_all_live() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("Op", DataType::Utf8, true),
-            Field::new("id", DataType::Int64, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from(vec![
-                    Some("I"),
-                    Some("d"),
-                    None,
-                    Some("U"),
-                ])),
-                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
-            ],
-        )
-        .unwrap();
-        let live = live_rows(&batch, Some("Op")).unwrap().unwrap();
-        assert_eq!(
-            live.iter().collect::<Vec<_>>(),
-            vec![Some(true), Some(false), Some(true), Some(true)]
-        );
-        assert!(live_rows(&batch, Some("op_missing")).unwrap().is_none());
-        assert!(live_rows(&batch, None).unwrap().is_none());
-    }
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::DataType;
 
     #[test]
     fn align_fills_missing_columns_with_nulls() {

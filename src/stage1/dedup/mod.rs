@@ -207,6 +207,12 @@ fn fingerprinter() -> &'static SipHasher13 {
     })
 }
 
+/// The 128-bit fingerprint of `bytes` under this process's key, as the index fingerprints a
+/// string key (foreign keys hold string keys so).
+pub(crate) fn key_fingerprint(bytes: &[u8]) -> u128 {
+    fingerprinter().hash(bytes).as_u128()
+}
+
 /// The index's entries: integer keys or fingerprints, without or with a sequence.
 enum Keys {
     Int3(Runs<1, 3>),

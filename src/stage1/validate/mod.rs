@@ -18,15 +18,17 @@
 //! A delete (`x-cdc-op` value `D`) is checked only on its dedup columns (key, event time,
 //! sequence, op): DMS writes a delete from a source without full row images as the key, the
 //! event time and the op, every other column null, and the delete must reach curated. Row rules
-//! (`x-rules`) do not apply to deletes either.
+//! (`x-rules`) and foreign keys do not apply to deletes either.
 //!
 //! The submodules split the work the same way: `rules` compiles a contract column's rules into
 //! checks (once per file), `check` runs one check over one column array (per batch),
 //! `row_checks` runs the contract's `x-rules` over the typed columns they read (after the
-//! column checks, so date-time rules compare instants), and `quarantine` builds the quarantine
-//! rows.
+//! column checks, so date-time rules compare instants), `foreign_keys` looks up referencing
+//! columns in the key sets the job loaded ([`Validator::with_foreign_keys`]), and `quarantine`
+//! builds the quarantine rows.
 
 mod check;
+mod foreign_keys;
 mod quarantine;
 mod row_checks;
 mod rules;
@@ -41,13 +43,15 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::FilterBuilder;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use crate::contract::{Contract, Format};
+use crate::contract::{rule_name, Contract, Format};
 use crate::{Error, Result};
 use check::{parsed_as, run_check};
+use foreign_keys::ForeignKeyCheck;
 use row_checks::RowCheck;
 use rules::{expected_types, rules_for, type_ok, Check, ColumnRules};
 
 pub use check::instants;
+pub use foreign_keys::{ForeignKey, KeyKind, KeySet};
 pub use quarantine::{
     quarantine_batch, quarantine_schema, ERRORS_COLUMN, ROW_COLUMN, SOURCE_COLUMN,
 };
@@ -75,6 +79,9 @@ pub struct Verdict {
     pub invalid: Option<BooleanBuffer>,
     /// Date and date-time string columns (by index) as their curated type, null where invalid.
     pub typed: Vec<(usize, ArrayRef)>,
+    /// Per foreign key whose orphans are kept (`orphans: keep`), by column: true where the row
+    /// is one (it may still be invalid for another rule).
+    pub orphans_kept: Vec<(Arc<str>, BooleanBuffer)>,
 }
 
 impl Verdict {
@@ -174,6 +181,8 @@ pub struct Validator {
     columns: Vec<ColumnRules>,
     /// The contract's `x-rules`, planned against the schema.
     row_checks: Vec<RowCheck>,
+    /// The foreign keys the job checks, resolved against the schema.
+    foreign_keys: Vec<ForeignKeyCheck>,
     /// Index of the `x-cdc-op` column, when the schema has one.
     op: Option<usize>,
     /// Names of the columns checked on deletes too: key, event time, sequence, op.
@@ -267,9 +276,25 @@ impl Validator {
         Ok(Validator {
             columns,
             row_checks,
+            foreign_keys: Vec::new(),
             op,
             dedup_columns,
         })
+    }
+
+    /// The validator checking `keys` too (the key sets the job loaded), resolved against
+    /// `schema`, the schema of `object`.
+    pub fn with_foreign_keys(
+        mut self,
+        keys: &[Arc<ForeignKey>],
+        schema: &Schema,
+        object: &str,
+    ) -> Result<Self> {
+        for key in keys {
+            self.foreign_keys
+                .extend(ForeignKeyCheck::new(key, schema, object)?);
+        }
+        Ok(self)
     }
 
     /// Checks every row of `batch` (which must have the schema the validator was built for).
@@ -312,8 +337,28 @@ impl Validator {
         for rule in &self.row_checks {
             failures.extend(rule.run(batch, &typed)?);
         }
-        if let Some(deletes) = self.deletes(batch) {
-            self.excuse_deletes(&mut failures, &deletes);
+        let deletes = self.deletes(batch);
+        if let Some(deletes) = &deletes {
+            self.excuse_deletes(&mut failures, deletes);
+        }
+        let mut orphans_kept = Vec::new();
+        for fk in &self.foreign_keys {
+            let rows = fk.orphans(batch, deletes.as_ref())?;
+            let count = rows.count_set_bits();
+            if count == 0 {
+                continue;
+            }
+            if fk.key.keep_orphans {
+                orphans_kept.push((fk.key.column.clone(), rows));
+            } else {
+                failures.push(RuleFailures {
+                    rule: rule_name::FOREIGN_KEY.into(),
+                    column: fk.key.column.clone(),
+                    message: fk.message().clone(),
+                    rows,
+                    count,
+                });
+            }
         }
         let invalid = failures
             .iter()
@@ -323,6 +368,7 @@ impl Validator {
             failures,
             invalid,
             typed,
+            orphans_kept,
         })
     }
 }

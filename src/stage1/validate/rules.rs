@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 
-use crate::contract::{ColumnSpec, ColumnType, Format, Literal, Pattern};
+use crate::contract::{rule_name, ColumnSpec, ColumnType, Format, Literal, Pattern};
 
 #[derive(Debug)]
 pub(super) enum Check {
@@ -126,38 +126,42 @@ pub(super) fn rules_for(spec: &ColumnSpec) -> Vec<Rule> {
         })
     };
     if !spec.nullable {
-        push("required", "must not be null".into(), Check::NotNull);
+        push(
+            rule_name::REQUIRED,
+            "must not be null".into(),
+            Check::NotNull,
+        );
     }
     if let Some(v) = spec.minimum {
-        push("minimum", format!("must be >= {v}"), Check::Min(v));
+        push(rule_name::MINIMUM, format!("must be >= {v}"), Check::Min(v));
     }
     if let Some(v) = spec.maximum {
-        push("maximum", format!("must be <= {v}"), Check::Max(v));
+        push(rule_name::MAXIMUM, format!("must be <= {v}"), Check::Max(v));
     }
     if let Some(v) = spec.exclusive_minimum {
         push(
-            "exclusiveMinimum",
+            rule_name::EXCLUSIVE_MINIMUM,
             format!("must be > {v}"),
             Check::ExclusiveMin(v),
         );
     }
     if let Some(v) = spec.exclusive_maximum {
         push(
-            "exclusiveMaximum",
+            rule_name::EXCLUSIVE_MAXIMUM,
             format!("must be < {v}"),
             Check::ExclusiveMax(v),
         );
     }
     if let Some(v) = spec.min_length {
         push(
-            "minLength",
+            rule_name::MIN_LENGTH,
             format!("must have at least {v} characters"),
             Check::MinLength(v),
         );
     }
     if let Some(v) = spec.max_length {
         push(
-            "maxLength",
+            rule_name::MAX_LENGTH,
             format!("must have at most {v} characters"),
             Check::MaxLength(v),
         );
@@ -165,42 +169,42 @@ pub(super) fn rules_for(spec: &ColumnSpec) -> Vec<Rule> {
     if let Some(values) = &spec.enum_values {
         let list: Vec<String> = values.iter().map(literal_text).collect();
         push(
-            "enum",
+            rule_name::ENUM,
             format!("must be one of [{}]", list.join(", ")),
             set_check(values),
         );
     }
     if let Some(c) = &spec.const_value {
         push(
-            "const",
+            rule_name::CONST,
             format!("must equal {}", literal_text(c)),
             set_check(std::slice::from_ref(c)),
         );
     }
     if let Some(p) = &spec.pattern {
         push(
-            "pattern",
+            rule_name::PATTERN,
             format!("must match pattern {}", p.source()),
             Check::Pattern(Box::new(p.clone())),
         );
     }
     if let Some(f) = spec.format {
         push(
-            "format",
+            rule_name::FORMAT,
             format!("must be a valid {}", f.name()),
             Check::Format(f),
         );
     }
     if let Some((text, v)) = &spec.format_minimum {
         push(
-            "formatMinimum",
+            rule_name::FORMAT_MINIMUM,
             format!("must be on or after {text}"),
             Check::FormatMin(*v),
         );
     }
     if let Some((text, v)) = &spec.format_maximum {
         push(
-            "formatMaximum",
+            rule_name::FORMAT_MAXIMUM,
             format!("must be on or before {text}"),
             Check::FormatMax(*v),
         );
