@@ -163,5 +163,8 @@ pub(super) async fn revisit(
     c.superseded -= d.curated;
     c.tombstones += d.tombstones;
     c.masked.add(d.masked);
+    for (column, n) in d.orphans_kept {
+        *c.orphans_kept.entry(column).or_default() += n;
+    }
     Ok((d.curated, latest_valid.spilled_entries))
 }
