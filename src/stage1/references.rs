@@ -89,7 +89,7 @@ pub(super) async fn load(spec: &JobSpec) -> Result<(Vec<Arc<ForeignKey>>, Vec<Re
             opened.push(Input::open(o).await?);
         }
         let set = key_set(spec, target, contract, &opened, budget.saturating_sub(used)).await?;
-        used += set.len() * set.kind().key_bytes();
+        used += set.bytes();
         check.objects = opened.len();
         check.keys = set.len() as u64;
         tracing::info!(column = %target.column, references = %check.references, objects = check.objects, keys = check.keys, "foreign key set loaded");
@@ -155,7 +155,7 @@ async fn key_set(
     };
     let winners =
         current::winners(contract, opened, &file_rows, spec.batch_size.get(), spill).await?;
-    let mut set = KeySet::new(kind.unwrap_or_default());
+    let mut set = KeySet::new(kind.unwrap_or(KeyKind::Int));
     let op = contract.cdc_op.as_deref();
     for (f, object) in opened.iter().enumerate() {
         let schema = object.schema();

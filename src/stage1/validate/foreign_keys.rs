@@ -21,18 +21,17 @@ use arrow::datatypes::{DataType, Int64Type};
 use crate::stage1::dedup::key_fingerprint;
 use crate::{Error, Result};
 
-/// The keys of a referenced dataset, sorted and deduplicated.
-#[derive(Debug, Default)]
-pub struct KeySet {
-    kind: KeyKind,
-    ints: Vec<i64>,
-    texts: Vec<u128>,
+/// The keys of a referenced dataset, sorted and deduplicated once sealed.
+#[derive(Debug)]
+pub enum KeySet {
+    Int(Vec<i64>),
+    /// String keys as fingerprints.
+    Text(Vec<u128>),
 }
 
 /// How a key column's values are held: integers, or strings as fingerprints.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
-    #[default]
     Int,
     Text,
 }
@@ -52,14 +51,6 @@ impl KeyKind {
             _ => None,
         }
     }
-
-    /// Bytes a key takes in a set.
-    pub fn key_bytes(self) -> usize {
-        match self {
-            KeyKind::Int => std::mem::size_of::<i64>(),
-            KeyKind::Text => std::mem::size_of::<u128>(),
-        }
-    }
 }
 
 /// `array` as `Int64` (kind Int) or `Utf8` (kind Text), for reading values.
@@ -76,52 +67,63 @@ fn normalised(array: &ArrayRef, kind: KeyKind) -> Result<ArrayRef> {
 
 impl KeySet {
     pub fn new(kind: KeyKind) -> KeySet {
-        KeySet {
-            kind,
-            ..KeySet::default()
+        match kind {
+            KeyKind::Int => KeySet::Int(Vec::new()),
+            KeyKind::Text => KeySet::Text(Vec::new()),
         }
     }
 
     /// Adds the non-null values of `array` (a column of this set's kind).
     pub fn extend(&mut self, array: &ArrayRef) -> Result<()> {
-        let array = normalised(array, self.kind)?;
-        match self.kind {
-            KeyKind::Int => {
-                let a = array.as_primitive::<Int64Type>();
-                self.ints.extend(a.iter().flatten());
-            }
-            KeyKind::Text => {
-                let a = array.as_string::<i32>();
-                self.texts
-                    .extend(a.iter().flatten().map(|s| key_fingerprint(s.as_bytes())));
-            }
+        let array = normalised(array, self.kind())?;
+        match self {
+            KeySet::Int(keys) => keys.extend(array.as_primitive::<Int64Type>().iter().flatten()),
+            KeySet::Text(keys) => keys.extend(
+                array
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(|s| key_fingerprint(s.as_bytes())),
+            ),
         }
         Ok(())
     }
 
     /// Bytes the keys take (the budget's measure), duplicates included until [`KeySet::seal`].
     pub fn bytes(&self) -> usize {
-        (self.ints.capacity() + 2 * self.texts.capacity()) * std::mem::size_of::<i64>()
+        match self {
+            KeySet::Int(keys) => keys.capacity() * std::mem::size_of::<i64>(),
+            KeySet::Text(keys) => keys.capacity() * std::mem::size_of::<u128>(),
+        }
     }
 
     /// Sorts and deduplicates the keys, releasing spare capacity; the set is then searched.
     pub fn seal(mut self) -> KeySet {
-        self.ints.sort_unstable();
-        self.ints.dedup();
-        self.ints.shrink_to_fit();
-        self.texts.sort_unstable();
-        self.texts.dedup();
-        self.texts.shrink_to_fit();
+        fn seal<T: Ord>(keys: &mut Vec<T>) {
+            keys.sort_unstable();
+            keys.dedup();
+            keys.shrink_to_fit();
+        }
+        match &mut self {
+            KeySet::Int(keys) => seal(keys),
+            KeySet::Text(keys) => seal(keys),
+        }
         self
     }
 
     pub fn kind(&self) -> KeyKind {
-        self.kind
+        match self {
+            KeySet::Int(_) => KeyKind::Int,
+            KeySet::Text(_) => KeyKind::Text,
+        }
     }
 
     /// Distinct keys.
     pub fn len(&self) -> usize {
-        self.ints.len() + self.texts.len()
+        match self {
+            KeySet::Int(keys) => keys.len(),
+            KeySet::Text(keys) => keys.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -131,20 +133,19 @@ impl KeySet {
     /// True where `array` (of this set's kind) holds a value that is not a key; null is not
     /// an orphan.
     fn orphans(&self, array: &ArrayRef) -> Result<BooleanBuffer> {
-        let array = normalised(array, self.kind)?;
-        Ok(match self.kind {
-            KeyKind::Int => {
+        let array = normalised(array, self.kind())?;
+        Ok(match self {
+            KeySet::Int(keys) => {
                 let a = array.as_primitive::<Int64Type>();
                 BooleanBuffer::collect_bool(a.len(), |i| {
-                    a.is_valid(i) && self.ints.binary_search(&a.value(i)).is_err()
+                    a.is_valid(i) && keys.binary_search(&a.value(i)).is_err()
                 })
             }
-            KeyKind::Text => {
+            KeySet::Text(keys) => {
                 let a = array.as_string::<i32>();
                 BooleanBuffer::collect_bool(a.len(), |i| {
                     a.is_valid(i)
-                        && self
-                            .texts
+                        && keys
                             .binary_search(&key_fingerprint(a.value(i).as_bytes()))
                             .is_err()
                 })
