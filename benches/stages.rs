@@ -106,6 +106,7 @@ fn end_to_end(c: &mut Criterion) {
         output: Some(dir.path().join("out").to_str().unwrap().to_string()),
         errors: None,
         contract: Arc::new(contract()),
+        csv: Default::default(),
         batch_size: defaults.batch_size,
         read_ahead: defaults.read_ahead,
         codec: Codec::Snappy,

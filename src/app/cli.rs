@@ -206,6 +206,14 @@ pub struct ProcessArgs {
     pub references_required: Option<bool>,
     #[arg(long, help = flag_help("spill_dir"))]
     pub spill_dir: Option<PathBuf>,
+    #[arg(long, value_name = "CHAR", help = flag_help("csv_delimiter"))]
+    pub csv_delimiter: Option<String>,
+    #[arg(long, value_name = "TEXT", help = flag_help("csv_null_value"))]
+    pub csv_null_value: Option<String>,
+    #[arg(long, action = clap::ArgAction::Set, help = flag_help("csv_header"), value_parser = parser::<bool>)]
+    pub csv_header: Option<bool>,
+    #[arg(long, value_name = "NAME", help = flag_help("csv_timestamp_column"))]
+    pub csv_timestamp_column: Option<String>,
     /// Process only the keys of shard INDEX of COUNT (an AWS Batch array child); default from
     /// AWS_BATCH_JOB_ARRAY_INDEX/AWS_BATCH_JOB_ARRAY_SIZE, else the whole input.
     #[arg(long, value_parser = Shard::parse)]
@@ -321,6 +329,10 @@ impl Cli {
             layer.deduplication_enabled = p.deduplication;
             layer.references_required = p.references_required;
             layer.spill_dir = p.spill_dir.clone().map(Some);
+            layer.csv_delimiter = p.csv_delimiter.clone();
+            layer.csv_null_value = p.csv_null_value.clone().map(Some);
+            layer.csv_header = p.csv_header;
+            layer.csv_timestamp_column = p.csv_timestamp_column.clone().map(Some);
         }
         layer
     }

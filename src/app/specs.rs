@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::cli::Progress;
 use crate::contract::{Contract, Pii};
 use crate::settings::{Bytes, Setting, Settings};
+use crate::source::CsvOptions;
 use crate::stage1::{JobSpec, ReferenceTarget, Shard, INDEX_BUDGET_SHARE};
 use crate::stage2::catalog::CatalogMode;
 use crate::stage2::ProdSpec;
@@ -170,6 +171,27 @@ fn memory(settings: &Settings) -> Result<(usize, usize)> {
     Ok((limit, index))
 }
 
+/// The CSV dialect of the settings; a delimiter that is not one ASCII character other than a
+/// quote or a line break is an error.
+fn csv_options(settings: &Settings) -> Result<CsvOptions> {
+    let delimiter = match settings.csv_delimiter.as_bytes() {
+        [b] if b.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => *b,
+        _ => {
+            return Err(Error::Config(format!(
+                "csv_delimiter `{}` is not one ASCII character other than a quote or a line \
+                 break",
+                settings.csv_delimiter.escape_debug()
+            )))
+        }
+    };
+    Ok(CsvOptions {
+        delimiter,
+        null_value: settings.csv_null_value.clone(),
+        header: settings.csv_header,
+        timestamp_column: settings.csv_timestamp_column.clone(),
+    })
+}
+
 /// A stage 1 job from the settings and its target; reads the contract.
 pub fn job_spec(
     settings: &Settings,
@@ -206,6 +228,7 @@ pub fn job_spec(
         output: target.output,
         errors: target.errors,
         contract: Arc::new(contract),
+        csv: csv_options(settings)?,
         batch_size: settings.batch_size,
         read_ahead: settings.read_ahead,
         codec: settings.compression,

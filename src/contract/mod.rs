@@ -26,8 +26,8 @@ use parse::{duplicate_key, Parser};
 
 pub use row_rules::RowRule;
 
-/// The names under which quarantine and the report count a failure of a contract keyword (or of
-/// a foreign key), which an `x-rules` rule may therefore not take.
+/// The names under which quarantine and the report count a failure of a contract keyword (of a
+/// foreign key, or of decoding a text input), which an `x-rules` rule may therefore not take.
 pub mod rule_name {
     pub const REQUIRED: &str = "required";
     pub const TYPE: &str = "type";
@@ -44,6 +44,12 @@ pub mod rule_name {
     pub const FORMAT_MINIMUM: &str = "formatMinimum";
     pub const FORMAT_MAXIMUM: &str = "formatMaximum";
     pub const FOREIGN_KEY: &str = "foreign_key";
+    /// A CSV line with more or fewer fields than the object's columns.
+    pub const CSV_FIELDS: &str = "csv_fields";
+    /// A CSV line whose quoting is broken.
+    pub const CSV_QUOTE: &str = "csv_quote";
+    /// A text input value that is not UTF-8.
+    pub const UTF8: &str = "utf8";
     pub(super) const ALL: &[&str] = &[
         REQUIRED,
         TYPE,
@@ -60,6 +66,9 @@ pub mod rule_name {
         FORMAT_MINIMUM,
         FORMAT_MAXIMUM,
         FOREIGN_KEY,
+        CSV_FIELDS,
+        CSV_QUOTE,
+        UTF8,
     ];
 }
 

@@ -341,6 +341,14 @@ settings! {
     deduplication_enabled: bool = true, "DEDUPLICATION_ENABLED";
     /// with false a foreign key whose referenced dataset has no curated objects is skipped (and reported) instead of failing the run
     references_required: bool = true, "REFERENCES_REQUIRED";
+    /// CSV inputs: the field delimiter, one ASCII character (DMS CsvDelimiter)
+    csv_delimiter: String = ",".to_string(), "CSV_DELIMITER";
+    /// CSV inputs: an unquoted field equal to this is null, as an unquoted empty field always is (DMS CsvNullValue)
+    csv_null_value: Option<String> = None, "CSV_NULL_VALUE";
+    /// CSV inputs: the first line names the columns (DMS AddColumnName)
+    csv_header: bool = false, "CSV_HEADER";
+    /// CSV inputs: the name of the extra last column DMS adds (DMS TimestampColumnName)
+    csv_timestamp_column: Option<String> = None, "CSV_TIMESTAMP_COLUMN";
     /// where the dedup index and stage 2 spill (default: the system temp dir)
     spill_dir: Option<PathBuf> = None, "SPILL_DIR";
     /// curated output bucket of `edp run`

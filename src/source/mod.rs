@@ -10,7 +10,10 @@
 //! fetched, and no more), each decoding only the columns and rows asked for.
 //!
 //! The passes see only this interface, so a new format is a new [`Format`] variant and its
-//! module ([`parquet`] is the first); nothing here validates, deduplicates or writes.
+//! module ([`parquet`], [`csv`] for DMS CSV); nothing here validates, deduplicates or writes. A
+//! text format decodes into the contract's types, and a line it cannot decode is still a row:
+//! its batch carries a [`RowFailure`] for it, which validation turns into a quarantine reason.
+mod csv;
 mod parquet;
 
 use std::sync::Arc;
@@ -27,6 +30,8 @@ use tokio::sync::mpsc;
 
 use crate::store::{store_error, Location};
 use crate::{Error, Result};
+
+pub use csv::{CsvOptions, Decoding};
 
 /// One input object of a job.
 #[derive(Debug, Clone)]
@@ -135,6 +140,8 @@ pub struct Input {
 enum Format {
     /// A Parquet file and its footer.
     Parquet(ArrowReaderMetadata),
+    /// A DMS CSV object (`.csv`, `.csv.gz`), its layout and units.
+    Csv(csv::CsvMeta),
 }
 
 /// What [`Input::read`] decodes.
@@ -152,13 +159,27 @@ pub struct Read {
 }
 
 impl Input {
-    /// Opens `object`: reads and checks what its format says up front. An empty, truncated or
-    /// unreadable object is an [`Error::BadInput`]; a storage failure stays a storage error.
+    /// Opens the Parquet object `object` (curated data): reads and checks its footer. An empty,
+    /// truncated or unreadable object is an [`Error::BadInput`]; a storage failure stays a
+    /// storage error.
     pub async fn open(object: InputObject) -> Result<Input> {
         let meta = parquet::open(&object).await?;
         Ok(Input {
             object,
             format: Format::Parquet(meta),
+        })
+    }
+
+    /// Opens a raw input `object` by its name's format: CSV (`.csv`, `.csv.gz`) decoded as
+    /// `decoding` says (the object is read once to find its rows), otherwise Parquet.
+    pub async fn open_raw(object: InputObject, decoding: &Decoding) -> Result<Input> {
+        if !csv::is_csv(object.location.path.as_ref()) {
+            return Self::open(object).await;
+        }
+        let meta = csv::open(&object, decoding).await?;
+        Ok(Input {
+            object,
+            format: Format::Csv(meta),
         })
     }
 
@@ -171,6 +192,7 @@ impl Input {
     pub fn schema(&self) -> &SchemaRef {
         match &self.format {
             Format::Parquet(meta) => meta.schema(),
+            Format::Csv(meta) => meta.schema(),
         }
     }
 
@@ -178,15 +200,17 @@ impl Input {
     pub fn rows(&self) -> u64 {
         match &self.format {
             Format::Parquet(meta) => meta.metadata().file_metadata().num_rows().max(0) as u64,
+            Format::Csv(meta) => meta.rows(),
         }
     }
 
     /// The number of work units [`Input::read`] yields when every row is read: for Parquet,
     /// row groups, large ones cut into slices where the file's offset index allows fetching
-    /// only a slice's pages.
+    /// only a slice's pages; for CSV, runs of consecutive records.
     pub fn units(&self) -> usize {
         match &self.format {
             Format::Parquet(meta) => parquet::slices(meta).len(),
+            Format::Csv(meta) => meta.units(),
         }
     }
 
@@ -194,6 +218,7 @@ impl Input {
     pub fn read(&self, read: Read) -> mpsc::Receiver<Result<RowGroup>> {
         match &self.format {
             Format::Parquet(meta) => parquet::row_groups(&self.object, meta, read),
+            Format::Csv(meta) => csv::row_groups(&self.object, meta, read),
         }
     }
 }
@@ -203,14 +228,36 @@ pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
     Error::bad_input(object, format!("corrupt Parquet data: {e}"))
 }
 
-/// One fetched work unit (a row group or slice of one), ready to decode.
+/// A row a text input could not decode as the contract says: its values are null where they
+/// could not be read, and validation quarantines it under `rule`.
+#[derive(Debug, Clone)]
+pub struct RowFailure {
+    /// The row's index in its batch.
+    pub row: usize,
+    /// `csv_fields`, `csv_quote`, `utf8` or `type` ([`crate::contract::rule_name`]).
+    pub rule: &'static str,
+    /// The column whose value failed; empty when the line as a whole did.
+    pub column: Arc<str>,
+    /// The line number and what was wrong, card numbers masked.
+    pub message: String,
+}
+
+/// One decoded batch and the rows of it that could not be decoded.
+pub struct Decoded {
+    pub batch: RecordBatch,
+    pub failures: Vec<RowFailure>,
+}
+
+type Decoder = Box<dyn Iterator<Item = std::result::Result<Decoded, ArrowError>> + Send>;
+
+/// One fetched work unit (a row group or slice of one, a run of CSV records), ready to decode.
 pub struct RowGroup {
     /// Row number in the object of the first row.
     pub first_row: u64,
     /// Rows covered (before any selection).
     pub rows: usize,
     /// Decodes the selected rows in batches.
-    reader: Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>,
+    reader: Decoder,
 }
 
 impl RowGroup {
@@ -219,6 +266,19 @@ impl RowGroup {
         rows: usize,
         reader: Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>,
     ) -> Self {
+        Self::decoded(
+            first_row,
+            rows,
+            Box::new(reader.map(|b| {
+                b.map(|batch| Decoded {
+                    batch,
+                    failures: Vec::new(),
+                })
+            })),
+        )
+    }
+
+    fn decoded(first_row: u64, rows: usize, reader: Decoder) -> Self {
         RowGroup {
             first_row,
             rows,
@@ -226,15 +286,21 @@ impl RowGroup {
         }
     }
 
-    /// The next batch of this unit of `url`, `None` at its end. A decoder that panics on
-    /// corrupt data (the Parquet decoder does on some pages, a length past the end of a buffer)
-    /// reports bad input like any other corrupt data.
-    pub fn next_batch(&mut self, url: &str) -> Result<Option<RecordBatch>> {
+    /// The next batch of this unit of `url` with the rows it could not decode, `None` at its
+    /// end. A decoder that panics on corrupt data (the Parquet decoder does on some pages, a
+    /// length past the end of a buffer) reports bad input like any other corrupt data.
+    pub fn next_decoded(&mut self, url: &str) -> Result<Option<Decoded>> {
         let reader = &mut self.reader;
         crate::catch_quietly(|| reader.next())
             .ok_or_else(|| decode_error(url, "the decoder failed on a corrupt page"))?
             .transpose()
             .map_err(|e| decode_error(url, e))
+    }
+
+    /// [`RowGroup::next_decoded`] for readers of keys and curated data: a row that could not be
+    /// decoded has nulls where its values could not be read, and only validation reports it.
+    pub fn next_batch(&mut self, url: &str) -> Result<Option<RecordBatch>> {
+        Ok(self.next_decoded(url)?.map(|d| d.batch))
     }
 }
 

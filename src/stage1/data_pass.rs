@@ -103,10 +103,10 @@ fn work_row_group(
     let mut group = group;
     loop {
         let t = Instant::now();
-        let Some(batch) = group.next_batch(&w.url)? else {
+        let Some(decoded) = group.next_decoded(&w.url)? else {
             break;
         };
-        let batch = adapt(batch, &w.schema)?;
+        let batch = adapt(decoded.batch, &w.schema)?;
         c.timers.decode += t.elapsed();
         let n = batch.num_rows();
         let rows = numbers
@@ -119,7 +119,8 @@ fn work_row_group(
             w.validator.validate(&batch, w.column_parallel)?
         } else {
             Verdict::default()
-        };
+        }
+        .with_decode_failures(n, &decoded.failures);
         for f in &verdict.failures {
             *c.failures
                 .entry((f.column.clone(), f.rule.clone()))

@@ -142,8 +142,12 @@ pub(super) async fn prepare(
 ) -> Result<(Vec<Prepared>, SchemaRef, Vec<ReferenceCheck>)> {
     let objects = source::resolve(&spec.inputs).await?;
     let mut opened = Vec::with_capacity(objects.len());
+    let decoding = source::Decoding {
+        contract: spec.contract.clone(),
+        csv: spec.csv.clone(),
+    };
     for object in objects {
-        let input = Input::open(object).await?;
+        let input = Input::open_raw(object, &decoding).await?;
         // File-level checks against the file's own schema: required columns, types.
         Validator::new(&spec.contract, input.schema(), input.url())?;
         opened.push(input);

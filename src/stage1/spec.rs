@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::contract::{Contract, Reference};
 use crate::output::Codec;
+use crate::source::CsvOptions;
 
 /// The dedup index's default share of the memory limit (1/32: spilling is sequential and
 /// cheap).
@@ -128,6 +129,8 @@ pub struct JobSpec {
     /// Quarantine prefix; defaults to `<output>/_quarantine`.
     pub errors: Option<String>,
     pub contract: Arc<Contract>,
+    /// How CSV inputs are read.
+    pub csv: CsvOptions,
     pub batch_size: NonZeroUsize,
     pub read_ahead: usize,
     pub codec: Codec,

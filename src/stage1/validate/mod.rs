@@ -39,11 +39,13 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, RecordBatchOptions,
     TimestampMicrosecondArray,
 };
+use arrow::array::BooleanBufferBuilder;
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::FilterBuilder;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::contract::{rule_name, Contract, Format};
+use crate::source::RowFailure;
 use crate::{Error, Result};
 use check::{parsed_as, run_check};
 use foreign_keys::ForeignKeyCheck;
@@ -90,6 +92,41 @@ impl Verdict {
         self.invalid
             .as_ref()
             .map_or(0, BooleanBuffer::count_set_bits)
+    }
+
+    /// Adds the rows of an `n`-row batch its input could not decode: each fails under its own
+    /// rule and message only (the nulls left where its values could not be read break no other
+    /// rule), one failure per row since each message names its line.
+    pub fn with_decode_failures(mut self, n: usize, failures: &[RowFailure]) -> Verdict {
+        if failures.is_empty() {
+            return self;
+        }
+        let mut bad = BooleanBufferBuilder::new(n);
+        bad.append_n(n, false);
+        for f in failures {
+            bad.set_bit(f.row, true);
+        }
+        let bad = bad.finish();
+        let good = !&bad;
+        for f in &mut self.failures {
+            f.rows = &f.rows & &good;
+            f.count = f.rows.count_set_bits();
+        }
+        self.failures.retain(|f| f.count > 0);
+        for f in failures {
+            self.failures.push(RuleFailures {
+                rule: f.rule.into(),
+                column: f.column.clone(),
+                message: f.message.as_str().into(),
+                rows: BooleanBuffer::collect_bool(n, |r| r == f.row),
+                count: 1,
+            });
+        }
+        self.invalid = Some(match self.invalid.take() {
+            Some(invalid) => &invalid | &bad,
+            None => bad,
+        });
+        self
     }
 
     /// The rows of `batch` selected by `keep` (all when `None`; never an invalid row), their

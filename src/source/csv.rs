@@ -1,0 +1,871 @@
+//! DMS CSV, the second input format: objects named `*.csv` or `*.csv.gz`, read the way the DMS
+//! S3 target writes them by default (no header, `,` between fields, `\n` after records, RFC 4180
+//! quoting, an unquoted empty field is null and a quoted `""` an empty string), each setting
+//! overridable ([`CsvOptions`]).
+//!
+//! A CSV object says nothing about itself up front, so [`open`] streams it once: records are
+//! split by `csv-core` (quotes, doubled quotes, delimiters and newlines inside quotes), counted,
+//! and cut into work units of at most [`UNIT_ROWS`] records or [`UNIT_BYTES`] bytes, each
+//! remembered by its byte range (of the decompressed stream for `.gz`), first row and first
+//! line. The columns come from the contract ([`Decoding`]): the CDC operation column first,
+//! then the other properties in declaration order, then the configured timestamp column. The
+//! operation column is present or not by the field count of the object's first records: DMS
+//! writes it in CDC files and leaves it out of full-load (`LOAD…`) files, so a count one short
+//! of the contract's is a full load. With a header (`AddColumnName=true`) the header names the
+//! columns instead.
+//!
+//! [`row_groups`] streams the object again and decodes each unit on the consumer's thread into
+//! Arrow arrays of the contract's types, only the requested columns and rows. A line that cannot
+//! be decoded stays a row: its values are null where they could not be read and the row carries
+//! a [`RowFailure`] (`csv_fields`, `csv_quote`, `utf8` or `type`, with its line number and the
+//! line or value as text, card numbers masked and x-pii/x-pan values withheld), so validation
+//! quarantines it and conservation counts it. A quote left open swallows the rest of the object
+//! into one such row (there is no other reading of it).
+//!
+//! Units cannot be found by seeking to a byte offset and looking for a newline, because a
+//! newline may sit inside a quoted value: that is why the object is read once whole at open.
+
+use std::io::{BufRead, BufReader, Read as _};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+};
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use bytes::Bytes;
+use csv_core::{ReadFieldResult, ReadRecordResult, Terminator};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::{Decoded, InputObject, Read, RowFailure, RowGroup};
+use crate::contract::{rule_name, Contract, Pci};
+use crate::protect::mask_card_numbers;
+use crate::store::store_error;
+use crate::{Error, Result};
+
+/// Records per work unit at most.
+pub const UNIT_ROWS: usize = 1 << 16;
+/// Bytes per work unit at most (a unit is held whole while it is decoded).
+pub const UNIT_BYTES: u64 = 16 << 20;
+/// Records whose field count decides whether the operation column is present.
+const SAMPLE_RECORDS: usize = 1000;
+/// Characters of a line or value shown in a quarantine message.
+const SHOWN_CHARS: usize = 400;
+
+/// The CSV dialect, DMS's S3 target settings with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// `CsvDelimiter`.
+    pub delimiter: u8,
+    /// `CsvNullValue`: an unquoted field equal to it is null (an unquoted empty field always is).
+    pub null_value: Option<String>,
+    /// `AddColumnName`: the first record names the columns.
+    pub header: bool,
+    /// `TimestampColumnName`: an extra last column of that name.
+    pub timestamp_column: Option<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: b',',
+            null_value: None,
+            header: false,
+            timestamp_column: None,
+        }
+    }
+}
+
+/// How a job's text inputs are decoded: the contract gives their columns and types.
+#[derive(Debug, Clone)]
+pub struct Decoding {
+    pub contract: Arc<Contract>,
+    pub csv: CsvOptions,
+}
+
+/// True when `name` is a CSV object (`.csv`, `.csv.gz`).
+pub(super) fn is_csv(name: &str) -> bool {
+    name.ends_with(".csv") || name.ends_with(".csv.gz")
+}
+
+/// One field of the object's records.
+#[derive(Debug)]
+struct Column {
+    name: Arc<str>,
+    ty: DataType,
+    /// Its values are never shown in messages (x-pii, x-pci pan).
+    withhold: bool,
+}
+
+/// A run of consecutive records decoded as one piece.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    first_row: u64,
+    rows: usize,
+    start: u64,
+    end: u64,
+    first_line: u64,
+}
+
+/// What [`open`] learnt about a CSV object.
+#[derive(Debug, Clone)]
+pub(super) struct CsvMeta {
+    schema: SchemaRef,
+    columns: Arc<Vec<Column>>,
+    units: Arc<Vec<Unit>>,
+    rows: u64,
+    options: CsvOptions,
+}
+
+impl CsvMeta {
+    pub(super) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub(super) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub(super) fn units(&self) -> usize {
+        self.units.len()
+    }
+}
+
+/// The object's bytes as a blocking reader: chunks of its GET stream, waited for on the runtime
+/// (so it runs on a blocking thread).
+struct ObjectBytes {
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+    handle: Handle,
+}
+
+impl std::io::Read for ObjectBytes {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.chunk = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Starts reading `object` from its first byte: decompressed when it ends in `.gz`.
+async fn bytes_of(object: &InputObject) -> Result<Box<dyn BufRead + Send>> {
+    let url = &object.location.url;
+    let got = object
+        .location
+        .store
+        .get(&object.location.path)
+        .await
+        .map_err(|e| store_error(url, e))?;
+    let raw = BufReader::with_capacity(
+        1 << 20,
+        ObjectBytes {
+            stream: got.into_stream(),
+            chunk: Bytes::new(),
+            handle: Handle::current(),
+        },
+    );
+    Ok(if url.ends_with(".gz") {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::MultiGzDecoder::new(raw),
+        ))
+    } else {
+        Box::new(raw)
+    })
+}
+
+/// A read failure of `url`: the store's error when storage failed underneath, else bad input
+/// (a truncated or corrupt gzip stream).
+fn io_error(url: &str, e: std::io::Error) -> Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<object_store::Error>())
+    {
+        Some(_) => match e.into_inner().map(|b| b.downcast::<object_store::Error>()) {
+            Some(Ok(store)) => store_error(url, *store),
+            _ => Error::bad_input(url, "read failed"),
+        },
+        None => Error::bad_input(url, format!("cannot read the CSV data: {e}")),
+    }
+}
+
+fn reader(options: &CsvOptions) -> csv_core::Reader {
+    csv_core::ReaderBuilder::new()
+        .delimiter(options.delimiter)
+        .terminator(Terminator::Any(b'\n'))
+        .build()
+}
+
+/// One record split by `csv-core`: its fields unescaped in `out`, field ends in `ends`.
+#[derive(Default)]
+struct RecordBuf {
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    fields: usize,
+}
+
+impl RecordBuf {
+    fn new() -> Self {
+        RecordBuf {
+            out: vec![0; 4096],
+            ends: vec![0; 64],
+            fields: 0,
+        }
+    }
+
+    fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.out[start..self.ends[i]]
+    }
+
+    /// Reads the next record from `input` (`at_end`: nothing follows it). Returns the bytes
+    /// consumed and whether a record was read; `None` when more input is needed.
+    fn read(
+        &mut self,
+        core: &mut csv_core::Reader,
+        input: &[u8],
+        nout: &mut usize,
+        nend: &mut usize,
+    ) -> (Option<bool>, usize) {
+        let mut used = 0;
+        loop {
+            let (res, nin, o, e) = core.read_record(
+                &input[used..],
+                &mut self.out[*nout..],
+                &mut self.ends[*nend..],
+            );
+            used += nin;
+            *nout += o;
+            *nend += e;
+            match res {
+                ReadRecordResult::InputEmpty => return (None, used),
+                ReadRecordResult::OutputFull => {
+                    let n = self.out.len();
+                    self.out.resize(n * 2, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let n = self.ends.len();
+                    self.ends.resize(n * 2, 0);
+                }
+                ReadRecordResult::Record => {
+                    self.fields = *nend;
+                    return (Some(true), used);
+                }
+                ReadRecordResult::End => return (Some(false), used),
+            }
+        }
+    }
+}
+
+/// Record scanning over a stream, for [`open`].
+struct Scanner {
+    src: Box<dyn BufRead + Send>,
+    core: csv_core::Reader,
+    record: RecordBuf,
+    offset: u64,
+    eof: bool,
+}
+
+impl Scanner {
+    /// The next record: its line, its end offset; `None` at the end.
+    fn next(&mut self) -> std::io::Result<Option<(u64, u64)>> {
+        let line = self.core.line();
+        let (mut nout, mut nend) = (0, 0);
+        loop {
+            let buf: &[u8] = if self.eof { &[] } else { self.src.fill_buf()? };
+            let at_end = buf.is_empty();
+            let (done, used) = self.record.read(&mut self.core, buf, &mut nout, &mut nend);
+            self.offset += used as u64;
+            if !at_end {
+                self.src.consume(used);
+            } else {
+                self.eof = true;
+            }
+            match done {
+                Some(true) => return Ok(Some((line, self.offset))),
+                Some(false) => return Ok(None),
+                None if at_end => return Ok(None),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The record layout when the object has no header: the operation column (if `with_op`), the
+/// other contract properties in order, the timestamp column.
+fn contract_layout(contract: &Contract, options: &CsvOptions, with_op: bool) -> Vec<Column> {
+    let ts = options.timestamp_column.as_deref();
+    let op = contract.cdc_op.as_deref();
+    let mut cols = Vec::new();
+    if let (true, Some(op)) = (with_op, op) {
+        cols.push(column(contract, op));
+    }
+    for c in &contract.columns {
+        if Some(c.name.as_str()) != op && Some(c.name.as_str()) != ts {
+            cols.push(column(contract, &c.name));
+        }
+    }
+    if let Some(ts) = ts {
+        cols.push(column(contract, ts));
+    }
+    cols
+}
+
+/// The column `name`: the contract's type, a string when the contract does not declare it.
+fn column(contract: &Contract, name: &str) -> Column {
+    let spec = contract.column(name);
+    Column {
+        name: name.into(),
+        ty: spec.map_or(DataType::Utf8, |c| c.ty.arrow_type()),
+        withhold: spec.is_some_and(|c| c.pii.is_some() || c.pci == Pci::Pan),
+    }
+}
+
+/// Reads `object` once and learns its layout, rows and units.
+pub(super) async fn open(object: &InputObject, decoding: &Decoding) -> Result<CsvMeta> {
+    let src = bytes_of(object).await?;
+    let url = object.location.url.clone();
+    let decoding = decoding.clone();
+    tokio::task::spawn_blocking(move || scan(&url, src, &decoding))
+        .await
+        .map_err(|e| Error::Internal(format!("CSV scan panicked: {e}")))?
+}
+
+fn scan(url: &str, src: Box<dyn BufRead + Send>, decoding: &Decoding) -> Result<CsvMeta> {
+    let options = &decoding.csv;
+    let mut s = Scanner {
+        src,
+        core: reader(options),
+        record: RecordBuf::new(),
+        offset: 0,
+        eof: false,
+    };
+    let next = |s: &mut Scanner| s.next().map_err(|e| io_error(url, e));
+    let header = if options.header {
+        match next(&mut s)? {
+            Some(_) => Some(
+                (0..s.record.fields)
+                    .map(|i| String::from_utf8_lossy(s.record.field(i)).into_owned())
+                    .collect::<Vec<_>>(),
+            ),
+            None => return Err(Error::bad_input(url, "empty CSV object: no header line")),
+        }
+    } else {
+        None
+    };
+    let mut units: Vec<Unit> = Vec::new();
+    let mut counts: Vec<usize> = Vec::new();
+    let mut rows = 0u64;
+    let mut start = s.offset;
+    while let Some((line, end)) = next(&mut s)? {
+        if counts.len() < SAMPLE_RECORDS {
+            counts.push(s.record.fields);
+        }
+        match units.last_mut() {
+            Some(u) if u.rows < UNIT_ROWS && end - u.start <= UNIT_BYTES => {
+                u.rows += 1;
+                u.end = end;
+            }
+            _ => units.push(Unit {
+                first_row: rows,
+                rows: 1,
+                start,
+                end,
+                first_line: line,
+            }),
+        }
+        rows += 1;
+        start = end;
+    }
+    let columns = match header {
+        Some(names) => header_layout(url, &decoding.contract, options, &names)?,
+        None => sampled_layout(url, &decoding.contract, options, &counts)?,
+    };
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(c.name.as_ref(), c.ty.clone(), true))
+        .collect();
+    Ok(CsvMeta {
+        schema: Arc::new(Schema::new(fields)),
+        columns: Arc::new(columns),
+        units: Arc::new(units),
+        rows,
+        options: options.clone(),
+    })
+}
+
+/// The layout a header names: contract columns by name, others as strings.
+fn header_layout(
+    url: &str,
+    contract: &Contract,
+    options: &CsvOptions,
+    names: &[String],
+) -> Result<Vec<Column>> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        if n.is_empty() {
+            return Err(Error::bad_input(url, "the header has an empty column name"));
+        }
+        if !seen.insert(n.as_str()) {
+            return Err(Error::bad_input(
+                url,
+                format!("the header names column `{n}` twice"),
+            ));
+        }
+    }
+    if let Some(ts) = &options.timestamp_column {
+        if names.last() != Some(ts) {
+            return Err(Error::bad_input(
+                url,
+                format!("the header's last column is not the timestamp column `{ts}`"),
+            ));
+        }
+    }
+    Ok(names.iter().map(|n| column(contract, n)).collect())
+}
+
+/// The layout without a header: with or without the operation column, by the most common
+/// field count of the first records.
+fn sampled_layout(
+    url: &str,
+    contract: &Contract,
+    options: &CsvOptions,
+    counts: &[usize],
+) -> Result<Vec<Column>> {
+    let with_op = contract_layout(contract, options, true);
+    let mut tally: std::collections::BTreeMap<usize, usize> = Default::default();
+    for &c in counts {
+        *tally.entry(c).or_default() += 1;
+    }
+    let Some((&common, _)) = tally.iter().max_by_key(|(c, n)| (**n, **c)) else {
+        return Err(Error::bad_input(url, "empty CSV object: no lines"));
+    };
+    if common == with_op.len() {
+        return Ok(with_op);
+    }
+    if contract.cdc_op.is_some() && common + 1 == with_op.len() {
+        return Ok(contract_layout(contract, options, false));
+    }
+    let expected = match &contract.cdc_op {
+        Some(op) => format!(
+            "{} (with `{op}` first, a CDC file) or {} (a full load without it)",
+            with_op.len(),
+            with_op.len() - 1
+        ),
+        None => with_op.len().to_string(),
+    };
+    Err(Error::bad_input(
+        url,
+        format!(
+            "no line has the contract's field count: expected {expected} fields, \
+             the first lines mostly have {common}"
+        ),
+    ))
+}
+
+/// Streams the units of the object that hold a row `read` keeps, in order.
+pub(super) fn row_groups(
+    input: &InputObject,
+    meta: &CsvMeta,
+    read: Read,
+) -> mpsc::Receiver<Result<RowGroup>> {
+    let (tx, rx) = mpsc::channel(read.read_ahead.max(1));
+    let object = input.clone();
+    let meta = meta.clone();
+    tokio::spawn(async move {
+        let src = match bytes_of(&object).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let url = object.location.url.clone();
+        let _ = tokio::task::spawn_blocking(move || feed(&url, src, &meta, read, &tx)).await;
+    });
+    rx
+}
+
+/// Reads the object's units in order and sends those holding kept rows, ready to decode.
+fn feed(
+    url: &str,
+    mut src: Box<dyn BufRead + Send>,
+    meta: &CsvMeta,
+    read: Read,
+    tx: &mpsc::Sender<Result<RowGroup>>,
+) {
+    let projection: Vec<usize> = read
+        .columns
+        .clone()
+        .unwrap_or_else(|| (0..meta.columns.len()).collect());
+    let schema = match meta.schema.project(&projection) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e.into()));
+            return;
+        }
+    };
+    let mut at = 0u64;
+    for unit in meta.units.iter() {
+        let keep = match &read.keep {
+            Some(bits) if unit.first_row as usize + unit.rows > bits.len() => {
+                let _ = tx.blocking_send(Err(Error::Internal(
+                    "selection shorter than the file".into(),
+                )));
+                return;
+            }
+            Some(bits) => Some(bits.slice(unit.first_row as usize, unit.rows)),
+            None => None,
+        };
+        let mut bytes = vec![0u8; (unit.end - unit.start) as usize];
+        let got = std::io::copy(
+            &mut (&mut src).take(unit.start - at),
+            &mut std::io::sink(),
+        )
+        .and_then(|_| src.read_exact(&mut bytes));
+        if let Err(e) = got {
+            let _ = tx.blocking_send(Err(io_error(url, e)));
+            return;
+        }
+        at = unit.end;
+        if keep.as_ref().is_some_and(|k| k.count_set_bits() == 0) {
+            continue;
+        }
+        let decoder = UnitDecoder {
+            core: reader(&meta.options),
+            bytes,
+            pos: 0,
+            unit: *unit,
+            index: 0,
+            keep,
+            columns: meta.columns.clone(),
+            projection: projection.clone(),
+            schema: schema.clone(),
+            batch_size: read.batch_size.max(1),
+            null_value: meta.options.null_value.clone(),
+            delimiter: meta.options.delimiter,
+            record: RecordBuf::new(),
+            raw: csv_core::Reader::new(),
+            quote_scratch: Vec::new(),
+        };
+        let group = RowGroup::decoded(unit.first_row, unit.rows, Box::new(decoder));
+        if tx.blocking_send(Ok(group)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Decodes one unit's records into batches of the projected columns.
+struct UnitDecoder {
+    core: csv_core::Reader,
+    bytes: Vec<u8>,
+    pos: usize,
+    unit: Unit,
+    /// Records of the unit read so far.
+    index: usize,
+    keep: Option<BooleanBuffer>,
+    columns: Arc<Vec<Column>>,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    batch_size: usize,
+    null_value: Option<String>,
+    delimiter: u8,
+    record: RecordBuf,
+    /// Splits a record's raw bytes into raw fields when it holds quotes.
+    raw: csv_core::Reader,
+    quote_scratch: Vec<u8>,
+}
+
+enum Builder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+}
+
+impl Builder {
+    fn new(ty: &DataType, n: usize) -> Builder {
+        match ty {
+            DataType::Int64 => Builder::Int(Int64Builder::with_capacity(n)),
+            DataType::Float64 => Builder::Float(Float64Builder::with_capacity(n)),
+            DataType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(n)),
+            _ => Builder::Str(StringBuilder::with_capacity(n, n * 16)),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Builder::Str(b) => b.append_null(),
+            Builder::Int(b) => b.append_null(),
+            Builder::Float(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+        }
+    }
+
+    /// Appends `v`; on failure appends null and returns the rule and what was expected.
+    fn append(&mut self, v: &[u8]) -> std::result::Result<(), (&'static str, &'static str)> {
+        let Ok(s) = std::str::from_utf8(v) else {
+            self.append_null();
+            return Err((rule_name::UTF8, "valid UTF-8"));
+        };
+        let ok = match self {
+            Builder::Str(b) => {
+                b.append_value(s);
+                return Ok(());
+            }
+            Builder::Int(b) => s.parse::<i64>().map(|x| b.append_value(x)).is_ok(),
+            Builder::Float(b) => match s.parse::<f64>() {
+                Ok(x) if x.is_finite() => {
+                    b.append_value(x);
+                    true
+                }
+                _ => false,
+            },
+            Builder::Bool(b) => match parse_bool(s) {
+                Some(x) => {
+                    b.append_value(x);
+                    true
+                }
+                None => false,
+            },
+        };
+        if ok {
+            return Ok(());
+        }
+        self.append_null();
+        Err((
+            rule_name::TYPE,
+            match self {
+                Builder::Int(_) => "an integer",
+                Builder::Float(_) => "a finite number",
+                _ => "a boolean (true/false, t/f, 1/0)",
+            },
+        ))
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Builder::Str(mut b) => Arc::new(b.finish()),
+            Builder::Int(mut b) => Arc::new(b.finish()),
+            Builder::Float(mut b) => Arc::new(b.finish()),
+            Builder::Bool(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Booleans as databases export them: `true`/`false`, `t`/`f`, `1`/`0` (any case).
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" => Some(true),
+        "false" | "f" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Text of `bytes` fit for a quarantine message: at most [`SHOWN_CHARS`] characters, card
+/// numbers masked.
+fn shown(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(SHOWN_CHARS * 4)];
+    let text = String::from_utf8_lossy(head);
+    let text = text.trim_end_matches(['\n', '\r']);
+    let masked = mask_card_numbers(text).unwrap_or_else(|| text.to_string());
+    let mut out: String = masked.chars().take(SHOWN_CHARS).collect();
+    if out.len() < masked.len() || head.len() < bytes.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// How the raw fields of a record holding quotes were written.
+enum Quoting {
+    /// Per field: written in quotes.
+    Fields(Vec<bool>),
+    /// A quote inside an unquoted value, or a quoted value not closed.
+    Broken,
+}
+
+impl UnitDecoder {
+    /// Reads the next record of the unit, returning where its raw bytes start (they end at
+    /// `self.pos`).
+    fn next_record(&mut self) -> Option<usize> {
+        let start = self.pos;
+        let (mut nout, mut nend) = (0, 0);
+        loop {
+            let input = &self.bytes[self.pos..];
+            let at_end = input.is_empty();
+            let (done, used) = self.record.read(&mut self.core, input, &mut nout, &mut nend);
+            self.pos += used;
+            match done {
+                Some(true) => return Some(start),
+                Some(false) => return None,
+                None if at_end => return None,
+                None => {}
+            }
+        }
+    }
+
+    /// Splits `raw` into its written fields to tell quoted values (a quoted `""` is an empty
+    /// string, an unquoted empty field null) and broken quoting apart.
+    fn quoting(&mut self, raw: &[u8]) -> Quoting {
+        self.raw.reset();
+        self.quote_scratch.resize(raw.len() + 1, 0);
+        let (mut at, mut field_start) = (0, 0);
+        let mut quoted = Vec::new();
+        loop {
+            let (res, nin, _) = self.raw.read_field(&raw[at..], &mut self.quote_scratch);
+            at += nin;
+            let record_end = match res {
+                ReadFieldResult::Field { record_end } => record_end,
+                ReadFieldResult::End => return Quoting::Fields(quoted),
+                ReadFieldResult::InputEmpty | ReadFieldResult::OutputFull => continue,
+            };
+            let mut field = &raw[field_start..at];
+            field_start = at;
+            if quoted.is_empty() {
+                while let [b'\n' | b'\r', rest @ ..] = field {
+                    field = rest;
+                }
+            }
+            if let [rest @ .., last] = field {
+                if *last == b'\n' || *last == self.delimiter {
+                    field = rest;
+                }
+            }
+            match field.strip_prefix(b"\"") {
+                Some(inner) => match inner.strip_suffix(b"\"") {
+                    Some(inner) if pairs_only(inner) => quoted.push(true),
+                    _ => return Quoting::Broken,
+                },
+                None if field.contains(&b'"') => return Quoting::Broken,
+                None => quoted.push(false),
+            }
+            if record_end {
+                return Quoting::Fields(quoted);
+            }
+        }
+    }
+}
+
+/// True when every quote in `inner` (a quoted value without its outer quotes) is doubled.
+fn pairs_only(inner: &[u8]) -> bool {
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b'"' {
+            if inner.get(i + 1) != Some(&b'"') {
+                return false;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+impl Iterator for UnitDecoder {
+    type Item = std::result::Result<Decoded, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut builders: Vec<Builder> = self
+            .projection
+            .iter()
+            .map(|&c| Builder::new(&self.columns[c].ty, self.batch_size))
+            .collect();
+        let mut failures = Vec::new();
+        let mut n = 0usize;
+        let expected = self.columns.len();
+        while n < self.batch_size && self.index < self.unit.rows {
+            let line = self.core.line() + self.unit.first_line - 1;
+            let Some(start) = self.next_record() else {
+                break;
+            };
+            let i = self.index;
+            self.index += 1;
+            if self.keep.as_ref().is_some_and(|k| !k.value(i)) {
+                continue;
+            }
+            let raw_end = self.pos;
+            let raw = std::mem::take(&mut self.bytes);
+            let record_raw = &raw[start..raw_end];
+            let quoting = if record_raw.contains(&b'"') {
+                self.quoting(record_raw)
+            } else {
+                Quoting::Fields(Vec::new())
+            };
+            let broken = match (&quoting, self.record.fields) {
+                (Quoting::Broken, _) => Some((
+                    rule_name::CSV_QUOTE,
+                    format!(
+                        "line {line}: a quote inside an unquoted value or a quoted value not \
+                         closed: {}",
+                        shown(record_raw)
+                    ),
+                )),
+                (_, f) if f != expected => Some((
+                    rule_name::CSV_FIELDS,
+                    format!(
+                        "line {line}: {f} fields, expected {expected}: {}",
+                        shown(record_raw)
+                    ),
+                )),
+                _ => None,
+            };
+            if let Some((rule, message)) = broken {
+                builders.iter_mut().for_each(Builder::append_null);
+                failures.push(RowFailure {
+                    row: n,
+                    rule,
+                    column: "".into(),
+                    message,
+                });
+            } else {
+                for (b, &c) in builders.iter_mut().zip(&self.projection) {
+                    let v = self.record.field(c);
+                    let quoted = matches!(&quoting, Quoting::Fields(q) if q.get(c) == Some(&true));
+                    let null = !quoted
+                        && (v.is_empty() || self.null_value.as_deref().map(str::as_bytes) == Some(v));
+                    if null {
+                        b.append_null();
+                        continue;
+                    }
+                    if let Err((rule, what)) = b.append(v) {
+                        let col = &self.columns[c];
+                        let value = if col.withhold {
+                            "(value withheld: x-pii or x-pci column)".to_string()
+                        } else {
+                            format!("`{}`", shown(v))
+                        };
+                        failures.push(RowFailure {
+                            row: n,
+                            rule,
+                            column: col.name.clone(),
+                            message: format!("line {line}: {value} is not {what}"),
+                        });
+                    }
+                }
+            }
+            self.bytes = raw;
+            n += 1;
+        }
+        if n == 0 {
+            return None;
+        }
+        let arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
+        Some(
+            RecordBatch::try_new(self.schema.clone(), arrays)
+                .map(|batch| Decoded { batch, failures }),
+        )
+    }
+}
