@@ -11,8 +11,9 @@
 //! then the other properties in declaration order, then the configured timestamp column. The
 //! operation column is present or not by the field count of the object's first records: DMS
 //! writes it in CDC files and leaves it out of full-load (`LOAD…`) files, so a count one short
-//! of the contract's is a full load. With a header (`AddColumnName=true`) the header names the
-//! columns instead.
+//! of the contract's is a full load, whose rows are inserts: its operation column reads `I`
+//! (what `IncludeOpForFullLoad=true` would have written). With a header (`AddColumnName=true`)
+//! the header names the columns instead.
 //!
 //! [`row_groups`] streams the object again and decodes each unit on the consumer's thread into
 //! Arrow arrays of the contract's types, only the requested columns and rows. A line that cannot
@@ -100,6 +101,8 @@ struct Column {
     ty: DataType,
     /// Its values are never shown in messages (x-pii, x-pci pan).
     withhold: bool,
+    /// The operation column of a full load, which its records do not hold: `I` on every row.
+    implied: bool,
 }
 
 /// A run of consecutive records decoded as one piece.
@@ -159,31 +162,48 @@ impl std::io::Read for ObjectBytes {
     }
 }
 
-/// Starts reading `object` from its first byte: decompressed when it ends in `.gz`.
-async fn bytes_of(object: &InputObject) -> Result<Box<dyn BufRead + Send>> {
-    let url = &object.location.url;
-    let got = object
-        .location
-        .store
-        .get(&object.location.path)
-        .await
-        .map_err(|e| store_error(url, e))?;
-    let raw = BufReader::with_capacity(
-        1 << 20,
-        ObjectBytes {
-            stream: got.into_stream(),
-            chunk: Bytes::new(),
-            handle: Handle::current(),
-        },
-    );
-    Ok(if url.ends_with(".gz") {
-        Box::new(BufReader::with_capacity(
+/// An object's bytes from its first, decompressed when its name ends in `.gz`.
+struct Source {
+    raw: BufReader<ObjectBytes>,
+    gzip: bool,
+}
+
+impl Source {
+    /// Starts the GET of `object`.
+    async fn start(object: &InputObject) -> Result<Source> {
+        let url = &object.location.url;
+        let got = object
+            .location
+            .store
+            .get(&object.location.path)
+            .await
+            .map_err(|e| store_error(url, e))?;
+        let raw = BufReader::with_capacity(
             1 << 20,
-            flate2::bufread::MultiGzDecoder::new(raw),
-        ))
-    } else {
-        Box::new(raw)
-    })
+            ObjectBytes {
+                stream: got.into_stream(),
+                chunk: Bytes::new(),
+                handle: Handle::current(),
+            },
+        );
+        Ok(Source {
+            raw,
+            gzip: url.ends_with(".gz"),
+        })
+    }
+
+    /// The bytes as a blocking reader; call on a blocking thread (the gzip header is read
+    /// here).
+    fn reader(self) -> Box<dyn BufRead + Send> {
+        if self.gzip {
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::bufread::MultiGzDecoder::new(self.raw),
+            ))
+        } else {
+            Box::new(self.raw)
+        }
+    }
 }
 
 /// A read failure of `url`: the store's error when storage failed underneath, else bad input
@@ -330,15 +350,16 @@ fn column(contract: &Contract, name: &str) -> Column {
         name: name.into(),
         ty: spec.map_or(DataType::Utf8, |c| c.ty.arrow_type()),
         withhold: spec.is_some_and(|c| c.pii.is_some() || c.pci == Pci::Pan),
+        implied: false,
     }
 }
 
 /// Reads `object` once and learns its layout, rows and units.
 pub(super) async fn open(object: &InputObject, decoding: &Decoding) -> Result<CsvMeta> {
-    let src = bytes_of(object).await?;
+    let src = Source::start(object).await?;
     let url = object.location.url.clone();
     let decoding = decoding.clone();
-    tokio::task::spawn_blocking(move || scan(&url, src, &decoding))
+    tokio::task::spawn_blocking(move || scan(&url, src.reader(), &decoding))
         .await
         .map_err(|e| Error::Internal(format!("CSV scan panicked: {e}")))?
 }
@@ -389,10 +410,21 @@ fn scan(url: &str, src: Box<dyn BufRead + Send>, decoding: &Decoding) -> Result<
         rows += 1;
         start = end;
     }
-    let columns = match header {
+    let mut columns = match header {
         Some(names) => header_layout(url, &decoding.contract, options, &names)?,
         None => sampled_layout(url, &decoding.contract, options, &counts)?,
     };
+    if let Some(op) = &decoding.contract.cdc_op {
+        if !columns.iter().any(|c| *c.name == **op) {
+            columns.insert(
+                0,
+                Column {
+                    implied: true,
+                    ..column(&decoding.contract, op)
+                },
+            );
+        }
+    }
     let fields: Vec<Field> = columns
         .iter()
         .map(|c| Field::new(c.name.as_ref(), c.ty.clone(), true))
@@ -485,7 +517,7 @@ pub(super) fn row_groups(
     let object = input.clone();
     let meta = meta.clone();
     tokio::spawn(async move {
-        let src = match bytes_of(&object).await {
+        let src = match Source::start(&object).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -493,7 +525,8 @@ pub(super) fn row_groups(
             }
         };
         let url = object.location.url.clone();
-        let _ = tokio::task::spawn_blocking(move || feed(&url, src, &meta, read, &tx)).await;
+        let _ = tokio::task::spawn_blocking(move || feed(&url, src.reader(), &meta, read, &tx))
+            .await;
     });
     rx
 }
@@ -785,7 +818,9 @@ impl Iterator for UnitDecoder {
             .collect();
         let mut failures = Vec::new();
         let mut n = 0usize;
-        let expected = self.columns.len();
+        // A full load's implied operation column is the first and holds no field.
+        let implied = usize::from(self.columns.first().is_some_and(|c| c.implied));
+        let expected = self.columns.len() - implied;
         while n < self.batch_size && self.index < self.unit.rows {
             let line = self.core.line() + self.unit.first_line - 1;
             let Some(start) = self.next_record() else {
@@ -832,8 +867,14 @@ impl Iterator for UnitDecoder {
                 });
             } else {
                 for (b, &c) in builders.iter_mut().zip(&self.projection) {
-                    let v = self.record.field(c);
-                    let quoted = matches!(&quoting, Quoting::Fields(q) if q.get(c) == Some(&true));
+                    if self.columns[c].implied {
+                        let _ = b.append(b"I");
+                        continue;
+                    }
+                    let field = c - implied;
+                    let v = self.record.field(field);
+                    let quoted =
+                        matches!(&quoting, Quoting::Fields(q) if q.get(field) == Some(&true));
                     let null = !quoted
                         && (v.is_empty() || self.null_value.as_deref().map(str::as_bytes) == Some(v));
                     if null {
