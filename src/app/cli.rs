@@ -281,6 +281,21 @@ pub struct GenerateArgs {
     /// Last day of the period, YYYY-MM-DD (UTC, inclusive).
     #[arg(long, default_value = generate::DEFAULT_END_DATE, value_parser = generate::parse_day)]
     pub end_date: i64,
+    /// Output format: parquet (one object), or csv as DMS writes it (under each prefix a
+    /// full-load LOAD00000001.csv without Op, holding the inserts among the first half of the
+    /// rows, and a CDC 20250116-000000000.csv with Op first holding the rest; no header).
+    #[arg(long, value_enum, default_value_t = GenFormat::Parquet)]
+    pub format: GenFormat,
+    /// With --format csv: gzip the objects (.csv.gz, DMS CompressionType=GZIP).
+    #[arg(long)]
+    pub gzip: bool,
+}
+
+/// What `generate` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenFormat {
+    Parquet,
+    Csv,
 }
 
 impl Cli {

@@ -16,7 +16,9 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cli::{Cli, Command, ConfigAction, GenerateArgs, LogFormat, ProdAction, Selection};
+use cli::{
+    Cli, Command, ConfigAction, GenFormat, GenerateArgs, LogFormat, ProdAction, Selection,
+};
 use specs::{job_spec, prod_spec, JobTarget};
 
 use crate::generate::{self, Dataset, GenSpec, World};
@@ -157,6 +159,15 @@ async fn generate_data(args: &GenerateArgs) -> Result<()> {
         )));
     }
     generate::check_period(args.days, args.end_date).map_err(Error::Config)?;
+    if args.gzip && args.format != GenFormat::Csv {
+        return Err(Error::Config("--gzip needs --format csv".into()));
+    }
+    if args.format == GenFormat::Csv && args.out.ends_with(".parquet") {
+        return Err(Error::Config(format!(
+            "--out {}: with --format csv the output is a prefix",
+            args.out
+        )));
+    }
     let out = Location::parse(&args.out)?;
     let plan: Vec<(Dataset, u64, Location)> = match args.dataset {
         Selection::All => {
@@ -177,14 +188,19 @@ async fn generate_data(args: &GenerateArgs) -> Result<()> {
             days: args.days,
             end_day: args.end_date,
         };
-        let stats = generate::generate(spec, &loc).await?;
-        eprintln!(
-            "generated {} rows of {} into {} ({} bytes)",
-            stats.rows,
-            dataset.name(),
-            stats.url,
-            stats.bytes
-        );
+        let stats = match args.format {
+            GenFormat::Parquet => vec![generate::generate(spec, &loc).await?],
+            GenFormat::Csv => generate::generate_csv(spec, &loc, args.gzip).await?,
+        };
+        for s in stats {
+            eprintln!(
+                "generated {} rows of {} into {} ({} bytes)",
+                s.rows,
+                dataset.name(),
+                s.url,
+                s.bytes
+            );
+        }
     }
     Ok(())
 }

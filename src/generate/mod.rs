@@ -6,9 +6,10 @@
 //! and fault injection (`plan`), the per-dataset schemas and row builders (`rows`) and the loop
 //! that writes a dataset (`write`). It must not touch the pipeline: it reads no contract and no
 //! settings, uses [`crate::protect`] only to make card numbers Luhn-valid and to keep keys from
-//! looking like one, writes nothing but the one object it is given (through
-//! [`crate::output::ParquetSink`]), and takes no randomness and no time from the system, so that
-//! its output stays a pure function of its spec.
+//! looking like one, writes nothing but the one Parquet object it is given (through
+//! [`crate::output::ParquetSink`]) or the two DMS CSV objects under a prefix (`csv`), and
+//! takes no randomness and no time from the system, so that its output stays a pure function
+//! of its spec.
 //!
 //! Rows are CDC-shaped: an `Op` column (`I`, `U`, `D`), re-sent keys with later timestamps,
 //! deletes of earlier keys, and DMS timestamps. Half the deletes carry only the key, the event
@@ -36,6 +37,7 @@
 //! SplitMix64 generator written here, so the same seed gives the same bytes on every machine and
 //! version of the dependencies.
 
+mod csv;
 mod plan;
 mod rng;
 mod rows;
@@ -45,6 +47,7 @@ mod write;
 
 use crate::datetime::{format_micros, parse_date, NANOS_PER_DAY};
 
+pub use csv::{generate_csv, CDC_NAME, LOAD_NAME};
 pub use rng::SplitMix;
 pub use values::card_number;
 pub use write::{batches, generate, target};
