@@ -1,6 +1,8 @@
 //! End-to-end tests: the `edp` binary on generated data, checked by reading the outputs back.
 
 mod cdc;
+#[path = "csv/mod.rs"]
+mod csv_inputs;
 #[path = "props/mod.rs"]
 mod props;
 mod stage2;

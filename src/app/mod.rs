@@ -16,9 +16,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cli::{
-    Cli, Command, ConfigAction, GenFormat, GenerateArgs, LogFormat, ProdAction, Selection,
-};
+use cli::{Cli, Command, ConfigAction, GenFormat, GenerateArgs, LogFormat, ProdAction, Selection};
 use specs::{job_spec, prod_spec, JobTarget};
 
 use crate::generate::{self, Dataset, GenSpec, World};

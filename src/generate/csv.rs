@@ -157,7 +157,11 @@ fn encode(
     let op = batch.column(0).as_string::<i32>();
     for row in 0..batch.num_rows() {
         let to_load = first + (row as u64) < load_rows && op.is_valid(row) && op.value(row) == "I";
-        let (enc, from) = if to_load { (&mut *load, 1) } else { (&mut *cdc, 0) };
+        let (enc, from) = if to_load {
+            (&mut *load, 1)
+        } else {
+            (&mut *cdc, 0)
+        };
         for c in from..batch.num_columns() {
             if c > from {
                 enc.delimiter();
@@ -242,7 +246,9 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{
+        BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
     use arrow::datatypes::{Field, Schema};
 
     #[test]
@@ -264,11 +270,7 @@ mod tests {
             vec![
                 Arc::new(StringArray::from(vec!["I", "U", "I"])),
                 Arc::new(Int64Array::from(vec![Some(1), Some(2), None])),
-                Arc::new(StringArray::from(vec![
-                    Some("a,\"b\"\nc"),
-                    Some(""),
-                    None,
-                ])),
+                Arc::new(StringArray::from(vec![Some("a,\"b\"\nc"), Some(""), None])),
                 Arc::new(Float64Array::from(vec![Some(0.1), Some(353.93), None])),
                 Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
                 Arc::new(

@@ -525,8 +525,8 @@ pub(super) fn row_groups(
             }
         };
         let url = object.location.url.clone();
-        let _ = tokio::task::spawn_blocking(move || feed(&url, src.reader(), &meta, read, &tx))
-            .await;
+        let _ =
+            tokio::task::spawn_blocking(move || feed(&url, src.reader(), &meta, read, &tx)).await;
     });
     rx
 }
@@ -563,11 +563,8 @@ fn feed(
             None => None,
         };
         let mut bytes = vec![0u8; (unit.end - unit.start) as usize];
-        let got = std::io::copy(
-            &mut (&mut src).take(unit.start - at),
-            &mut std::io::sink(),
-        )
-        .and_then(|_| src.read_exact(&mut bytes));
+        let got = std::io::copy(&mut (&mut src).take(unit.start - at), &mut std::io::sink())
+            .and_then(|_| src.read_exact(&mut bytes));
         if let Err(e) = got {
             let _ = tx.blocking_send(Err(io_error(url, e)));
             return;
@@ -738,7 +735,9 @@ impl UnitDecoder {
         loop {
             let input = &self.bytes[self.pos..];
             let at_end = input.is_empty();
-            let (done, used) = self.record.read(&mut self.core, input, &mut nout, &mut nend);
+            let (done, used) = self
+                .record
+                .read(&mut self.core, input, &mut nout, &mut nend);
             self.pos += used;
             match done {
                 Some(true) => return Some(start),
@@ -876,7 +875,8 @@ impl Iterator for UnitDecoder {
                     let quoted =
                         matches!(&quoting, Quoting::Fields(q) if q.get(field) == Some(&true));
                     let null = !quoted
-                        && (v.is_empty() || self.null_value.as_deref().map(str::as_bytes) == Some(v));
+                        && (v.is_empty()
+                            || self.null_value.as_deref().map(str::as_bytes) == Some(v));
                     if null {
                         b.append_null();
                         continue;

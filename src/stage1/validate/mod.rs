@@ -35,11 +35,11 @@ mod rules;
 
 use std::sync::Arc;
 
+use arrow::array::BooleanBufferBuilder;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, RecordBatchOptions,
     TimestampMicrosecondArray,
 };
-use arrow::array::BooleanBufferBuilder;
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::FilterBuilder;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
