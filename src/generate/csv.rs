@@ -154,9 +154,10 @@ fn encode(
     load: &mut Encoder,
     cdc: &mut Encoder,
 ) -> Result<()> {
-    let op = batch.column(0).as_string::<i32>();
+    let op = batch.column(0).as_string_opt::<i32>();
     for row in 0..batch.num_rows() {
-        let to_load = first + (row as u64) < load_rows && op.is_valid(row) && op.value(row) == "I";
+        let to_load = first + (row as u64) < load_rows
+            && op.is_some_and(|op| op.is_valid(row) && op.value(row) == "I");
         let (enc, from) = if to_load {
             (&mut *load, 1)
         } else {
@@ -171,6 +172,16 @@ fn encode(
         enc.end_record()?;
     }
     Ok(())
+}
+
+/// Every row of `batch` as one CDC object's bytes: what tests read back.
+#[cfg(test)]
+pub(crate) fn to_csv(batch: &RecordBatch, gzip: bool) -> Result<Vec<u8>> {
+    let (mut load, mut cdc) = (Encoder::new(gzip), Encoder::new(gzip));
+    encode(batch, 0, 0, &mut load, &mut cdc)?;
+    let mut bytes = cdc.take();
+    bytes.extend(cdc.finish()?);
+    Ok(bytes)
 }
 
 /// Generates `spec` as the DMS CSV objects under the prefix `out`.

@@ -47,6 +47,8 @@ mod write;
 
 use crate::datetime::{format_micros, parse_date, NANOS_PER_DAY};
 
+#[cfg(test)]
+pub(crate) use csv::to_csv;
 pub use csv::{generate_csv, CDC_NAME, LOAD_NAME};
 pub use rng::SplitMix;
 pub use values::card_number;
