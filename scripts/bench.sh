@@ -7,6 +7,7 @@
 #   scripts/bench.sh [ROWS...]        default: 2000000
 #   scripts/bench.sh --stage2 [ORDERS] default: 1000000
 #   scripts/bench.sh --datasets [ROWS] default: 1000000
+#   scripts/bench.sh --csv [ROWS]      default: 2000000
 #
 # --stage2 benchmarks stage 2 instead: `edp generate --dataset all` with ORDERS orders over a
 # year (and their lines, payments, customers, products, inventory), stage 1 on each dataset,
@@ -18,6 +19,10 @@
 # uuid and composite keys, with and without a sequence column) and prints rows/s, peak RSS and
 # spilled index entries per dataset, and each dataset's time per row relative to `orders`, so
 # a regression on any key type shows.
+#
+# --csv runs the stage 1 `orders` comparison on ROWS rows generated as DMS CSV
+# (`edp generate --format csv`: a full load without Op and a CDC object with it), the DuckDB
+# script reading the same two CSV objects.
 #
 # Data and outputs go to $BENCH_DIR (default: a temporary directory, removed at the end).
 # NO_DUCKDB=1 skips the DuckDB comparison.
@@ -96,9 +101,23 @@ if [ "${rows_list[0]}" = "--stage2" ]; then
     echo "edp is $(python3 -c "print(round($dwall / $wall, 2))")x faster than the DuckDB script"
     exit 0
 fi
+# The raw rows the DuckDB script reads, with filename and file_row_number, from the Parquet
+# object or the DMS CSV objects (the full load's rows are inserts).
+format=parquet
+source="read_parquet('RAW/*.parquet', filename = true, file_row_number = true)"
+if [ "${rows_list[0]}" = "--csv" ]; then
+    format=csv
+    rows_list=("${rows_list[1]:-2000000}")
+    cols="'order_id': 'BIGINT', 'customer_id': 'BIGINT', 'status': 'VARCHAR', 'total_amount': 'DOUBLE', 'currency': 'VARCHAR', 'email': 'VARCHAR', 'phone': 'VARCHAR', 'card_number': 'VARCHAR', 'notes': 'VARCHAR', 'shipping_country': 'VARCHAR', 'created_at': 'VARCHAR', 'updated_at': 'VARCHAR'"
+    csv_opts="header = false, quote = '\"', escape = '\"', filename = true"
+    source="(SELECT *, row_number() OVER (PARTITION BY filename) AS file_row_number FROM (
+        SELECT 'I' AS Op, * FROM read_csv('RAW/LOAD*.csv', columns = {$cols}, $csv_opts)
+        UNION ALL BY NAME
+        SELECT * FROM read_csv('RAW/2*.csv', columns = {'Op': 'VARCHAR', $cols}, $csv_opts)))"
+fi
 for rows in "${rows_list[@]}"; do
-    raw="$work/raw-$rows"
-    [ -d "$raw" ] || "$edp" --progress never generate --dataset orders --rows "$rows" --out "$raw" --seed 1 >&2
+    raw="$work/raw-$format-$rows"
+    [ -d "$raw" ] || "$edp" --progress never generate --dataset orders --rows "$rows" --out "$raw" --seed 1 --format "$format" >&2
     rm -rf "$work/out-$rows"
     /usr/bin/time -v "$edp" --progress never --log-format json raw-to-curated \
         --input "$raw" --output "$work/out-$rows" --contract fixtures/contracts/orders.json \
@@ -106,12 +125,14 @@ for rows in "${rows_list[@]}"; do
     wall=$(python3 -c "import json;r=json.load(open('$work/out-$rows/_edp_report.json'));print(r['durations']['total_ms']/1000)")
     peak=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$work/time-$rows.txt")
     rps=$(python3 -c "print(f'{$rows/$wall:,.0f}')")
-    echo "edp     orders rows=$rows  wall=${wall}s  rows/s=$rps  peak_rss=${peak} MiB  spilled=$(python3 -c "import json;print(json.load(open('$work/out-$rows/_edp_report.json'))['dedup_spilled_entries'])")"
+    echo "edp     orders ($format) rows=$rows  wall=${wall}s  rows/s=$rps  peak_rss=${peak} MiB  spilled=$(python3 -c "import json;print(json.load(open('$work/out-$rows/_edp_report.json'))['dedup_spilled_entries'])")"
 
     [ -n "${NO_DUCKDB:-}" ] && continue
     duckdb_venv
     rm -rf "$work/duck-$rows" && mkdir -p "$work/duck-$rows"
-    sed -e "s|RAW|$raw|g" -e "s|OUT|$work/duck-$rows|g" -e "s|THREADS|$(nproc)|g" scripts/duckdb_orders.sql > "$work/duck-$rows.sql"
+    src=${source//RAW/$raw}
+    python3 -c "import sys; t = open('scripts/duckdb_orders.sql').read(); print(t.replace('SOURCE', sys.argv[1]).replace('OUT', sys.argv[2]).replace('THREADS', sys.argv[3]))" \
+        "$src" "$work/duck-$rows" "$(nproc)" > "$work/duck-$rows.sql"
     start=$(date +%s.%N)
     /usr/bin/time -v "$venv/bin/python" -c "import duckdb,sys; duckdb.connect().execute(open(sys.argv[1]).read())" "$work/duck-$rows.sql" \
         2> "$work/duck-time-$rows.txt" >/dev/null
@@ -119,6 +140,6 @@ for rows in "${rows_list[@]}"; do
     dwall=$(python3 -c "print(round($end - $start, 3))")
     dpeak=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$work/duck-time-$rows.txt")
     drps=$(python3 -c "print(f'{$rows/$dwall:,.0f}')")
-    echo "duckdb  orders rows=$rows  wall=${dwall}s  rows/s=$drps  peak_rss=${dpeak} MiB"
+    echo "duckdb  orders ($format) rows=$rows  wall=${dwall}s  rows/s=$drps  peak_rss=${dpeak} MiB"
     echo "edp is $(python3 -c "print(round($dwall / $wall, 2))")x faster than the DuckDB script"
 done

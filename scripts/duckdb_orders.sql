@@ -3,7 +3,9 @@
 -- and op only), the latest valid version per order_id, card numbers masked (declared column and free text, by regex: no Luhn check, so
 -- it does less work than edp), e-mails hashed, date-times typed in curated, curated and quarantine
 -- written as Snappy Parquet.
--- Placeholders RAW, OUT and THREADS are filled in by scripts/bench.sh.
+-- scripts/bench.sh fills in the placeholders: the raw rows after FROM (with their filename and
+-- file_row_number: the Parquet object, or the DMS CSV full load and CDC objects), the output
+-- directory and the thread count.
 SET threads = THREADS;
 SET preserve_insertion_order = false;
 
@@ -30,7 +32,7 @@ SELECT *,
       CASE WHEN try_cast(created_at AS TIMESTAMP) < TIMESTAMP '2000-01-01' THEN 'created_at formatMinimum' END
     ], lambda x: x IS NOT NULL) END
   ) AS _errors
-FROM read_parquet('RAW/*.parquet', filename = true, file_row_number = true);
+FROM SOURCE;
 
 COPY (
   SELECT * REPLACE (
