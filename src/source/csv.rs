@@ -37,9 +37,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use bytes::Bytes;
 use csv_core::{ReadFieldResult, ReadRecordResult, Terminator};
-use futures::stream::BoxStream;
-use futures::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -139,22 +138,66 @@ impl CsvMeta {
     }
 }
 
-/// The object's bytes as a blocking reader: chunks of its GET stream, waited for on the runtime
-/// (so it runs on a blocking thread).
+/// Bytes per ranged GET of [`ObjectBytes`].
+const FETCH_BYTES: u64 = 8 << 20;
+
+/// An object's bytes as a blocking reader: ranged GETs of [`FETCH_BYTES`] in order, the next one
+/// in flight while the current one is read, each waited for on the runtime (so it runs on a
+/// blocking thread). A GET stream's chunks are small (8 KiB from a local file), and a wait per
+/// chunk cost more than decoding them.
 struct ObjectBytes {
-    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    /// Where the next range starts.
+    offset: u64,
+    next: Option<tokio::task::JoinHandle<object_store::Result<Bytes>>>,
     chunk: Bytes,
     handle: Handle,
+}
+
+impl ObjectBytes {
+    fn new(object: &InputObject) -> ObjectBytes {
+        let mut bytes = ObjectBytes {
+            store: object.location.store.clone(),
+            path: object.location.path.clone(),
+            size: object.size,
+            offset: 0,
+            next: None,
+            chunk: Bytes::new(),
+            handle: Handle::current(),
+        };
+        bytes.fetch_next();
+        bytes
+    }
+
+    /// Starts the GET of the next range, if any is left.
+    fn fetch_next(&mut self) {
+        if self.offset >= self.size {
+            return;
+        }
+        let end = (self.offset + FETCH_BYTES).min(self.size);
+        let (store, path, range) = (self.store.clone(), self.path.clone(), self.offset..end);
+        self.next = Some(
+            self.handle
+                .spawn(async move { store.get_range(&path, range).await }),
+        );
+        self.offset = end;
+    }
 }
 
 impl std::io::Read for ObjectBytes {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.chunk.is_empty() {
-            match self.handle.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(b)) => self.chunk = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-            }
+            let Some(next) = self.next.take() else {
+                return Ok(0);
+            };
+            self.chunk = self
+                .handle
+                .block_on(next)
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+            self.fetch_next();
         }
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
@@ -169,27 +212,12 @@ struct Source {
 }
 
 impl Source {
-    /// Starts the GET of `object`.
-    async fn start(object: &InputObject) -> Result<Source> {
-        let url = &object.location.url;
-        let got = object
-            .location
-            .store
-            .get(&object.location.path)
-            .await
-            .map_err(|e| store_error(url, e))?;
-        let raw = BufReader::with_capacity(
-            1 << 20,
-            ObjectBytes {
-                stream: got.into_stream(),
-                chunk: Bytes::new(),
-                handle: Handle::current(),
-            },
-        );
-        Ok(Source {
-            raw,
-            gzip: url.ends_with(".gz"),
-        })
+    /// Starts reading `object` (its first range is fetched at once).
+    fn start(object: &InputObject) -> Source {
+        Source {
+            raw: BufReader::with_capacity(1 << 20, ObjectBytes::new(object)),
+            gzip: object.location.url.ends_with(".gz"),
+        }
     }
 
     /// The bytes as a blocking reader; call on a blocking thread (the gzip header is read
@@ -356,7 +384,7 @@ fn column(contract: &Contract, name: &str) -> Column {
 
 /// Reads `object` once and learns its layout, rows and units.
 pub(super) async fn open(object: &InputObject, decoding: &Decoding) -> Result<CsvMeta> {
-    let src = Source::start(object).await?;
+    let src = Source::start(object);
     let url = object.location.url.clone();
     let decoding = decoding.clone();
     tokio::task::spawn_blocking(move || scan(&url, src.reader(), &decoding))
@@ -514,20 +542,10 @@ pub(super) fn row_groups(
     read: Read,
 ) -> mpsc::Receiver<Result<RowGroup>> {
     let (tx, rx) = mpsc::channel(read.read_ahead.max(1));
-    let object = input.clone();
     let meta = meta.clone();
-    tokio::spawn(async move {
-        let src = match Source::start(&object).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-        };
-        let url = object.location.url.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || feed(&url, src.reader(), &meta, read, &tx)).await;
-    });
+    let src = Source::start(input);
+    let url = input.location.url.clone();
+    tokio::task::spawn_blocking(move || feed(&url, src.reader(), &meta, read, &tx));
     rx
 }
 
