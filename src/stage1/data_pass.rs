@@ -216,7 +216,7 @@ fn work_row_group(
 /// Folds a finished row group into the job: counts, then quarantine and curated output in
 /// input order.
 async fn absorb(
-    done: Done,
+    mut done: Done,
     outputs: &mut Outputs,
     c: &mut Counters,
     failed: &mut Option<&mut Failed>,
@@ -226,19 +226,7 @@ async fn absorb(
     if let Some(f) = failed.as_mut() {
         f.record(&done, file_rows);
     }
-    let d = done.counters;
-    c.timers.add(&d.timers);
-    for (k, v) in d.failures {
-        *c.failures.entry(k).or_default() += v;
-    }
-    for (k, v) in d.orphans_kept {
-        *c.orphans_kept.entry(k).or_default() += v;
-    }
-    c.curated += d.curated;
-    c.quarantined += d.quarantined;
-    c.superseded += d.superseded;
-    c.tombstones += d.tombstones;
-    c.masked.add(d.masked);
+    c.add(std::mem::take(&mut done.counters));
     let t = Instant::now();
     if let Some(q) = outputs.quarantine.as_mut() {
         for batch in &done.quarantine {

@@ -31,6 +31,24 @@ pub(super) struct Counters {
     pub(super) masked: Masked,
 }
 
+impl Counters {
+    /// Adds the counts of a finished row group.
+    pub(super) fn add(&mut self, d: Counters) {
+        self.timers.add(&d.timers);
+        for (k, v) in d.failures {
+            *self.failures.entry(k).or_default() += v;
+        }
+        for (k, v) in d.orphans_kept {
+            *self.orphans_kept.entry(k).or_default() += v;
+        }
+        self.curated += d.curated;
+        self.quarantined += d.quarantined;
+        self.superseded += d.superseded;
+        self.tombstones += d.tombstones;
+        self.masked.add(d.masked);
+    }
+}
+
 /// Adds a batch's masked values per column to `into`.
 pub(super) fn add_counts(into: &mut BTreeMap<String, u64>, counts: MaskCounts) {
     for (col, n) in counts {
