@@ -19,7 +19,9 @@
 //! Arrow arrays of the contract's types, only the requested columns and rows. A line that cannot
 //! be decoded stays a row: its values are null where they could not be read and the row carries
 //! a [`RowFailure`] (`csv_fields`, `csv_quote`, `utf8` or `type`, with its line number and the
-//! line or value as text, card numbers masked and x-pii/x-pan values withheld), so validation
+//! line or value as text, card numbers masked; values of x-pii and x-pci pan columns withheld,
+//! and a line that cannot be split withheld whole when the contract has such columns; a record
+//! over [`MAX_RECORD_BYTES`] fails the object), so validation
 //! quarantines it and conservation counts it. A quote left open swallows the rest of the object
 //! into one such row (there is no other reading of it).
 //!
@@ -54,6 +56,9 @@ pub const UNIT_ROWS: usize = 1 << 16;
 pub const UNIT_BYTES: u64 = 16 << 20;
 /// Records whose field count decides whether the operation column is present.
 const SAMPLE_RECORDS: usize = 1000;
+/// Longest record accepted, in bytes: a longer one (a quote left open near the start of a huge
+/// object) makes the object a file-level error instead of one row holding the rest of it.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
 /// Characters of a line or value shown in a quarantine message.
 const SHOWN_CHARS: usize = 400;
 
@@ -341,6 +346,16 @@ impl Scanner {
             } else {
                 self.eof = true;
             }
+            if self.record.out.len() > MAX_RECORD_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the record starting at line {line} is longer than {} MiB (a quote left \
+                         open?)",
+                        MAX_RECORD_BYTES >> 20
+                    ),
+                ));
+            }
             match done {
                 Some(true) => return Ok(Some((line, self.offset))),
                 Some(false) => return Ok(None),
@@ -605,7 +620,7 @@ fn feed(
             null_value: meta.options.null_value.clone(),
             delimiter: meta.options.delimiter,
             record: RecordBuf::new(),
-            raw: csv_core::Reader::new(),
+            raw: reader(&meta.options),
             quote_scratch: Vec::new(),
         };
         let group = RowGroup::decoded(unit.first_row, unit.rows, Box::new(decoder));
@@ -727,7 +742,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 fn shown(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(SHOWN_CHARS * 4)];
     let text = String::from_utf8_lossy(head);
-    let text = text.trim_end_matches(['\n', '\r']);
+    let text = text.trim_matches(['\n', '\r']);
     let masked = mask_card_numbers(text).unwrap_or_else(|| text.to_string());
     let mut out: String = masked.chars().take(SHOWN_CHARS).collect();
     if out.len() < masked.len() || head.len() < bytes.len() {
@@ -745,13 +760,30 @@ enum Quoting {
 }
 
 impl UnitDecoder {
+    /// A line that could not be split into columns, for its message: [`shown`], or withheld when
+    /// a column's values may never be shown (which of its fields they are is unknown).
+    fn line_text(&self, raw: &[u8]) -> String {
+        if self.columns.iter().any(|c| c.withhold) {
+            "(line withheld: the contract has x-pii or x-pci pan columns)".to_string()
+        } else {
+            shown(raw)
+        }
+    }
+
     /// Reads the next record of the unit, returning where its raw bytes start (they end at
     /// `self.pos`).
     fn next_record(&mut self) -> Option<usize> {
         let start = self.pos;
         let (mut nout, mut nend) = (0, 0);
         loop {
-            let input = &self.bytes[self.pos..];
+            // csv-core drops a byte order mark on its first read of 3 bytes or more: only the
+            // object's first unit may start with one, so a later unit's first read is one byte.
+            let end = if self.pos == 0 && self.unit.start > 0 {
+                self.bytes.len().min(1)
+            } else {
+                self.bytes.len()
+            };
+            let input = &self.bytes[self.pos..end];
             let at_end = input.is_empty();
             let (done, used) = self
                 .record
@@ -768,8 +800,16 @@ impl UnitDecoder {
 
     /// Splits `raw` into its written fields to tell quoted values (a quoted `""` is an empty
     /// string, an unquoted empty field null) and broken quoting apart.
-    fn quoting(&mut self, raw: &[u8]) -> Quoting {
+    fn quoting(&mut self, raw: &[u8], object_start: bool) -> Quoting {
         self.raw.reset();
+        // As in `next_record`: a byte order mark is dropped at the object's start only.
+        let raw = match raw.strip_prefix(b"\xef\xbb\xbf") {
+            Some(rest) if object_start => rest,
+            _ => raw,
+        };
+        if raw.starts_with(b"\xef\xbb\xbf") {
+            return Quoting::Broken;
+        }
         self.quote_scratch.resize(raw.len() + 1, 0);
         let (mut at, mut field_start) = (0, 0);
         let mut quoted = Vec::new();
@@ -851,8 +891,10 @@ impl Iterator for UnitDecoder {
             let raw_end = self.pos;
             let raw = std::mem::take(&mut self.bytes);
             let record_raw = &raw[start..raw_end];
+            // csv-core skips blank lines before a record as part of it.
+            let line = line + record_raw.iter().take_while(|&&b| b == b'\n').count() as u64;
             let quoting = if record_raw.contains(&b'"') {
-                self.quoting(record_raw)
+                self.quoting(record_raw, self.unit.start == 0 && start == 0)
             } else {
                 Quoting::Fields(Vec::new())
             };
@@ -862,14 +904,14 @@ impl Iterator for UnitDecoder {
                     format!(
                         "line {line}: a quote inside an unquoted value or a quoted value not \
                          closed: {}",
-                        shown(record_raw)
+                        self.line_text(record_raw)
                     ),
                 )),
                 (_, f) if f != expected => Some((
                     rule_name::CSV_FIELDS,
                     format!(
                         "line {line}: {f} fields, expected {expected}: {}",
-                        shown(record_raw)
+                        self.line_text(record_raw)
                     ),
                 )),
                 _ => None,
@@ -938,6 +980,10 @@ mod tests {
     use crate::store::Location;
 
     fn decoding() -> Decoding {
+        decoding_with(CsvOptions::default())
+    }
+
+    fn decoding_with(csv: CsvOptions) -> Decoding {
         let contract = Contract::from_json_str(
             "t.json",
             r#"{"title": "t", "type": "object", "properties": {
@@ -947,12 +993,20 @@ mod tests {
         .unwrap();
         Decoding {
             contract: Arc::new(contract),
-            csv: CsvOptions::default(),
+            csv,
         }
     }
 
     /// Writes `bytes` as `name` in a temporary directory, opens it and reads every row back.
     fn read_back(bytes: &[u8], name: &str) -> (Vec<RecordBatch>, Vec<RowFailure>) {
+        read_back_with(bytes, name, &decoding())
+    }
+
+    fn read_back_with(
+        bytes: &[u8],
+        name: &str,
+        decoding: &Decoding,
+    ) -> (Vec<RecordBatch>, Vec<RowFailure>) {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -967,7 +1021,7 @@ mod tests {
                 location,
                 size: bytes.len() as u64,
             };
-            let input = super::super::Input::open_raw(object, &decoding())
+            let input = super::super::Input::open_raw(object, decoding)
                 .await
                 .unwrap();
             let mut units = input.read(Read {
@@ -1048,5 +1102,30 @@ mod tests {
             assert!(s.iter().all(|v| v == Some("a\nb")));
             assert!(i.iter().all(|v| v == Some(7)));
         }
+    }
+
+    #[test]
+    fn the_configured_delimiter_splits_quoted_values_and_bad_lines_name_their_line() {
+        let options = CsvOptions {
+            delimiter: b';',
+            ..CsvOptions::default()
+        };
+        let text = "\"a;b\";1;2.5;t\n\"x\"\"y\";;;\n\n\n4111111111111111;1\n";
+        let (batches, failures) = read_back_with(text.as_bytes(), "x.csv", &decoding_with(options));
+        let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let s = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let i = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            [Some("a;b"), Some("x\"y"), None]
+        );
+        assert_eq!(i.iter().collect::<Vec<_>>(), [Some(1), None, None]);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        let f = &failures[0];
+        assert_eq!((f.row, f.rule), (2, rule_name::CSV_FIELDS));
+        assert_eq!(
+            f.message,
+            "line 5: 2 fields, expected 4: ************1111;1"
+        );
     }
 }

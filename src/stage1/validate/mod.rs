@@ -94,9 +94,9 @@ impl Verdict {
             .map_or(0, BooleanBuffer::count_set_bits)
     }
 
-    /// Adds the rows of an `n`-row batch its input could not decode: each fails under its own
-    /// rule and message only (the nulls left where its values could not be read break no other
-    /// rule), one failure per row since each message names its line.
+    /// Adds the rows of an `n`-row batch its input could not decode: each fails under its
+    /// decoding rules and messages only (the nulls left where its values could not be read break
+    /// no other rule), one entry per failure since each message names its line.
     pub fn with_decode_failures(mut self, n: usize, failures: &[RowFailure]) -> Verdict {
         if failures.is_empty() {
             return self;

@@ -61,14 +61,22 @@ pub fn quarantine_batch(
     let (mut rules, mut cols, mut msgs) = (Vec::new(), Vec::new(), Vec::new());
     let numbers_in = numbers;
     let mut numbers = Vec::with_capacity(n);
+    // Each row's failures, in rule order: one walk over each rule's set bits (a text input
+    // gives one rule entry per undecodable row, so a walk over every rule per row would grow with
+    // the square of the failing rows).
+    let mut per_row: Vec<Vec<usize>> = vec![Vec::new(); invalid.len()];
+    for (i, f) in verdict.failures.iter().enumerate() {
+        for row in f.rows.set_indices() {
+            per_row[row].push(i);
+        }
+    }
     for row in invalid.set_indices() {
         numbers.push(numbers_in[row]);
-        for f in &verdict.failures {
-            if f.rows.value(row) {
-                rules.push(f.rule.to_string());
-                cols.push(f.column.to_string());
-                msgs.push(f.message.to_string());
-            }
+        for &i in &per_row[row] {
+            let f = &verdict.failures[i];
+            rules.push(f.rule.to_string());
+            cols.push(f.column.to_string());
+            msgs.push(f.message.to_string());
         }
         offsets.push(rules.len() as i32);
     }
