@@ -10,15 +10,6 @@ use tempfile::TempDir;
 
 use crate::util::*;
 
-const DATASETS: [&str; 6] = [
-    "customers",
-    "products",
-    "inventory",
-    "orders",
-    "order_items",
-    "payments",
-];
-
 /// Generates every dataset (sized by `orders` rows) under `dir/<name>/` in `format`.
 fn generate_all(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(name);

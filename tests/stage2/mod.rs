@@ -24,7 +24,7 @@ use tempfile::tempdir;
 
 use crate::util::{
     self, args, contract, edp, ok, parse_micros, read_parquet, stage1, stderr, write_parquet,
-    ORDER_STATUSES,
+    DATASETS, ORDER_STATUSES,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -302,15 +302,6 @@ fn snapshot(prod: &Path) -> BTreeMap<String, Vec<u8>> {
 
 // ---------------------------------------------------------------------------------------------
 // Running the stages
-
-const DATASETS: [&str; 6] = [
-    "customers",
-    "products",
-    "inventory",
-    "orders",
-    "order_items",
-    "payments",
-];
 
 fn primary_key(dataset: &str) -> &'static [&'static str] {
     match dataset {

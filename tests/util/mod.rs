@@ -132,6 +132,16 @@ pub const ORDER_STATUSES: [&str; 6] = [
     "refunded",
 ];
 
+/// The six datasets of `edp generate --dataset all`, parents before children.
+pub const DATASETS: [&str; 6] = [
+    "customers",
+    "products",
+    "inventory",
+    "orders",
+    "order_items",
+    "payments",
+];
+
 /// `&str` views of owned arguments, as [`edp`] takes them.
 pub fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
