@@ -28,6 +28,7 @@ pub mod contract;
 pub mod datetime;
 pub mod error;
 pub mod generate;
+pub mod infer;
 pub mod output;
 pub mod protect;
 pub mod report;

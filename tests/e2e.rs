@@ -3,6 +3,7 @@
 mod cdc;
 #[path = "csv/mod.rs"]
 mod csv_inputs;
+mod infer;
 #[path = "props/mod.rs"]
 mod props;
 mod stage2;

@@ -82,6 +82,39 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Contracts: `edp contract infer` prints a starting contract inferred from a sample of an
+    /// input.
+    Contract {
+        #[command(subcommand)]
+        action: ContractAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContractAction {
+    /// Infer a contract from a sample of an input's rows (Parquet, NDJSON, or CSV with a
+    /// header) and print it: types, nullability and `required`, formats, enums, minimum 0 for
+    /// columns never negative, the primary key, the CDC columns and `x-pci: pan` for card
+    /// number columns; what was guessed is in its `$comment`. Never prints a card number.
+    Infer(InferArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// Input object or prefix (local path, file:// or s3:// URL); its objects are read in job
+    /// order until --sample-rows rows.
+    #[arg(long)]
+    pub input: String,
+    /// The contract's title (its dataset name); default: the input's last path segment
+    /// without extension and `-raw` suffix (the parent directory's when the input is an
+    /// object).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Rows sampled.
+    #[arg(long, default_value_t = 100_000)]
+    pub sample_rows: usize,
+    #[command(flatten)]
+    pub csv: CsvArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +225,19 @@ fn parse_reference(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// How CSV inputs are read (DMS S3 target settings).
+#[derive(Args, Debug)]
+pub struct CsvArgs {
+    #[arg(long, value_name = "CHAR", help = flag_help("csv_delimiter"))]
+    pub csv_delimiter: Option<String>,
+    #[arg(long, value_name = "TEXT", help = flag_help("csv_null_value"))]
+    pub csv_null_value: Option<String>,
+    #[arg(long, action = clap::ArgAction::Set, help = flag_help("csv_header"), value_parser = parser::<bool>)]
+    pub csv_header: Option<bool>,
+    #[arg(long, value_name = "NAME", help = flag_help("csv_timestamp_column"))]
+    pub csv_timestamp_column: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct ProcessArgs {
     #[arg(long, help = flag_help("read_ahead"), value_parser = parser::<usize>)]
@@ -206,14 +252,8 @@ pub struct ProcessArgs {
     pub references_required: Option<bool>,
     #[arg(long, help = flag_help("spill_dir"))]
     pub spill_dir: Option<PathBuf>,
-    #[arg(long, value_name = "CHAR", help = flag_help("csv_delimiter"))]
-    pub csv_delimiter: Option<String>,
-    #[arg(long, value_name = "TEXT", help = flag_help("csv_null_value"))]
-    pub csv_null_value: Option<String>,
-    #[arg(long, action = clap::ArgAction::Set, help = flag_help("csv_header"), value_parser = parser::<bool>)]
-    pub csv_header: Option<bool>,
-    #[arg(long, value_name = "NAME", help = flag_help("csv_timestamp_column"))]
-    pub csv_timestamp_column: Option<String>,
+    #[command(flatten)]
+    pub csv: CsvArgs,
     /// Process only the keys of shard INDEX of COUNT (an AWS Batch array child); default from
     /// AWS_BATCH_JOB_ARRAY_INDEX/AWS_BATCH_JOB_ARRAY_SIZE, else the whole input.
     #[arg(long, value_parser = Shard::parse)]
@@ -281,12 +321,14 @@ pub struct GenerateArgs {
     /// Last day of the period, YYYY-MM-DD (UTC, inclusive).
     #[arg(long, default_value = generate::DEFAULT_END_DATE, value_parser = generate::parse_day)]
     pub end_date: i64,
-    /// Output format: parquet (one object), or csv as DMS writes it (under each prefix a
+    /// Output format: parquet (one object); csv as DMS writes it (under each prefix a
     /// full-load LOAD00000001.csv without Op, holding the inserts among the first half of the
-    /// rows, and a CDC 20250116-000000000.csv with Op first holding the rest; no header).
+    /// rows, and a CDC 20250116-000000000.csv with Op first holding the rest; no header); or
+    /// ndjson, the same two objects as .json, one JSON object per line, nulls left out.
     #[arg(long, value_enum, default_value_t = GenFormat::Parquet)]
     pub format: GenFormat,
-    /// With --format csv: gzip the objects (.csv.gz, DMS CompressionType=GZIP).
+    /// With --format csv or ndjson: gzip the objects (.csv.gz, .json.gz; DMS
+    /// CompressionType=GZIP).
     #[arg(long)]
     pub gzip: bool,
 }
@@ -296,6 +338,7 @@ pub struct GenerateArgs {
 pub enum GenFormat {
     Parquet,
     Csv,
+    Ndjson,
 }
 
 impl Cli {
@@ -308,6 +351,7 @@ impl Cli {
             index_memory: g.index_memory.map(Some),
             ..Layer::default()
         };
+        let mut csv = None;
         let process = match &self.command {
             Command::RawToCurated(a) => {
                 layer.compression = a.compression;
@@ -335,8 +379,20 @@ impl Cli {
                 layer.spill_dir = prod.spill_dir.clone().map(Some);
                 None
             }
+            Command::Contract {
+                action: ContractAction::Infer(a),
+            } => {
+                csv = Some(&a.csv);
+                None
+            }
             Command::Generate(_) | Command::Config { .. } => None,
         };
+        if let Some(c) = process.map(|p| &p.csv).or(csv) {
+            layer.csv_delimiter = c.csv_delimiter.clone();
+            layer.csv_null_value = c.csv_null_value.clone().map(Some);
+            layer.csv_header = c.csv_header;
+            layer.csv_timestamp_column = c.csv_timestamp_column.clone().map(Some);
+        }
         if let Some(p) = process {
             layer.read_ahead = p.read_ahead;
             layer.pci_dss_enabled = p.pci_dss;
@@ -344,10 +400,6 @@ impl Cli {
             layer.deduplication_enabled = p.deduplication;
             layer.references_required = p.references_required;
             layer.spill_dir = p.spill_dir.clone().map(Some);
-            layer.csv_delimiter = p.csv_delimiter.clone();
-            layer.csv_null_value = p.csv_null_value.clone().map(Some);
-            layer.csv_header = p.csv_header;
-            layer.csv_timestamp_column = p.csv_timestamp_column.clone().map(Some);
         }
         layer
     }

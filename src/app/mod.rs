@@ -16,10 +16,14 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cli::{Cli, Command, ConfigAction, GenFormat, GenerateArgs, LogFormat, ProdAction, Selection};
+use cli::{
+    Cli, Command, ConfigAction, ContractAction, GenFormat, GenerateArgs, LogFormat, ProdAction,
+    Selection,
+};
 use specs::{job_spec, prod_spec, JobTarget};
 
 use crate::generate::{self, Dataset, GenSpec, World};
+use crate::infer::InferOptions;
 use crate::settings::Settings;
 use crate::store::Location;
 use crate::{stage1, stage2, Error, Result, EXIT_ROWS_FAILED};
@@ -145,6 +149,21 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
             print!("{}", settings.show());
             Ok(0)
         }
+        Command::Contract {
+            action: ContractAction::Infer(args),
+        } => {
+            let options = InferOptions {
+                input: args.input,
+                title: args.title,
+                sample_rows: args.sample_rows.max(1),
+                csv: specs::csv_options(&settings)?,
+            };
+            let contract = crate::infer::infer(&options).await?;
+            let text = serde_json::to_string_pretty(&contract)
+                .map_err(|e| Error::Internal(format!("serialising the contract: {e}")))?;
+            println!("{text}");
+            Ok(0)
+        }
     }
 }
 
@@ -157,12 +176,17 @@ async fn generate_data(args: &GenerateArgs) -> Result<()> {
         )));
     }
     generate::check_period(args.days, args.end_date).map_err(Error::Config)?;
-    if args.gzip && args.format != GenFormat::Csv {
-        return Err(Error::Config("--gzip needs --format csv".into()));
+    let text = match args.format {
+        GenFormat::Parquet => None,
+        GenFormat::Csv => Some(generate::TextFormat::Csv),
+        GenFormat::Ndjson => Some(generate::TextFormat::Ndjson),
+    };
+    if args.gzip && text.is_none() {
+        return Err(Error::Config("--gzip needs --format csv or ndjson".into()));
     }
-    if args.format == GenFormat::Csv && args.out.ends_with(".parquet") {
+    if text.is_some() && args.out.ends_with(".parquet") {
         return Err(Error::Config(format!(
-            "--out {}: with --format csv the output is a prefix",
+            "--out {}: with --format csv or ndjson the output is a prefix",
             args.out
         )));
     }
@@ -186,9 +210,9 @@ async fn generate_data(args: &GenerateArgs) -> Result<()> {
             days: args.days,
             end_day: args.end_date,
         };
-        let stats = match args.format {
-            GenFormat::Parquet => vec![generate::generate(spec, &loc).await?],
-            GenFormat::Csv => generate::generate_csv(spec, &loc, args.gzip).await?,
+        let stats = match text {
+            None => vec![generate::generate(spec, &loc).await?],
+            Some(format) => generate::generate_text(spec, &loc, format, args.gzip).await?,
         };
         for s in stats {
             eprintln!(

@@ -173,7 +173,7 @@ fn memory(settings: &Settings) -> Result<(usize, usize)> {
 
 /// The CSV dialect of the settings; a delimiter that is not one ASCII character other than a
 /// quote or a line break is an error.
-fn csv_options(settings: &Settings) -> Result<CsvOptions> {
+pub(crate) fn csv_options(settings: &Settings) -> Result<CsvOptions> {
     let delimiter = match settings.csv_delimiter.as_bytes() {
         [b] if b.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => *b,
         _ => {

@@ -50,6 +50,8 @@ pub mod rule_name {
     pub const CSV_QUOTE: &str = "csv_quote";
     /// A text input value that is not UTF-8.
     pub const UTF8: &str = "utf8";
+    /// An NDJSON line that is not one JSON object.
+    pub const JSON_SYNTAX: &str = "json_syntax";
     pub(super) const ALL: &[&str] = &[
         REQUIRED,
         TYPE,
@@ -69,6 +71,7 @@ pub mod rule_name {
         CSV_FIELDS,
         CSV_QUOTE,
         UTF8,
+        JSON_SYNTAX,
     ];
 }
 

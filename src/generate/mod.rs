@@ -7,7 +7,7 @@
 //! that writes a dataset (`write`). It must not touch the pipeline: it reads no contract and no
 //! settings, uses [`crate::protect`] only to make card numbers Luhn-valid and to keep keys from
 //! looking like one, writes nothing but the one Parquet object it is given (through
-//! [`crate::output::ParquetSink`]) or the two DMS CSV objects under a prefix (`csv`), and
+//! [`crate::output::ParquetSink`]) or the two text objects (DMS CSV, NDJSON) under a prefix (`text`), and
 //! takes no randomness and no time from the system, so that its output stays a pure function
 //! of its spec.
 //!
@@ -37,20 +37,20 @@
 //! SplitMix64 generator written here, so the same seed gives the same bytes on every machine and
 //! version of the dependencies.
 
-mod csv;
 mod plan;
 mod rng;
 mod rows;
+mod text;
 mod time;
 mod values;
 mod write;
 
 use crate::datetime::{format_micros, parse_date, NANOS_PER_DAY};
 
-#[cfg(test)]
-pub(crate) use csv::to_csv;
-pub use csv::{generate_csv, CDC_NAME, LOAD_NAME};
 pub use rng::SplitMix;
+#[cfg(test)]
+pub(crate) use text::to_csv;
+pub use text::{generate_text, TextFormat, CDC_NAME, LOAD_NAME};
 pub use values::card_number;
 pub use write::{batches, generate, target};
 

@@ -28,7 +28,7 @@
 //! Units cannot be found by seeking to a byte offset and looking for a newline, because a
 //! newline may sit inside a quoted value: that is why the object is read once whole at open.
 
-use std::io::{BufRead, BufReader, Read as _};
+use std::io::BufRead;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -37,30 +37,19 @@ use arrow::array::{
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use bytes::Bytes;
 use csv_core::{ReadFieldResult, ReadRecordResult, Terminator};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
-use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use super::text::{feed, io_error, shown, Source, Unit, UNIT_BYTES, UNIT_ROWS};
 use super::{Decoded, InputObject, Read, RowFailure, RowGroup};
 use crate::contract::{rule_name, Contract, Pci};
-use crate::protect::mask_card_numbers;
-use crate::store::store_error;
 use crate::{Error, Result};
 
-/// Records per work unit at most.
-pub const UNIT_ROWS: usize = 1 << 16;
-/// Bytes per work unit at most (a unit is held whole while it is decoded).
-pub const UNIT_BYTES: u64 = 16 << 20;
 /// Records whose field count decides whether the operation column is present.
 const SAMPLE_RECORDS: usize = 1000;
 /// Longest record accepted, in bytes: a longer one (a quote left open near the start of a huge
 /// object) makes the object a file-level error instead of one row holding the rest of it.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
-/// Characters of a line or value shown in a quarantine message.
-const SHOWN_CHARS: usize = 400;
 
 /// The CSV dialect, DMS's S3 target settings with their defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,29 +83,19 @@ pub struct Decoding {
 }
 
 /// True when `name` is a CSV object (`.csv`, `.csv.gz`).
-pub(super) fn is_csv(name: &str) -> bool {
+pub fn is_csv(name: &str) -> bool {
     name.ends_with(".csv") || name.ends_with(".csv.gz")
 }
 
-/// One field of the object's records.
+/// One field of the object's records (for NDJSON, one field name of its objects).
 #[derive(Debug)]
-struct Column {
-    name: Arc<str>,
-    ty: DataType,
+pub(super) struct Column {
+    pub(super) name: Arc<str>,
+    pub(super) ty: DataType,
     /// Its values are never shown in messages (x-pii, x-pci pan).
-    withhold: bool,
+    pub(super) withhold: bool,
     /// The operation column of a full load, which its records do not hold: `I` on every row.
-    implied: bool,
-}
-
-/// A run of consecutive records decoded as one piece.
-#[derive(Debug, Clone, Copy)]
-struct Unit {
-    first_row: u64,
-    rows: usize,
-    start: u64,
-    end: u64,
-    first_line: u64,
+    pub(super) implied: bool,
 }
 
 /// What [`open`] learnt about a CSV object.
@@ -140,117 +119,6 @@ impl CsvMeta {
 
     pub(super) fn units(&self) -> usize {
         self.units.len()
-    }
-}
-
-/// Bytes per ranged GET of [`ObjectBytes`].
-const FETCH_BYTES: u64 = 8 << 20;
-
-/// An object's bytes as a blocking reader: ranged GETs of [`FETCH_BYTES`] in order, the next one
-/// in flight while the current one is read, each waited for on the runtime (so it runs on a
-/// blocking thread). A GET stream's chunks are small (8 KiB from a local file), and a wait per
-/// chunk cost more than decoding them.
-struct ObjectBytes {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
-    /// Where the next range starts.
-    offset: u64,
-    next: Option<tokio::task::JoinHandle<object_store::Result<Bytes>>>,
-    chunk: Bytes,
-    handle: Handle,
-}
-
-impl ObjectBytes {
-    fn new(object: &InputObject) -> ObjectBytes {
-        let mut bytes = ObjectBytes {
-            store: object.location.store.clone(),
-            path: object.location.path.clone(),
-            size: object.size,
-            offset: 0,
-            next: None,
-            chunk: Bytes::new(),
-            handle: Handle::current(),
-        };
-        bytes.fetch_next();
-        bytes
-    }
-
-    /// Starts the GET of the next range, if any is left.
-    fn fetch_next(&mut self) {
-        if self.offset >= self.size {
-            return;
-        }
-        let end = (self.offset + FETCH_BYTES).min(self.size);
-        let (store, path, range) = (self.store.clone(), self.path.clone(), self.offset..end);
-        self.next = Some(
-            self.handle
-                .spawn(async move { store.get_range(&path, range).await }),
-        );
-        self.offset = end;
-    }
-}
-
-impl std::io::Read for ObjectBytes {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            let Some(next) = self.next.take() else {
-                return Ok(0);
-            };
-            self.chunk = self
-                .handle
-                .block_on(next)
-                .map_err(std::io::Error::other)?
-                .map_err(std::io::Error::other)?;
-            self.fetch_next();
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
-    }
-}
-
-/// An object's bytes from its first, decompressed when its name ends in `.gz`.
-struct Source {
-    raw: BufReader<ObjectBytes>,
-    gzip: bool,
-}
-
-impl Source {
-    /// Starts reading `object` (its first range is fetched at once).
-    fn start(object: &InputObject) -> Source {
-        Source {
-            raw: BufReader::with_capacity(1 << 20, ObjectBytes::new(object)),
-            gzip: object.location.url.ends_with(".gz"),
-        }
-    }
-
-    /// The bytes as a blocking reader; call on a blocking thread (the gzip header is read
-    /// here).
-    fn reader(self) -> Box<dyn BufRead + Send> {
-        if self.gzip {
-            Box::new(BufReader::with_capacity(
-                1 << 20,
-                flate2::bufread::MultiGzDecoder::new(self.raw),
-            ))
-        } else {
-            Box::new(self.raw)
-        }
-    }
-}
-
-/// A read failure of `url`: the store's error when storage failed underneath, else bad input
-/// (a truncated or corrupt gzip stream).
-fn io_error(url: &str, e: std::io::Error) -> Error {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<object_store::Error>())
-    {
-        Some(_) => match e.into_inner().map(|b| b.downcast::<object_store::Error>()) {
-            Some(Ok(store)) => store_error(url, *store),
-            _ => Error::bad_input(url, "read failed"),
-        },
-        None => Error::bad_input(url, format!("cannot read the CSV data: {e}")),
     }
 }
 
@@ -387,7 +255,7 @@ fn contract_layout(contract: &Contract, options: &CsvOptions, with_op: bool) -> 
 }
 
 /// The column `name`: the contract's type, a string when the contract does not declare it.
-fn column(contract: &Contract, name: &str) -> Column {
+pub(super) fn column(contract: &Contract, name: &str) -> Column {
     let spec = contract.column(name);
     Column {
         name: name.into(),
@@ -560,74 +428,46 @@ pub(super) fn row_groups(
     let meta = meta.clone();
     let src = Source::start(input);
     let url = input.location.url.clone();
-    tokio::task::spawn_blocking(move || feed(&url, src.reader(), &meta, read, &tx));
-    rx
-}
-
-/// Reads the object's units in order and sends those holding kept rows, ready to decode.
-fn feed(
-    url: &str,
-    mut src: Box<dyn BufRead + Send>,
-    meta: &CsvMeta,
-    read: Read,
-    tx: &mpsc::Sender<Result<RowGroup>>,
-) {
-    let projection: Vec<usize> = read
-        .columns
-        .clone()
-        .unwrap_or_else(|| (0..meta.columns.len()).collect());
-    let schema = match meta.schema.project(&projection) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e.into()));
-            return;
-        }
-    };
-    let mut at = 0u64;
-    for unit in meta.units.iter() {
-        let keep = match &read.keep {
-            Some(bits) if unit.first_row as usize + unit.rows > bits.len() => {
-                let _ = tx.blocking_send(Err(Error::Internal(
-                    "selection shorter than the file".into(),
-                )));
+    tokio::task::spawn_blocking(move || {
+        let projection: Vec<usize> = read
+            .columns
+            .clone()
+            .unwrap_or_else(|| (0..meta.columns.len()).collect());
+        let schema = match meta.schema.project(&projection) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
                 return;
             }
-            Some(bits) => Some(bits.slice(unit.first_row as usize, unit.rows)),
-            None => None,
         };
-        let mut bytes = vec![0u8; (unit.end - unit.start) as usize];
-        let got = std::io::copy(&mut (&mut src).take(unit.start - at), &mut std::io::sink())
-            .and_then(|_| src.read_exact(&mut bytes));
-        if let Err(e) = got {
-            let _ = tx.blocking_send(Err(io_error(url, e)));
-            return;
-        }
-        at = unit.end;
-        if keep.as_ref().is_some_and(|k| k.count_set_bits() == 0) {
-            continue;
-        }
-        let decoder = UnitDecoder {
-            core: reader(&meta.options),
-            bytes,
-            pos: 0,
-            unit: *unit,
-            index: 0,
-            keep,
-            columns: meta.columns.clone(),
-            projection: projection.clone(),
-            schema: schema.clone(),
-            batch_size: read.batch_size.max(1),
-            null_value: meta.options.null_value.clone(),
-            delimiter: meta.options.delimiter,
-            record: RecordBuf::new(),
-            raw: reader(&meta.options),
-            quote_scratch: Vec::new(),
-        };
-        let group = RowGroup::decoded(unit.first_row, unit.rows, Box::new(decoder));
-        if tx.blocking_send(Ok(group)).is_err() {
-            return;
-        }
-    }
+        feed(
+            &url,
+            src.reader(),
+            &meta.units,
+            &read,
+            &tx,
+            |unit, bytes, keep| {
+                Box::new(UnitDecoder {
+                    core: reader(&meta.options),
+                    bytes,
+                    pos: 0,
+                    unit,
+                    index: 0,
+                    keep,
+                    columns: meta.columns.clone(),
+                    projection: projection.clone(),
+                    schema: schema.clone(),
+                    batch_size: read.batch_size.max(1),
+                    null_value: meta.options.null_value.clone(),
+                    delimiter: meta.options.delimiter,
+                    record: RecordBuf::new(),
+                    raw: reader(&meta.options),
+                    quote_scratch: Vec::new(),
+                })
+            },
+        );
+    });
+    rx
 }
 
 /// Decodes one unit's records into batches of the projected columns.
@@ -735,20 +575,6 @@ fn parse_bool(s: &str) -> Option<bool> {
         "false" | "f" | "0" => Some(false),
         _ => None,
     }
-}
-
-/// Text of `bytes` fit for a quarantine message: at most [`SHOWN_CHARS`] characters, card
-/// numbers masked.
-fn shown(bytes: &[u8]) -> String {
-    let head = &bytes[..bytes.len().min(SHOWN_CHARS * 4)];
-    let text = String::from_utf8_lossy(head);
-    let text = text.trim_matches(['\n', '\r']);
-    let masked = mask_card_numbers(text).unwrap_or_else(|| text.to_string());
-    let mut out: String = masked.chars().take(SHOWN_CHARS).collect();
-    if out.len() < masked.len() || head.len() < bytes.len() {
-        out.push('…');
-    }
-    out
 }
 
 /// How the raw fields of a record holding quotes were written.
@@ -972,7 +798,7 @@ impl Iterator for UnitDecoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray};
     use proptest::prelude::*;
@@ -983,7 +809,7 @@ mod tests {
         decoding_with(CsvOptions::default())
     }
 
-    fn decoding_with(csv: CsvOptions) -> Decoding {
+    pub(in crate::source) fn decoding_with(csv: CsvOptions) -> Decoding {
         let contract = Contract::from_json_str(
             "t.json",
             r#"{"title": "t", "type": "object", "properties": {
@@ -1002,7 +828,8 @@ mod tests {
         read_back_with(bytes, name, &decoding())
     }
 
-    fn read_back_with(
+    /// Writes `bytes` as `name`, opens it as a raw input and decodes every row, 7 to a batch.
+    pub(in crate::source) fn read_back_with(
         bytes: &[u8],
         name: &str,
         decoding: &Decoding,

@@ -10,11 +10,13 @@
 //! fetched, and no more), each decoding only the columns and rows asked for.
 //!
 //! The passes see only this interface, so a new format is a new [`Format`] variant and its
-//! module ([`parquet`], [`csv`] for DMS CSV); nothing here validates, deduplicates or writes. A
+//! module ([`parquet`], [`csv`] for DMS CSV, [`json`] for NDJSON, sharing [`text`]); nothing here validates, deduplicates or writes. A
 //! text format decodes into the contract's types, and a line it cannot decode is still a row:
 //! its batch carries a [`RowFailure`] for it, which validation turns into a quarantine reason.
 mod csv;
+mod json;
 mod parquet;
+mod text;
 
 use std::sync::Arc;
 
@@ -31,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::store::{store_error, Location};
 use crate::{Error, Result};
 
-pub use csv::{CsvOptions, Decoding};
+pub use csv::{is_csv, CsvOptions, Decoding};
 
 /// One input object of a job.
 #[derive(Debug, Clone)]
@@ -142,6 +144,8 @@ enum Format {
     Parquet(ArrowReaderMetadata),
     /// A DMS CSV object (`.csv`, `.csv.gz`), its layout and units.
     Csv(csv::CsvMeta),
+    /// An NDJSON object (`.json`, `.jsonl`, `.ndjson`, optionally `.gz`), its fields and units.
+    Json(json::JsonMeta),
 }
 
 /// What [`Input::read`] decodes.
@@ -170,17 +174,19 @@ impl Input {
         })
     }
 
-    /// Opens a raw input `object` by its name's format: CSV (`.csv`, `.csv.gz`) decoded as
-    /// `decoding` says (the object is read once to find its rows), otherwise Parquet.
+    /// Opens a raw input `object` by its name's format: CSV (`.csv`, `.csv.gz`) or NDJSON
+    /// (`.json`, `.jsonl`, `.ndjson`, each optionally `.gz`) decoded as `decoding` says (the
+    /// object is read once to find its rows), otherwise Parquet.
     pub async fn open_raw(object: InputObject, decoding: &Decoding) -> Result<Input> {
-        if !csv::is_csv(object.location.path.as_ref()) {
+        let name = object.location.path.as_ref();
+        let format = if csv::is_csv(name) {
+            Format::Csv(csv::open(&object, decoding).await?)
+        } else if json::is_json(name) {
+            Format::Json(json::open(&object, decoding).await?)
+        } else {
             return Self::open(object).await;
-        }
-        let meta = csv::open(&object, decoding).await?;
-        Ok(Input {
-            object,
-            format: Format::Csv(meta),
-        })
+        };
+        Ok(Input { object, format })
     }
 
     /// The object's URL, for messages and reports.
@@ -193,6 +199,7 @@ impl Input {
         match &self.format {
             Format::Parquet(meta) => meta.schema(),
             Format::Csv(meta) => meta.schema(),
+            Format::Json(meta) => meta.schema(),
         }
     }
 
@@ -201,16 +208,18 @@ impl Input {
         match &self.format {
             Format::Parquet(meta) => meta.metadata().file_metadata().num_rows().max(0) as u64,
             Format::Csv(meta) => meta.rows(),
+            Format::Json(meta) => meta.rows(),
         }
     }
 
     /// The number of work units [`Input::read`] yields when every row is read: for Parquet,
     /// row groups, large ones cut into slices where the file's offset index allows fetching
-    /// only a slice's pages; for CSV, runs of consecutive records.
+    /// only a slice's pages; for CSV and NDJSON, runs of consecutive records.
     pub fn units(&self) -> usize {
         match &self.format {
             Format::Parquet(meta) => parquet::slices(meta).len(),
             Format::Csv(meta) => meta.units(),
+            Format::Json(meta) => meta.units(),
         }
     }
 
@@ -219,6 +228,7 @@ impl Input {
         match &self.format {
             Format::Parquet(meta) => parquet::row_groups(&self.object, meta, read),
             Format::Csv(meta) => csv::row_groups(&self.object, meta, read),
+            Format::Json(meta) => json::row_groups(&self.object, meta, read),
         }
     }
 }
@@ -248,7 +258,7 @@ pub struct Decoded {
     pub failures: Vec<RowFailure>,
 }
 
-type Decoder = Box<dyn Iterator<Item = std::result::Result<Decoded, ArrowError>> + Send>;
+pub(super) type Decoder = Box<dyn Iterator<Item = std::result::Result<Decoded, ArrowError>> + Send>;
 
 /// One fetched work unit (a row group or slice of one, a run of CSV records), ready to decode.
 pub struct RowGroup {

@@ -1,6 +1,7 @@
-//! DMS CSV inputs end to end: the same generated data as Parquet, as DMS CSV (full load without
-//! `Op` and CDC with it, plain, gzipped, with a header) gives the same curated rows and report
-//! counts; lines that cannot be decoded end in quarantine with their rule and line number.
+//! Text inputs end to end: the same generated data as Parquet, as DMS CSV (full load without
+//! `Op` and CDC with it, plain, gzipped, with a header) and as NDJSON (plain, gzipped) gives the
+//! same curated rows and report counts; lines that cannot be decoded end in quarantine with
+//! their rule and line number.
 
 use std::path::{Path, PathBuf};
 
@@ -97,12 +98,20 @@ fn counts(r: &serde_json::Value) -> serde_json::Value {
 }
 
 #[test]
-fn dms_csv_full_load_and_cdc_give_the_curated_output_of_parquet() {
+fn dms_csv_and_ndjson_give_the_curated_output_of_parquet() {
     let dir = TempDir::new().unwrap();
     let pq = generate_all(dir.path(), "pq", &[]);
     let csv = generate_all(dir.path(), "csv", &["--format", "csv"]);
     let gz = generate_all(dir.path(), "gz", &["--format", "csv", "--gzip"]);
+    let json = generate_all(dir.path(), "json", &["--format", "ndjson"]);
+    let json_gz = generate_all(dir.path(), "json-gz", &["--format", "ndjson", "--gzip"]);
     assert!(gz.join("orders/LOAD00000001.csv.gz").exists());
+    assert!(json_gz.join("orders/LOAD00000001.json.gz").exists());
+    let lines = std::fs::read_to_string(json.join("orders/LOAD00000001.json")).unwrap();
+    assert!(
+        lines.lines().all(|l| l.starts_with("{\"order_id\":")),
+        "no Op in LOAD"
+    );
     let load = std::fs::read_to_string(csv.join("orders/LOAD00000001.csv")).unwrap();
     let cdc = std::fs::read_to_string(csv.join("orders/20250116-000000000.csv")).unwrap();
     // The layout DMS writes: no Op in the full load, Op first in CDC files.
@@ -128,7 +137,12 @@ fn dms_csv_full_load_and_cdc_give_the_curated_output_of_parquet() {
         let (c_pq, q_pq, r_pq) = curate(&pq.join(dataset), &out("pq"), dataset, &[], &typed);
         assert!(!c_pq.is_empty(), "{dataset}");
         quarantined += q_pq.len();
-        for (name, root) in [("csv", &csv), ("gz", &gz)] {
+        for (name, root) in [
+            ("csv", &csv),
+            ("gz", &gz),
+            ("json", &json),
+            ("json-gz", &json_gz),
+        ] {
             let (c, q, r) = curate(&root.join(dataset), &out(name), dataset, &[], &typed);
             assert_eq!(c, c_pq, "{dataset} {name}: curated rows");
             assert_eq!(q, q_pq, "{dataset} {name}: quarantined rows and reasons");
@@ -264,6 +278,99 @@ fn csv_lines_that_cannot_be_decoded_are_quarantined_with_their_rule_and_line() {
     assert_no_pans(&q, "quarantine");
     let r = report(&out);
     assert_eq!(r["rows_quarantined"], 5);
+}
+
+#[test]
+fn ndjson_lines_that_cannot_be_decoded_are_quarantined_with_their_rule_and_line() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("raw");
+    std::fs::create_dir(&input).unwrap();
+    let order = |id: &str, extra: &str| {
+        format!(
+            "{{\"Op\":\"I\",\"order_id\":{id},\"customer_id\":5,\"status\":\"paid\",\
+             \"total_amount\":10.5,\"currency\":\"EUR\",\"email\":\"a@example.com\",\
+             \"shipping_country\":\"DE\",\"created_at\":\"2024-01-18 01:09:16\",\
+             \"updated_at\":\"2024-01-18 01:09:16\"{extra}}}\n"
+        )
+    };
+    let text = [
+        order("1", ",\"notes\":\"comma, \\\"quoted\\\"\\nand a newline\""),
+        "\n".to_string(),
+        order("2", ",\"notes\":\"x\"").replace("\"total_amount\":10.5", "\"total_amount\":\"ten\""),
+        order("3.5", ""),
+        "{\"order_id\": 4, \"notes\": \"4111111111111111\"\n".to_string(),
+        "[1, 2]\n".to_string(),
+        order("6", ",\"notes\":{\"nested\":1}"),
+        order("7", ",\"notes\":\"\u{ff}\""),
+        order("8", ",\"notes\":null,\"source\":\"web\""),
+        format!("{}{}", order("9", "").trim_end(), order("10", "")),
+        order("\"11\"", ",\"notes\":\"\""),
+    ]
+    .concat();
+    let mut bytes = text.into_bytes();
+    // Line 8 (order 7): `ÿ` re-encoded as a lone Latin-1 byte, not UTF-8.
+    let at = bytes.windows(2).position(|w| w == "ÿ".as_bytes()).unwrap();
+    bytes.splice(at..at + 2, [0xff]);
+    std::fs::write(input.join("events.jsonl"), &bytes).unwrap();
+    let out = dir.path().join("out");
+    let err = ok(edp(&args(&stage1(&input, &out, &contract("orders")))));
+    assert!(
+        err.contains("rows_in 10 = rows_curated 3 + rows_quarantined 7"),
+        "{err}"
+    );
+
+    let curated = read_parquet(&out.join("part-00000.parquet"));
+    assert_eq!(ints(&curated, "order_id"), vec![1, 8, 11]);
+    assert_eq!(
+        strings(&curated, "notes"),
+        vec![
+            Some("comma, \"quoted\"\nand a newline".into()),
+            None,
+            Some(String::new())
+        ]
+    );
+    // A field the contract does not declare is an extra column.
+    assert_eq!(
+        strings(&curated, "source"),
+        vec![None, Some("web".into()), None]
+    );
+
+    let q = read_parquet(&out.join("_quarantine/part-00000.parquet"));
+    assert_eq!(uints(&q, "_edp_row"), vec![1, 2, 3, 4, 5, 6, 8]);
+    let errors = quarantine_errors(&q);
+    let rules: Vec<(String, String)> = errors.iter().map(|e| e[0].clone()).collect();
+    let at = |c: &str, r: &str| (c.to_string(), r.to_string());
+    assert_eq!(
+        rules,
+        vec![
+            at("total_amount", "type"),
+            at("order_id", "type"),
+            at("", "json_syntax"),
+            at("", "json_syntax"),
+            at("notes", "type"),
+            at("", "utf8"),
+            at("", "json_syntax"),
+        ]
+    );
+    let messages = messages(&q);
+    for (m, line) in messages.iter().zip([
+        "line 3:", "line 4:", "line 5:", "line 6:", "line 7:", "line 8:", "line 10:",
+    ]) {
+        assert!(m.starts_with(line), "{m}");
+    }
+    assert!(
+        messages[1].contains("`3.5` is not an integer"),
+        "{}",
+        messages[1]
+    );
+    // The orders contract hashes e-mails: a line that is not JSON is withheld.
+    assert!(messages[2].contains("line withheld"), "{}", messages[2]);
+    assert!(messages.iter().all(|m| !m.contains("a@example.com")));
+    assert!(
+        find_pans(&messages.join("\n")).is_empty(),
+        "card numbers in quarantine messages"
+    );
+    assert_no_pans(&q, "quarantine");
 }
 
 /// The message of each quarantined row's (single) error.

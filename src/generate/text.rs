@@ -1,9 +1,11 @@
-//! The DMS CSV objects `edp generate --format csv` writes under a prefix, laid out as the DMS S3
-//! target writes them by default: a full-load object [`LOAD_NAME`] without the `Op` column and a
-//! CDC object [`CDC_NAME`] with `Op` first; no header, `,` between fields, `\n` after records,
-//! quotes only where a value needs them (a delimiter, quote or newline inside), doubled quotes,
-//! a null as an empty field and an empty string as `""`; `.gz` when gzipped. Date-times are
-//! `YYYY-MM-DD HH:MM:SS.ffffff`, numbers in Rust's shortest round-trip form.
+//! The text objects `edp generate --format csv|ndjson` writes under a prefix: a full-load object
+//! ([`LOAD_NAME`] and an extension) without the `Op` column and a CDC object ([`CDC_NAME`]) with
+//! `Op`; `.gz` when gzipped. CSV is laid out as the DMS S3 target writes it by default: no
+//! header, `Op` first, `,` between fields, `\n` after records, quotes only where a value needs
+//! them (a delimiter, quote or newline inside), doubled quotes, a null as an empty field and an
+//! empty string as `""`. NDJSON holds one object per line, fields in column order, a null field
+//! left out. Date-times are `YYYY-MM-DD HH:MM:SS.ffffff` (JSON strings), numbers in Rust's
+//! shortest round-trip form.
 //!
 //! The full load holds the inserts among the first half of the rows, the CDC object every other
 //! row, both in generation order. A key's later versions are later in time than its insert, so
@@ -25,13 +27,32 @@ use crate::output::OutputStats;
 use crate::store::Location;
 use crate::{Error, Result};
 
-/// The full-load object's name.
-pub const LOAD_NAME: &str = "LOAD00000001.csv";
-/// The CDC object's name (DMS CDC file naming, the day of the generated period's end).
-pub const CDC_NAME: &str = "20250116-000000000.csv";
+/// The full-load object's name, without its extension.
+pub const LOAD_NAME: &str = "LOAD00000001";
+/// The CDC object's name without its extension (DMS CDC file naming, the day of the generated
+/// period's end).
+pub const CDC_NAME: &str = "20250116-000000000";
 
-/// One object's encoder: CSV records, gzipped when asked.
+/// A text format `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFormat {
+    Csv,
+    Ndjson,
+}
+
+impl TextFormat {
+    /// The objects' extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            TextFormat::Csv => ".csv",
+            TextFormat::Ndjson => ".json",
+        }
+    }
+}
+
+/// One object's encoder: CSV records or NDJSON lines, gzipped when asked.
 struct Encoder {
+    format: TextFormat,
     csv: csv_core::Writer,
     record: Vec<u8>,
     gzip: Option<GzEncoder<Vec<u8>>>,
@@ -40,8 +61,9 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn new(gzip: bool) -> Encoder {
+    fn new(format: TextFormat, gzip: bool) -> Encoder {
         Encoder {
+            format,
             csv: csv_core::Writer::new(),
             record: Vec::new(),
             gzip: gzip.then(|| GzEncoder::new(Vec::new(), flate2::Compression::default())),
@@ -67,10 +89,15 @@ impl Encoder {
 
     /// Ends the record and moves it to the object's bytes.
     fn end_record(&mut self) -> Result<()> {
-        let start = self.record.len();
-        self.record.resize(start + 4, 0);
-        let (_, n) = self.csv.terminator(&mut self.record[start..]);
-        self.record.truncate(start + n);
+        match self.format {
+            TextFormat::Csv => {
+                let start = self.record.len();
+                self.record.resize(start + 4, 0);
+                let (_, n) = self.csv.terminator(&mut self.record[start..]);
+                self.record.truncate(start + n);
+            }
+            TextFormat::Ndjson => self.record.extend_from_slice(b"}\n"),
+        }
         match &mut self.gzip {
             Some(gz) => gz.write_all(&self.record).map_err(gzip_error)?,
             None => self.plain.extend_from_slice(&self.record),
@@ -111,6 +138,55 @@ fn upload_error(url: &str, e: std::io::Error) -> Error {
             source: Box::new(e),
         },
     }
+}
+
+/// Appends column `c` of `row` as one JSON field (`"name":value`, after a `,` unless it is the
+/// record's first); a null is left out.
+fn json_value(enc: &mut Encoder, batch: &RecordBatch, c: usize, row: usize) -> Result<()> {
+    let col = batch.column(c);
+    if col.is_null(row) {
+        return Ok(());
+    }
+    let out = &mut enc.record;
+    out.push(if out.is_empty() { b'{' } else { b',' });
+    let name = batch.schema_ref().field(c).name().clone();
+    serde_json::to_writer(&mut *out, &name).map_err(json_error)?;
+    out.push(b':');
+    match col.data_type() {
+        DataType::Utf8 => serde_json::to_writer(&mut *out, col.as_string::<i32>().value(row))
+            .map_err(json_error)?,
+        DataType::Int64 => out.extend(
+            col.as_primitive::<Int64Type>()
+                .value(row)
+                .to_string()
+                .bytes(),
+        ),
+        DataType::Float64 => out.extend(
+            col.as_primitive::<Float64Type>()
+                .value(row)
+                .to_string()
+                .bytes(),
+        ),
+        DataType::Boolean => out.extend(col.as_boolean().value(row).to_string().bytes()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => serde_json::to_writer(
+            &mut *out,
+            &format_micros(
+                i128::from(col.as_primitive::<TimestampMicrosecondType>().value(row)) * 1000,
+            ),
+        )
+        .map_err(json_error)?,
+        other => {
+            return Err(Error::Internal(format!(
+                "generator column of type {other} has no JSON form"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Writing JSON into memory fails only when memory does.
+fn json_error(e: serde_json::Error) -> Error {
+    Error::Internal(format!("JSON: {e}"))
 }
 
 /// Appends column `c` of `row` as text; a null is an empty field, an empty string `""`.
@@ -164,10 +240,18 @@ fn encode(
             (&mut *cdc, 0)
         };
         for c in from..batch.num_columns() {
-            if c > from {
-                enc.delimiter();
+            match enc.format {
+                TextFormat::Csv => {
+                    if c > from {
+                        enc.delimiter();
+                    }
+                    value(enc, batch, c, row)?;
+                }
+                TextFormat::Ndjson => json_value(enc, batch, c, row)?,
             }
-            value(enc, batch, c, row)?;
+        }
+        if enc.format == TextFormat::Ndjson && enc.record.is_empty() {
+            enc.record.push(b'{');
         }
         enc.end_record()?;
     }
@@ -177,16 +261,24 @@ fn encode(
 /// Every row of `batch` as one CDC object's bytes: what tests read back.
 #[cfg(test)]
 pub(crate) fn to_csv(batch: &RecordBatch, gzip: bool) -> Result<Vec<u8>> {
-    let (mut load, mut cdc) = (Encoder::new(gzip), Encoder::new(gzip));
+    let (mut load, mut cdc) = (
+        Encoder::new(TextFormat::Csv, gzip),
+        Encoder::new(TextFormat::Csv, gzip),
+    );
     encode(batch, 0, 0, &mut load, &mut cdc)?;
     let mut bytes = cdc.take();
     bytes.extend(cdc.finish()?);
     Ok(bytes)
 }
 
-/// Generates `spec` as the DMS CSV objects under the prefix `out`.
-pub async fn generate_csv(spec: GenSpec, out: &Location, gzip: bool) -> Result<Vec<OutputStats>> {
-    let ext = if gzip { ".gz" } else { "" };
+/// Generates `spec` as the two `format` objects under the prefix `out`.
+pub async fn generate_text(
+    spec: GenSpec,
+    out: &Location,
+    format: TextFormat,
+    gzip: bool,
+) -> Result<Vec<OutputStats>> {
+    let ext = format!("{}{}", format.extension(), if gzip { ".gz" } else { "" });
     let names = [format!("{LOAD_NAME}{ext}"), format!("{CDC_NAME}{ext}")];
     let targets: Vec<Location> = names.iter().map(|n| out.child(n)).collect();
     let mut uploads: Vec<BufWriter> = targets
@@ -195,11 +287,11 @@ pub async fn generate_csv(spec: GenSpec, out: &Location, gzip: bool) -> Result<V
         .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<u8>)>(8);
     let producer = tokio::task::spawn_blocking(move || -> Result<[u64; 2]> {
-        let (mut load, mut cdc) = (Encoder::new(gzip), Encoder::new(gzip));
+        let (mut load, mut cdc) = (Encoder::new(format, gzip), Encoder::new(format, gzip));
         let mut first = 0u64;
         let send = |i: usize, bytes: Vec<u8>| {
             tx.blocking_send((i, bytes))
-                .map_err(|_| Error::Internal("CSV upload stopped".into()))
+                .map_err(|_| Error::Internal("upload stopped".into()))
         };
         batches(spec, |b| {
             encode(&b, first, spec.rows / 2, &mut load, &mut cdc)?;
@@ -262,8 +354,8 @@ mod tests {
     };
     use arrow::datatypes::{Field, Schema};
 
-    #[test]
-    fn values_are_quoted_only_where_needed_and_empty_strings_differ_from_nulls() {
+    /// Three rows of every generator type, with a quote, delimiter and newline in a string.
+    fn sample() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("Op", DataType::Utf8, true),
             Field::new("id", DataType::Int64, true),
@@ -276,7 +368,7 @@ mod tests {
                 true,
             ),
         ]));
-        let batch = RecordBatch::try_new(
+        RecordBatch::try_new(
             schema,
             vec![
                 Arc::new(StringArray::from(vec!["I", "U", "I"])),
@@ -290,8 +382,14 @@ mod tests {
                 ),
             ],
         )
-        .unwrap();
-        let (mut load, mut cdc) = (Encoder::new(false), Encoder::new(false));
+        .unwrap()
+    }
+
+    #[test]
+    fn values_are_quoted_only_where_needed_and_empty_strings_differ_from_nulls() {
+        let batch = sample();
+        let csv = || Encoder::new(TextFormat::Csv, false);
+        let (mut load, mut cdc) = (csv(), csv());
         encode(&batch, 0, 1, &mut load, &mut cdc).unwrap();
         assert_eq!(
             String::from_utf8(load.finish().unwrap()).unwrap(),
@@ -300,6 +398,23 @@ mod tests {
         assert_eq!(
             String::from_utf8(cdc.finish().unwrap()).unwrap(),
             "U,2,\"\",353.93,false,\nI,,,,,\n"
+        );
+    }
+
+    #[test]
+    fn ndjson_lines_leave_nulls_out_and_escape_strings() {
+        let batch = sample();
+        let json = || Encoder::new(TextFormat::Ndjson, false);
+        let (mut load, mut cdc) = (json(), json());
+        encode(&batch, 0, 1, &mut load, &mut cdc).unwrap();
+        assert_eq!(
+            String::from_utf8(load.finish().unwrap()).unwrap(),
+            "{\"id\":1,\"s\":\"a,\\\"b\\\"\\nc\",\"x\":0.1,\"b\":true,\
+             \"t\":\"1970-01-01 00:00:01.000001\"}\n"
+        );
+        assert_eq!(
+            String::from_utf8(cdc.finish().unwrap()).unwrap(),
+            "{\"Op\":\"U\",\"id\":2,\"s\":\"\",\"x\":353.93,\"b\":false}\n{\"Op\":\"I\"}\n"
         );
     }
 }
