@@ -122,6 +122,7 @@ fn end_to_end(c: &mut Criterion) {
         references: Vec::new(),
         shard: stage1::Shard::ALL,
         interrupted: Default::default(),
+        replay: None,
     };
     let mut g = c.benchmark_group("end_to_end");
     g.sample_size(10);

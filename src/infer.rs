@@ -4,14 +4,16 @@
 //!
 //! The input's objects are opened as stage 1 opens them (Parquet, NDJSON, CSV with a header;
 //! no contract: every column is an extra column of its own type) and read in order until
-//! `sample_rows` rows. One pass over the sample gathers per column: nulls, the values' types
+//! `sample_rows` rows, each object giving at most its share (so that CDC objects are seen
+//! after a large full load). One pass over the sample gathers per column: nulls, the values' types
 //! (for CSV text, whether every value parses as an integer, number or boolean), the share of
 //! values that fit each format, the distinct values while they are few, the smallest value and
 //! a 64-bit hash of every value of an insert (for the primary key). From these:
 //!
 //! - the CDC columns by DMS's names and values: `Op` (values within `I`, `U`, `D`),
-//!   `AR_H_CHANGE_SEQ` (`x-sequence`, not scanned for card numbers), and as event time the first
-//!   date-time column named like an update time (`updated…`, `modified…`, `changed…`);
+//!   `AR_H_CHANGE_SEQ` (`x-sequence`, a string, not scanned for card numbers), and as event
+//!   time the first date-time column named like an update time (`updated…`, `modified…`,
+//!   `changed…`, `last_update…`);
 //! - per column its type, nullable unless no live row (not a delete) holds a null, `required`
 //!   likewise; `format` when at least [`FORMAT_SHARE`] of its values fit one (`email`, `date`,
 //!   `date-time`, `uuid`, `phone`); `enum` for strings with few distinct values; `minimum: 0`
@@ -47,6 +49,8 @@ pub const PAN_SHARE: f64 = 0.9;
 const MAX_ENUM: usize = 12;
 /// Longest value of an `enum`.
 const MAX_ENUM_CHARS: usize = 40;
+/// Rows each object may give the sample at least.
+const MIN_OBJECT_ROWS: usize = 1000;
 
 /// What `edp contract infer` reads.
 #[derive(Debug, Clone)]
@@ -162,8 +166,11 @@ impl Stats {
         if v.parse::<i64>().is_ok() && !leading_zero {
             self.ints += 1;
         }
+        // A run of digits too long for an integer (a DMS change sequence, a long id) is text,
+        // not a number that would lose its digits.
+        let long_digits = v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<i64>().is_err();
         if let Ok(x) = v.parse::<f64>() {
-            if x.is_finite() && !leading_zero {
+            if x.is_finite() && !leading_zero && !long_digits {
                 self.floats += 1;
                 self.min = self.min.min(x);
             }
@@ -199,6 +206,8 @@ impl Stats {
     /// The column's type as the contract says it, after the sample.
     fn json_type(&self) -> &'static str {
         match self.kind {
+            // Card numbers stay text (a number cannot be masked), however they parse.
+            Kind::Str { parse: true } if self.holds_pan => "string",
             Kind::Int => "integer",
             Kind::Float => "number",
             Kind::Bool => "boolean",
@@ -302,19 +311,23 @@ impl Sample {
             .iter()
             .map(|c| batch.column_by_name(&c.name).cloned())
             .collect();
-        let ops: Vec<Option<String>> = match self.op.and_then(|i| arrays[i].as_ref()) {
+        // An object without the operation column (a DMS full load) holds inserts.
+        let ops: Option<Vec<Option<String>>> = match self.op.and_then(|i| arrays[i].as_ref()) {
             Some(a) => {
+                let a = cast(a, &DataType::Utf8)?;
                 let s = a.as_string::<i32>();
-                (0..batch.num_rows())
-                    .map(|r| s.is_valid(r).then(|| s.value(r).to_string()))
-                    .collect()
+                Some(
+                    (0..batch.num_rows())
+                        .map(|r| s.is_valid(r).then(|| s.value(r).to_string()))
+                        .collect(),
+                )
             }
-            None => vec![None; batch.num_rows()],
+            None => None,
         };
-        let delete: Vec<bool> = ops.iter().map(|o| o.as_deref() == Some("D")).collect();
-        let insert: Vec<bool> = ops
-            .iter()
-            .map(|o| self.op.is_none() || o.as_deref() == Some("I"))
+        let op_is = |r: usize, v: &str| ops.as_ref().is_some_and(|o| o[r].as_deref() == Some(v));
+        let delete: Vec<bool> = (0..batch.num_rows()).map(|r| op_is(r, "D")).collect();
+        let insert: Vec<bool> = (0..batch.num_rows())
+            .map(|r| ops.is_none() || op_is(r, "I"))
             .collect();
         for (stats, array) in self.columns.iter_mut().zip(&arrays) {
             let Some(array) = array else {
@@ -389,12 +402,16 @@ pub async fn infer(options: &InferOptions) -> Result<Value> {
         contract: Arc::new(open_contract()?),
         csv: options.csv.clone(),
     };
+    // Each object gives at most its share, so that a DMS full load does not fill the sample
+    // before any CDC object (with `Op`) is seen.
+    let quota = (options.sample_rows / objects.len().max(1)).max(MIN_OBJECT_ROWS);
     let mut sample: Option<Sample> = None;
     for object in objects {
         let taken = sample.as_ref().map_or(0, |s| s.rows) as usize;
         if taken >= options.sample_rows {
             break;
         }
+        let until = (taken + quota).min(options.sample_rows);
         let csv = crate::source::is_csv(object.location.path.as_ref());
         if csv && !options.csv.header {
             return Err(Error::Config(format!(
@@ -416,9 +433,9 @@ pub async fn infer(options: &InferOptions) -> Result<Value> {
         'units: while let Some(unit) = units.recv().await {
             let mut unit = unit?;
             while let Some(batch) = unit.next_batch(input.url())? {
-                let left = options.sample_rows - s.rows as usize;
+                let left = until - s.rows as usize;
                 s.add(&batch.slice(0, batch.num_rows().min(left)))?;
-                if s.rows as usize >= options.sample_rows {
+                if s.rows as usize >= until {
                     break 'units;
                 }
             }
@@ -431,24 +448,39 @@ pub async fn infer(options: &InferOptions) -> Result<Value> {
     Ok(contract_json(&sample, options))
 }
 
-/// The input's last path segment without extension and `-raw` suffix; the parent directory's
-/// when the input names an object (a segment with an extension).
+/// The input's last path segment without `-raw`; for an object (a name ending in a data
+/// extension) its directory's, else its name without extension.
 fn default_title(input: &str) -> String {
     let segments: Vec<&str> = input
-        .trim_end_matches('/')
         .split('/')
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && *s != "." && *s != "..")
         .collect();
-    let name = match segments.as_slice() {
-        [.., dir, last] if last.contains('.') => dir,
-        [.., last] => last,
-        [] => "dataset",
+    let object = |s: &str| {
+        crate::source::is_csv(s)
+            || [
+                ".parquet",
+                ".json",
+                ".jsonl",
+                ".ndjson",
+                ".json.gz",
+                ".jsonl.gz",
+                ".ndjson.gz",
+            ]
+            .iter()
+            .any(|e| s.ends_with(e))
     };
-    name.split('.')
-        .next()
-        .unwrap_or(name)
-        .trim_end_matches("-raw")
-        .to_string()
+    let name = match segments.as_slice() {
+        [.., dir, last] if object(last) && !dir.contains(':') => dir.to_string(),
+        [.., last] if object(last) => last.split('.').next().unwrap_or(last).to_string(),
+        [.., last] => last.to_string(),
+        [] => "dataset".to_string(),
+    };
+    let name = name.trim_end_matches("-raw");
+    if name.is_empty() {
+        "dataset".to_string()
+    } else {
+        name.to_string()
+    }
 }
 
 /// True when `name` reads like an update time's column.
@@ -471,7 +503,9 @@ fn primary_key(sample: &Sample) -> Option<Vec<usize>> {
         .filter(|&i| Some(i) != sample.op)
         .filter(|&i| {
             let c = &sample.columns[i];
-            c.keys.as_ref().is_some_and(|k| !k.is_empty()) && c.format() != Some("date-time")
+            c.nulls == 0
+                && c.keys.as_ref().is_some_and(|k| !k.is_empty())
+                && c.format() != Some("date-time")
         })
         .collect();
     let id_like = |i: &usize| {
@@ -530,7 +564,11 @@ fn contract_json(sample: &Sample, options: &InferOptions) -> Value {
             ));
             continue;
         }
-        let ty = c.json_type();
+        let ty = if Some(i) == sequence {
+            "string"
+        } else {
+            c.json_type()
+        };
         let mut p = Map::new();
         if c.live_nulls > 0 || c.values == 0 {
             p.insert("type".into(), json!([ty, "null"]));
@@ -542,7 +580,7 @@ fn contract_json(sample: &Sample, options: &InferOptions) -> Value {
         if let Some(f) = c.format() {
             p.insert("format".into(), json!(f));
             notes.push(format!("`{}` format {f}", c.name));
-        } else if ty == "string" && !pan && !c.holds_pan && Some(i) != sequence {
+        } else if ty == "string" && !pan && !c.holds_pan && Some(i) != sequence && Some(i) != op {
             if let Some(d) = c
                 .distinct
                 .as_ref()

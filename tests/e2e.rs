@@ -6,6 +6,7 @@ mod csv_inputs;
 mod infer;
 #[path = "props/mod.rs"]
 mod props;
+mod replay;
 mod stage2;
 mod util;
 

@@ -73,6 +73,9 @@ pub enum Command {
     },
     /// Check raw data against its contract and print the report; writes nothing.
     Validate(ValidateArgs),
+    /// Re-check quarantined rows (after a contract fix, or once a late parent has arrived) and
+    /// publish the rows that now pass as a new curated object, the rest to its quarantine.
+    Replay(ReplayArgs),
     /// Write realistic synthetic raw data with known injected faults.
     Generate(GenerateArgs),
     /// The AWS Batch entry point: process the object named by an S3 or EventBridge event.
@@ -275,6 +278,30 @@ pub struct RawToCurated {
 }
 
 #[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Quarantine object or prefix (a stage 1 output's `_quarantine/`), as a local path,
+    /// file:// or s3:// URL. Repeatable.
+    #[arg(long = "quarantine", required = true, num_args = 1..)]
+    pub quarantine: Vec<String>,
+    /// The (fixed) dataset contract the rows are checked against again.
+    #[arg(long)]
+    pub contract: PathBuf,
+    /// Curated prefix of a dataset the contract's x-references name, as DATASET=URL.
+    /// Repeatable.
+    #[arg(long = "reference", value_name = "DATASET=URL", value_parser = parse_reference)]
+    pub references: Vec<(String, String)>,
+    /// Output prefix of the released rows (<output>/part-00000.parquet), of those still
+    /// failing (<output>/_quarantine/) and of the report. Put it under the dataset's curated
+    /// prefix for stage 2 to read it; a rerun into the same prefix rewrites the same objects.
+    #[arg(long)]
+    pub output: String,
+    #[arg(long, value_enum, help = flag_help("compression"))]
+    pub compression: Option<Codec>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct ValidateArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -358,6 +385,10 @@ impl Cli {
                 Some(&a.input.process)
             }
             Command::Validate(a) => Some(&a.input.process),
+            Command::Replay(a) => {
+                layer.compression = a.compression;
+                Some(&a.process)
+            }
             Command::Run(a) => {
                 layer.curated_bucket = a.curated_bucket.clone().map(Some);
                 layer.error_bucket = a.errors_bucket.clone().map(Some);

@@ -86,6 +86,24 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 production: false,
                 references: args.input.references,
                 reference_root: None,
+                replay: false,
+            };
+            let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
+            eprint!("{}", report.summary());
+            Ok(0)
+        }
+        Command::Replay(args) => {
+            let target = JobTarget {
+                inputs: args.quarantine,
+                contract: args.contract,
+                output: Some(args.output),
+                errors: None,
+                shard: args.process.shard,
+                progress,
+                production: false,
+                references: args.references,
+                reference_root: None,
+                replay: true,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());
@@ -102,6 +120,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 production: false,
                 references: args.input.references,
                 reference_root: None,
+                replay: false,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());

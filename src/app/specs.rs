@@ -41,6 +41,8 @@ pub struct JobTarget {
     /// Curated root whose `<dataset>-curated/` holds a referenced dataset not in `references`
     /// (`edp run`: the curated bucket under the key's prefix).
     pub reference_root: Option<String>,
+    /// `edp replay`: the inputs are quarantine objects.
+    pub replay: bool,
 }
 
 /// The contract's foreign keys with their referenced datasets' locations: `--reference` first,
@@ -199,8 +201,13 @@ pub fn job_spec(
     interrupted: Arc<AtomicBool>,
 ) -> Result<JobSpec> {
     let (memory_limit, index_memory) = memory(settings)?;
-    let contract = Contract::from_path(&target.contract)?;
+    let mut contract = Contract::from_path(&target.contract)?;
     let references = references(settings, &target, &contract)?;
+    let replay = target.replay.then(|| {
+        let carry = Arc::new(contract.protected_value_rules());
+        contract = contract.for_replay();
+        carry
+    });
     if !settings.pci_dss_enabled {
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
     }
@@ -247,6 +254,7 @@ pub fn job_spec(
             None => shard_from_env()?.unwrap_or(Shard::ALL),
         },
         interrupted,
+        replay,
     })
 }
 

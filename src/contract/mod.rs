@@ -357,6 +357,65 @@ impl Contract {
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    /// (column, rule) of every value rule of the `x-pii` and `x-pci: pan` columns: what
+    /// `edp replay` cannot check again on protected values, and carries over from quarantine.
+    pub fn protected_value_rules(&self) -> Vec<(String, &'static str)> {
+        use rule_name::*;
+        let rules = [
+            MINIMUM,
+            MAXIMUM,
+            EXCLUSIVE_MINIMUM,
+            EXCLUSIVE_MAXIMUM,
+            MIN_LENGTH,
+            MAX_LENGTH,
+            ENUM,
+            CONST,
+            PATTERN,
+            FORMAT,
+            FORMAT_MINIMUM,
+            FORMAT_MAXIMUM,
+        ];
+        self.columns
+            .iter()
+            .filter(|c| c.pii.is_some() || c.pci == Pci::Pan)
+            .flat_map(|c| rules.iter().map(|r| (c.name.clone(), *r)))
+            .collect()
+    }
+
+    /// The contract `edp replay` checks quarantined rows under. Their `x-pii` and `x-pci: pan`
+    /// columns hold protected values (tokens, masks), so those columns' value rules (range,
+    /// length, enum, const, pattern, format) are not checked again, and their `x-pii` transform
+    /// is not applied again (a token hashed twice would no longer join; tokens are not scanned
+    /// for card numbers, as when they were made); presence, type and
+    /// nullability still are, and card masking is applied again (masking is idempotent). Rows
+    /// that failed such a rule stay failing ([`Contract::protected_value_rules`]).
+    pub fn for_replay(&self) -> Contract {
+        let mut c = self.clone();
+        for col in &mut c.columns {
+            if col.pii.is_none() && col.pci != Pci::Pan {
+                continue;
+            }
+            // Tokens are not scanned for card numbers (as when they were made).
+            if col.pii == Some(Pii::Hash) {
+                col.pci = Pci::None;
+            }
+            col.pii = None;
+            col.minimum = None;
+            col.maximum = None;
+            col.exclusive_minimum = None;
+            col.exclusive_maximum = None;
+            col.min_length = None;
+            col.max_length = None;
+            col.enum_values = None;
+            col.const_value = None;
+            col.pattern = None;
+            col.format = None;
+            col.format_minimum = None;
+            col.format_maximum = None;
+        }
+        c
+    }
 }
 
 #[cfg(test)]

@@ -11,10 +11,17 @@
 //! a string when they are all null), and pass through like extra Parquet columns (`additionalProperties`
 //! applies to them). A missing field, or `null`, is null.
 //!
+//! A line serde_json rejects at open (invalid JSON, nesting deeper than its recursion limit of
+//! 128, not exactly one object: arrow-json's tape decoder is more lenient, e.g. about commas)
+//! is marked then and never given to arrow-json. An object with more than
+//! [`MAX_EXTRA_FIELDS`] extra fields, or with no line that is a JSON object (a pretty-printed
+//! document, a JSON array), is a file-level error.
+//!
 //! [`row_groups`] decodes a batch of lines at once with arrow-json's decoder, projected to the
 //! columns asked for. Integers are decoded as text and parsed here, so that `1.5` in an integer
 //! column is a `type` failure and not a silent `1` (arrow-json casts numbers); a number or
-//! boolean in a string column reads as its JSON text. When the batch fails as a whole, each of
+//! boolean in a string column reads as its JSON text; a non-finite number (`"NaN"`, `1e999`)
+//! is a `type` failure. When the batch fails as a whole, each of
 //! its lines is decoded alone to find the bad ones: a line that is not UTF-8 (`utf8`), not one
 //! JSON object (`json_syntax`), or holds a value that does not fit its column's type (`type`)
 //! stays a row, null where it could not be read, and carries a [`RowFailure`] with its line
@@ -24,13 +31,16 @@
 use std::io::{BufRead, Read as _};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Builder, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Builder, Int64Builder, RecordBatch,
+    StringArray,
+};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::json::reader::{infer_json_schema_from_iterator, Decoder as JsonDecoder};
 use arrow::json::ReaderBuilder;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -42,9 +52,15 @@ use crate::{Error, Result};
 
 /// Values of an extra field its type is inferred from.
 const SAMPLE_VALUES: usize = 1000;
+/// Most fields not in the contract an object may have (each is a column).
+pub const MAX_EXTRA_FIELDS: usize = 1000;
+/// Bytes of lines whose extra fields' values are sampled, at most.
+const SAMPLE_BYTES: usize = 64 << 20;
 /// What an arrow-json error about one field starts with (the field's name follows, quoted).
 const FIELD_ERROR: &str = "whilst decoding field '";
 const BOM: &[u8] = b"\xef\xbb\xbf";
+/// The scan's error when an object has more than [`MAX_EXTRA_FIELDS`] extra fields.
+const TOO_MANY_FIELDS: &str = "too many fields not in the contract";
 
 /// True when `name` is an NDJSON object (`.json`, `.jsonl`, `.ndjson`, each optionally `.gz`).
 pub(super) fn is_json(name: &str) -> bool {
@@ -61,6 +77,8 @@ pub(super) struct JsonMeta {
     columns: Arc<Vec<Column>>,
     units: Arc<Vec<Unit>>,
     rows: u64,
+    /// One bit per row: set when serde_json rejected its line (not one JSON object).
+    rejected: Arc<BooleanBuffer>,
 }
 
 impl JsonMeta {
@@ -93,6 +111,8 @@ struct Fields {
     extra: Vec<(String, Vec<Value>)>,
     index: std::collections::HashMap<String, usize>,
     has_op: bool,
+    /// Whether the current line's extra values are sampled.
+    sampling: bool,
 }
 
 /// Reads one line's top-level field names into [`Fields`], skipping declared fields' values.
@@ -148,6 +168,9 @@ impl<'de> Visitor<'de> for LineFields<'_> {
             }
             let i = match self.fields.index.get(name) {
                 Some(&i) => i,
+                None if self.fields.extra.len() >= MAX_EXTRA_FIELDS => {
+                    return Err(serde::de::Error::custom(TOO_MANY_FIELDS));
+                }
                 None => {
                     let i = self.fields.extra.len();
                     self.fields.index.insert(name.to_string(), i);
@@ -156,7 +179,7 @@ impl<'de> Visitor<'de> for LineFields<'_> {
                 }
             };
             let samples = &mut self.fields.extra[i].1;
-            if samples.len() < SAMPLE_VALUES {
+            if self.fields.sampling && samples.len() < SAMPLE_VALUES {
                 samples.push(map.next_value::<Value>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -164,6 +187,40 @@ impl<'de> Visitor<'de> for LineFields<'_> {
         }
         Ok(())
     }
+}
+
+/// Deepest nesting of arrays and objects a line may have (serde_json's recursion limit; it does
+/// not apply to values it skips, and arrow-json recurses once per level in its messages).
+const MAX_DEPTH: usize = 128;
+
+/// True when `line` nests arrays and objects deeper than [`MAX_DEPTH`] (brackets inside strings
+/// do not count).
+fn too_deep(line: &[u8]) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', line)
+        .nth(MAX_DEPTH)
+        .is_none()
+    {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in line {
+        match (in_string, b) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// True when `line` holds nothing but JSON whitespace.
@@ -174,6 +231,8 @@ fn blank(line: &[u8]) -> bool {
 
 fn scan(url: &str, mut src: Box<dyn BufRead + Send>, contract: &Contract) -> Result<JsonMeta> {
     let mut fields = Fields::default();
+    let mut rejected = BooleanBufferBuilder::new(0);
+    let mut sampled_bytes = 0usize;
     let mut key = String::new();
     let mut units: Vec<Unit> = Vec::new();
     let (mut rows, mut offset, mut line_no) = (0u64, 0u64, 0u64);
@@ -208,13 +267,36 @@ fn scan(url: &str, mut src: Box<dyn BufRead + Send>, contract: &Contract) -> Res
         if blank(text) {
             continue;
         }
+        fields.sampling = sampled_bytes < SAMPLE_BYTES;
+        if fields.sampling {
+            sampled_bytes += text.len();
+        }
         let seed = LineFields {
             contract,
             fields: &mut fields,
             key: &mut key,
         };
-        // A line that is not a JSON object adds no fields; decoding reports it.
-        let _ = seed.deserialize(&mut serde_json::Deserializer::from_slice(text));
+        // A line serde_json rejects (invalid JSON, nested deeper than its recursion limit, not
+        // one object) adds no fields and is never given to arrow-json; decoding reports it.
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let parsed = if too_deep(text) {
+            Err(serde::de::Error::custom("too deep"))
+        } else {
+            seed.deserialize(&mut de).and_then(|()| de.end())
+        };
+        match parsed {
+            Ok(()) => rejected.append(false),
+            Err(e) if e.to_string().starts_with(TOO_MANY_FIELDS) => {
+                return Err(Error::bad_input(
+                    url,
+                    format!(
+                        "line {line_no}: more than {MAX_EXTRA_FIELDS} distinct fields not in the \
+                         contract (each would be a column)"
+                    ),
+                ))
+            }
+            Err(_) => rejected.append(true),
+        }
         match units.last_mut() {
             Some(u) if u.rows < UNIT_ROWS && offset - u.start <= UNIT_BYTES => {
                 u.rows += 1;
@@ -232,8 +314,16 @@ fn scan(url: &str, mut src: Box<dyn BufRead + Send>, contract: &Contract) -> Res
         start = offset;
         start_line = line_no + 1;
     }
+    let rejected = rejected.finish();
     if rows == 0 {
         return Err(Error::bad_input(url, "empty NDJSON object: no lines"));
+    }
+    if rejected.count_set_bits() as u64 == rows {
+        return Err(Error::bad_input(
+            url,
+            "no line is a JSON object: NDJSON holds one object per line (a pretty-printed \
+             document or a JSON array is not NDJSON)",
+        ));
     }
     let mut columns = Vec::new();
     for c in &contract.columns {
@@ -262,12 +352,14 @@ fn scan(url: &str, mut src: Box<dyn BufRead + Send>, contract: &Contract) -> Res
         columns: Arc::new(columns),
         units: Arc::new(units),
         rows,
+        rejected: Arc::new(rejected),
     })
 }
 
 /// The type arrow-json infers for an extra field from `samples`; when their types do not merge
 /// (an object here, a string there), the type of the first non-null one (rows of another type
-/// then fail `type`); a string when they are all null.
+/// then fail `type`); `Null` when they are all null (another object of the job gives the type).
+/// Empty structs and null children become strings: Parquet cannot write them.
 fn inferred_type(samples: &[Value]) -> DataType {
     let infer = |values: &[Value]| {
         let records = values.iter().map(|v| {
@@ -282,8 +374,33 @@ fn inferred_type(samples: &[Value]) -> DataType {
     let first = samples.iter().position(|v| !v.is_null());
     let ty = infer(samples).or_else(|| first.and_then(|i| infer(&samples[i..=i])));
     match ty {
-        Some(DataType::Null) | None => DataType::Utf8,
-        Some(t) => t,
+        Some(DataType::Null) => DataType::Null,
+        Some(t) => writable(t),
+        None => DataType::Utf8,
+    }
+}
+
+/// `ty` with what Parquet cannot write (an empty struct, a null child) made a string.
+fn writable(ty: DataType) -> DataType {
+    match ty {
+        DataType::Null => DataType::Utf8,
+        DataType::Struct(fields) if fields.is_empty() => DataType::Utf8,
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| {
+                    f.as_ref()
+                        .clone()
+                        .with_data_type(writable(f.data_type().clone()))
+                })
+                .collect(),
+        ),
+        DataType::List(f) => DataType::List(Arc::new(
+            f.as_ref()
+                .clone()
+                .with_data_type(writable(f.data_type().clone())),
+        )),
+        t => t,
     }
 }
 
@@ -317,6 +434,7 @@ pub(super) fn row_groups(
             &tx,
             |unit, bytes, keep| {
                 Box::new(UnitDecoder {
+                    rejected: meta.rejected.slice(unit.first_row as usize, unit.rows),
                     bytes,
                     pos: 0,
                     line: unit.first_line,
@@ -413,10 +531,21 @@ struct UnitDecoder {
     /// Rows of the unit read so far.
     index: usize,
     keep: Option<BooleanBuffer>,
+    /// The unit's rows whose line serde_json rejected at open.
+    rejected: BooleanBuffer,
     plan: Arc<Plan>,
     batch_size: usize,
-    /// The current batch's lines: byte range in `bytes`, line number.
-    lines: Vec<(usize, usize, u64)>,
+    /// The current batch's lines: byte range in `bytes`, line number, rejected at open.
+    lines: Vec<Line>,
+}
+
+/// One line of a batch.
+#[derive(Clone, Copy)]
+struct Line {
+    start: usize,
+    end: usize,
+    number: u64,
+    rejected: bool,
 }
 
 impl UnitDecoder {
@@ -442,10 +571,14 @@ impl UnitDecoder {
 
     /// Decodes the batch's lines at once; `None` when any of them fails.
     fn decode_all(&self) -> Option<RecordBatch> {
+        if self.lines.iter().any(|l| l.rejected) {
+            return None;
+        }
         let mut d = self.plan.decoder(self.lines.len(), false).ok()?;
-        for &(s, e, _) in &self.lines {
-            let line = &self.bytes[s..e];
-            if d.decode(line).ok()? != line.len() {
+        for (i, l) in self.lines.iter().enumerate() {
+            let line = &self.bytes[l.start..l.end];
+            // One whole object per line: the decoder's state never carries into the next.
+            if d.decode(line).ok()? != line.len() || d.has_partial_record() || d.len() != i + 1 {
                 return None;
             }
         }
@@ -459,9 +592,13 @@ impl UnitDecoder {
         failures: &mut Vec<RowFailure>,
     ) -> std::result::Result<RecordBatch, ArrowError> {
         let mut out = self.plan.decoder(self.lines.len(), true)?;
-        for (row, &(s, e, line)) in self.lines.iter().enumerate() {
-            let raw = &self.bytes[s..e];
-            let failure = self.check_line(raw, line);
+        for (row, l) in self.lines.iter().enumerate() {
+            let raw = &self.bytes[l.start..l.end];
+            let failure = if l.rejected {
+                Some(self.rejected_line(raw, l.number))
+            } else {
+                self.check_line(raw, l.number)
+            };
             let fits = match &failure {
                 Some(f) => f.rule == rule_name::TYPE,
                 None => true,
@@ -477,6 +614,31 @@ impl UnitDecoder {
             _ => Err(ArrowError::JsonError(
                 "lines decoded alone do not add up to the batch".into(),
             )),
+        }
+    }
+
+    /// Why serde_json rejected `raw` (line `line`) at open: not UTF-8, not JSON, or not one
+    /// object. serde_json's syntax errors name a position, never a value.
+    fn rejected_line(&self, raw: &[u8], line: u64) -> RowFailure {
+        let (rule, what) = if std::str::from_utf8(raw).is_err() {
+            (rule_name::UTF8, "not valid UTF-8".to_string())
+        } else if too_deep(raw) {
+            (
+                rule_name::JSON_SYNTAX,
+                format!("arrays and objects nested deeper than {MAX_DEPTH}"),
+            )
+        } else {
+            let mut de = serde_json::Deserializer::from_slice(raw);
+            match IgnoredAny::deserialize(&mut de).and_then(|_| de.end()) {
+                Err(e) => (rule_name::JSON_SYNTAX, format!("not one JSON value ({e})")),
+                Ok(()) => (rule_name::JSON_SYNTAX, "not a JSON object".to_string()),
+            }
+        };
+        RowFailure {
+            row: 0,
+            rule,
+            column: "".into(),
+            message: format!("line {line}: {what}: {}", self.plan.line_text(raw)),
         }
     }
 
@@ -536,13 +698,21 @@ impl UnitDecoder {
                     },
                     None => ("", e.as_str()),
                 };
+                // Integers are decoded as text: arrow-json then says "expected string".
+                let integer = self
+                    .plan
+                    .columns
+                    .iter()
+                    .any(|c| c.ty == DataType::Int64 && c.name.as_ref() == column);
+                let what = self.plan.value_text(column, what);
+                let what = match integer {
+                    true => format!("not an integer ({what})"),
+                    false => what,
+                };
                 fail(
                     rule_name::TYPE,
                     column,
-                    format!(
-                        "line {line}: field `{column}`: {}",
-                        self.plan.value_text(column, what)
-                    ),
+                    format!("line {line}: field `{column}`: {what}"),
                 )
             }
         }
@@ -567,6 +737,10 @@ impl UnitDecoder {
             let array = decoded
                 .next()
                 .ok_or_else(|| ArrowError::JsonError("a decoded column is missing".into()))?;
+            if col.ty == DataType::Float64 {
+                out.push(self.finite(col, array, failures));
+                continue;
+            }
             if col.ty != DataType::Int64 {
                 out.push(array.clone());
                 continue;
@@ -589,7 +763,7 @@ impl UnitDecoder {
                             column: col.name.clone(),
                             message: format!(
                                 "line {}: `{}` is not an integer",
-                                self.lines[row].2,
+                                self.lines[row].number,
                                 self.plan.value_text(&col.name, v)
                             ),
                         });
@@ -602,19 +776,54 @@ impl UnitDecoder {
     }
 }
 
+impl UnitDecoder {
+    /// A number column with its non-finite values (`"NaN"`, `"inf"`, `1e999`) null and each
+    /// a `type` failure.
+    fn finite(&self, col: &Column, array: &ArrayRef, failures: &mut Vec<RowFailure>) -> ArrayRef {
+        let values = array.as_primitive::<arrow::datatypes::Float64Type>();
+        if values.iter().flatten().all(f64::is_finite) {
+            return array.clone();
+        }
+        let mut out = Float64Builder::with_capacity(values.len());
+        for (row, v) in values.iter().enumerate() {
+            match v {
+                Some(x) if !x.is_finite() => {
+                    out.append_null();
+                    failures.push(RowFailure {
+                        row,
+                        rule: rule_name::TYPE,
+                        column: col.name.clone(),
+                        message: format!(
+                            "line {}: `{x}` is not a finite number",
+                            self.lines[row].number
+                        ),
+                    });
+                }
+                v => out.append_option(v),
+            }
+        }
+        Arc::new(out.finish())
+    }
+}
+
 impl Iterator for UnitDecoder {
     type Item = std::result::Result<Decoded, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.lines.clear();
         while self.lines.len() < self.batch_size && self.index < self.unit.rows {
-            let Some(line) = self.next_line() else {
+            let Some((start, end, number)) = self.next_line() else {
                 break;
             };
             let i = self.index;
             self.index += 1;
             if self.keep.as_ref().is_none_or(|k| k.value(i)) {
-                self.lines.push(line);
+                self.lines.push(Line {
+                    start,
+                    end,
+                    number,
+                    rejected: self.rejected.value(i),
+                });
             }
         }
         if self.lines.is_empty() {
@@ -658,8 +867,10 @@ mod tests {
             "{\"i\": 2.5}\n",
             "{\"i\": 4, \"ctx\": \"not an object\"}\n",
             "{\"i\": 5\n",
-            "{\"i\": 6}",
+            "{\"i\": 7 \"s\": \"a missing comma\"}\n",
         );
+        let deep = format!("{{\"s\": {}1{}}}\n", "[".repeat(50_000), "]".repeat(50_000));
+        let text = format!("{text}{deep}{{\"x\": \"NaN\"}}\n{{\"i\": 6}}");
         let (batches, failures) = read_back_with(
             text.as_bytes(),
             "x.ndjson",
@@ -677,7 +888,17 @@ mod tests {
         let i = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(
             i.iter().collect::<Vec<_>>(),
-            [Some(1), Some(2), None, Some(4), None, Some(6)]
+            [
+                Some(1),
+                Some(2),
+                None,
+                Some(4),
+                None,
+                None,
+                None,
+                None,
+                Some(6)
+            ]
         );
         let s = b.column(0).as_string::<i32>();
         assert_eq!(s.value(0), "a");
@@ -698,7 +919,15 @@ mod tests {
                 (2, rule_name::TYPE, "i"),
                 (3, rule_name::TYPE, "ctx"),
                 (4, rule_name::JSON_SYNTAX, ""),
+                (5, rule_name::JSON_SYNTAX, ""),
+                (6, rule_name::JSON_SYNTAX, ""),
+                (0, rule_name::TYPE, "x"),
             ]
+        );
+        assert!(
+            failures[4].message.contains("nested deeper than 128"),
+            "{}",
+            failures[4].message
         );
         assert!(
             failures[0].message.starts_with("line 4: `2.5`"),

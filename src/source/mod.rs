@@ -135,6 +135,20 @@ pub async fn resolve(urls: &[String]) -> Result<Vec<InputObject>> {
 pub struct Input {
     pub object: InputObject,
     format: Format,
+    /// Set for a quarantine object read by `edp replay` ([`Input::as_quarantine`]).
+    quarantine: Option<QuarantineView>,
+}
+
+/// How `edp replay` reads a quarantine object: its own columns, and the failures it recorded
+/// that are carried over.
+#[derive(Debug, Clone)]
+struct QuarantineView {
+    /// The object's columns without the trailing ones quarantine adds.
+    schema: SchemaRef,
+    /// The errors column's index in the object.
+    errors: usize,
+    /// (column, rule) of the recorded failures carried over as failures of the row.
+    carry: Arc<Vec<(String, &'static str)>>,
 }
 
 /// What an input's format knows about it once opened.
@@ -171,6 +185,7 @@ impl Input {
         Ok(Input {
             object,
             format: Format::Parquet(meta),
+            quarantine: None,
         })
     }
 
@@ -186,7 +201,49 @@ impl Input {
         } else {
             return Self::open(object).await;
         };
-        Ok(Input { object, format })
+        Ok(Input {
+            object,
+            format,
+            quarantine: None,
+        })
+    }
+
+    /// Reads the object as quarantine output (`edp replay`): its last columns, which must be
+    /// `added` in order with `errors` among them, are hidden from the schema and reads, and each
+    /// row's recorded failures (`errors`: a list of `{rule, column, message}`) whose (column,
+    /// rule) is in `carry` become its [`RowFailure`]s. An object that does not end in `added` is
+    /// bad input.
+    pub fn as_quarantine(
+        &mut self,
+        added: &[&str],
+        errors: &str,
+        carry: Arc<Vec<(String, &'static str)>>,
+    ) -> Result<()> {
+        let schema = self.schema().clone();
+        let n = schema.fields().len();
+        let tail: Vec<&str> = schema
+            .fields()
+            .iter()
+            .skip(n.saturating_sub(added.len()))
+            .map(|f| f.name().as_str())
+            .collect();
+        let errors = schema.index_of(errors).ok().filter(|_| tail == added);
+        let Some(errors) = errors else {
+            return Err(Error::bad_input(
+                self.url(),
+                format!(
+                    "not a quarantine object: its last columns are not {}",
+                    added.join(", ")
+                ),
+            ));
+        };
+        let keep: Vec<usize> = (0..n - added.len()).collect();
+        self.quarantine = Some(QuarantineView {
+            schema: Arc::new(schema.project(&keep)?),
+            errors,
+            carry,
+        });
+        Ok(())
     }
 
     /// The object's URL, for messages and reports.
@@ -196,6 +253,9 @@ impl Input {
 
     /// The object's schema, strings normalised to `Utf8`.
     pub fn schema(&self) -> &SchemaRef {
+        if let Some(q) = &self.quarantine {
+            return &q.schema;
+        }
         match &self.format {
             Format::Parquet(meta) => meta.schema(),
             Format::Csv(meta) => meta.schema(),
@@ -224,7 +284,32 @@ impl Input {
     }
 
     /// Streams the work units of the object, in row order, each decoding what `read` asks for.
-    pub fn read(&self, read: Read) -> mpsc::Receiver<Result<RowGroup>> {
+    pub fn read(&self, mut read: Read) -> mpsc::Receiver<Result<RowGroup>> {
+        let Some(q) = &self.quarantine else {
+            return self.read_format(read);
+        };
+        // The errors column is read last and taken off each batch.
+        let mut columns = read
+            .columns
+            .take()
+            .unwrap_or_else(|| (0..q.schema.fields().len()).collect());
+        columns.push(q.errors);
+        read.columns = Some(columns);
+        let (tx, out) = mpsc::channel(read.read_ahead.max(1));
+        let mut groups = self.read_format(read);
+        let carry = q.carry.clone();
+        tokio::spawn(async move {
+            while let Some(group) = groups.recv().await {
+                let group = group.map(|g| g.carrying(carry.clone()));
+                if tx.send(group).await.is_err() {
+                    break;
+                }
+            }
+        });
+        out
+    }
+
+    fn read_format(&self, read: Read) -> mpsc::Receiver<Result<RowGroup>> {
         match &self.format {
             Format::Parquet(meta) => parquet::row_groups(&self.object, meta, read),
             Format::Csv(meta) => csv::row_groups(&self.object, meta, read),
@@ -307,11 +392,75 @@ impl RowGroup {
             .map_err(|e| decode_error(url, e))
     }
 
+    /// This unit with its batches' last column, a quarantine errors list, turned into
+    /// [`RowFailure`]s (those whose (column, rule) is in `carry`) and taken off.
+    fn carrying(self, carry: Arc<Vec<(String, &'static str)>>) -> RowGroup {
+        let reader = self.reader.map(move |d| d.and_then(|d| carried(d, &carry)));
+        RowGroup::decoded(self.first_row, self.rows, Box::new(reader))
+    }
+
     /// [`RowGroup::next_decoded`] for readers of keys and curated data: a row that could not be
     /// decoded has nulls where its values could not be read, and only validation reports it.
     pub fn next_batch(&mut self, url: &str) -> Result<Option<RecordBatch>> {
         Ok(self.next_decoded(url)?.map(|d| d.batch))
     }
+}
+
+/// `d` without its last column, a quarantine errors list, whose entries in `carry` are added
+/// to its failures.
+fn carried(
+    d: Decoded,
+    carry: &[(String, &'static str)],
+) -> std::result::Result<Decoded, ArrowError> {
+    use arrow::array::{Array, AsArray};
+    let Decoded {
+        batch,
+        mut failures,
+    } = d;
+    let last = batch.num_columns() - 1;
+    let errors = batch.column(last).as_list_opt::<i32>().ok_or_else(|| {
+        ArrowError::InvalidArgumentError("the quarantine errors column is not a list".into())
+    })?;
+    for row in 0..errors.len() {
+        if errors.is_null(row) {
+            continue;
+        }
+        let list = errors.value(row);
+        let Some(entries) = list.as_struct_opt() else {
+            continue;
+        };
+        let text = |name: &str| {
+            entries
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+        };
+        let (Some(rules), Some(columns), Some(messages)) =
+            (text("rule"), text("column"), text("message"))
+        else {
+            continue;
+        };
+        for e in 0..entries.len() {
+            let (rule, column) = (rules.value(e), columns.value(e));
+            if let Some((_, rule)) = carry.iter().find(|(c, r)| c == column && *r == rule) {
+                failures.push(RowFailure {
+                    row,
+                    rule,
+                    column: column.into(),
+                    message: format!(
+                        "carried from quarantine (the value is protected and cannot be checked \
+                         again): {}",
+                        messages.value(e)
+                    ),
+                });
+            }
+        }
+    }
+    failures.sort_by_key(|f| f.row);
+    let keep: Vec<usize> = (0..last).collect();
+    Ok(Decoded {
+        batch: batch.project(&keep)?,
+        failures,
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use crate::protect::Protector;
 use crate::report::ReferenceCheck;
 use crate::source::{self, Input};
 use crate::stage1::dedup::DedupPlan;
-use crate::stage1::validate::{curated_schema, quarantine_schema, Validator};
+use crate::stage1::validate::{
+    curated_schema, quarantine_schema, Validator, ERRORS_COLUMN, QUARANTINE_COLUMNS,
+};
 use crate::{Error, Result};
 
 use super::spec::JobSpec;
@@ -147,7 +149,10 @@ pub(super) async fn prepare(
         csv: spec.csv.clone(),
     };
     for object in objects {
-        let input = Input::open_raw(object, &decoding).await?;
+        let mut input = Input::open_raw(object, &decoding).await?;
+        if let Some(carry) = &spec.replay {
+            input.as_quarantine(&QUARANTINE_COLUMNS, ERRORS_COLUMN, carry.clone())?;
+        }
         // File-level checks against the file's own schema: required columns, types.
         Validator::new(&spec.contract, input.schema(), input.url())?;
         opened.push(input);

@@ -155,6 +155,10 @@ pub struct JobSpec {
     pub shard: Shard,
     /// Set by a signal handler: the job stops at the next row group and aborts its outputs.
     pub interrupted: Arc<AtomicBool>,
+    /// `edp replay`: the inputs are quarantine objects (their `_edp_` columns hidden),
+    /// `contract` is [`Contract::for_replay`], and these (column, rule) failures recorded in
+    /// quarantine are carried over ([`Contract::protected_value_rules`]).
+    pub replay: Option<Arc<Vec<(String, &'static str)>>>,
 }
 
 #[cfg(test)]

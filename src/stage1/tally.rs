@@ -99,7 +99,12 @@ pub(super) fn start_report(
 ) -> Report {
     Report {
         edp_version: env!("CARGO_PKG_VERSION"),
-        command: if writes { "raw-to-curated" } else { "validate" }.to_string(),
+        command: match (spec.replay.is_some(), writes) {
+            (true, _) => "replay",
+            (false, true) => "raw-to-curated",
+            (false, false) => "validate",
+        }
+        .to_string(),
         dataset: spec.contract.dataset.clone(),
         contract: spec.contract.file.clone(),
         shard: spec.shard.to_string(),

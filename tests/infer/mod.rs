@@ -125,7 +125,9 @@ fn infer_reads_ndjson_and_csv_with_a_header_and_refuses_csv_without_one() {
     std::fs::create_dir(&csv).unwrap();
     std::fs::write(
         csv.join("x.csv"),
-        "id,amount,flag,zip,when\n1,2.5,true,01234,2024-01-18 01:09:16\n2,3,false,99999,2024-01-19 02:00:00\n",
+        "id,amount,flag,zip,when,card,seq\n\
+         1,2.5,true,01234,2024-01-18 01:09:16,4111111111111111,20240118010916000000000000000000001\n\
+         2,3,false,99999,2024-01-19 02:00:00,5555555555554444,20240119020000000000000000000000002\n",
     )
     .unwrap();
     let o = edp(&["contract", "infer", "--input", csv.to_str().unwrap()]);
@@ -134,10 +136,18 @@ fn infer_reads_ndjson_and_csv_with_a_header_and_refuses_csv_without_one() {
     let inferred: Value = serde_json::from_str(&infer(&csv, &["--csv-header", "true"])).unwrap();
     let ty = |c: &str| inferred["properties"][c]["type"].clone();
     assert_eq!(
-        [ty("id"), ty("amount"), ty("flag"), ty("zip")],
-        ["integer", "number", "boolean", "string"].map(Value::from),
-        "a leading zero keeps a column text"
+        [
+            ty("id"),
+            ty("amount"),
+            ty("flag"),
+            ty("zip"),
+            ty("card"),
+            ty("seq")
+        ],
+        ["integer", "number", "boolean", "string", "string", "string"].map(Value::from),
+        "a leading zero, a card number or too many digits keep a column text"
     );
+    assert_eq!(inferred["properties"]["card"]["x-pci"], "pan");
     assert_eq!(inferred["properties"]["when"]["format"], "date-time");
     assert_eq!(inferred["title"], "csv");
     assert_eq!(inferred["x-primary-key"], serde_json::json!(["id"]));

@@ -55,7 +55,8 @@ use rules::{expected_types, rules_for, type_ok, Check, ColumnRules};
 pub use check::instants;
 pub use foreign_keys::{ForeignKey, KeyKind, KeySet};
 pub use quarantine::{
-    quarantine_batch, quarantine_schema, ERRORS_COLUMN, ROW_COLUMN, SOURCE_COLUMN,
+    quarantine_batch, quarantine_schema, ERRORS_COLUMN, QUARANTINE_COLUMNS, ROW_COLUMN,
+    SOURCE_COLUMN,
 };
 
 /// The rows of one batch that broke one rule.

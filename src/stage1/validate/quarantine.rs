@@ -16,6 +16,9 @@ pub const ROW_COLUMN: &str = "_edp_row";
 /// Quarantine column: every rule the row broke, as a list of {rule, column, message}.
 pub const ERRORS_COLUMN: &str = "_edp_errors";
 
+/// The columns quarantine output adds after the input's, in order.
+pub const QUARANTINE_COLUMNS: [&str; 3] = [SOURCE_COLUMN, ROW_COLUMN, ERRORS_COLUMN];
+
 /// The schema of quarantine output: the input columns plus source, row number and errors.
 pub fn quarantine_schema(input: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();

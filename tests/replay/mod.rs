@@ -1,0 +1,162 @@
+//! `edp replay`: quarantined rows checked again under a fixed contract; the rows that now pass
+//! are published as curated, the rest stay quarantined, every row accounted for, and a rerun
+//! releases nothing twice.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use tempfile::TempDir;
+
+use crate::util::*;
+
+#[test]
+fn replay_after_a_contract_fix_releases_exactly_the_fixed_rows_once() {
+    let dir = TempDir::new().unwrap();
+    let raw = dir.path().join("raw.parquet");
+    ok(edp(&[
+        "generate",
+        "--dataset",
+        "orders",
+        "--rows",
+        "4000",
+        "--seed",
+        "21",
+        "--out",
+        raw.to_str().unwrap(),
+    ]));
+    // A contract whose `maximum` on total_amount is too strict: many valid orders fail it.
+    let fixed = std::fs::read_to_string(contract("orders")).unwrap();
+    let strict = fixed.replace("\"maximum\": 1000000", "\"maximum\": 150");
+    assert_ne!(strict, fixed);
+    let strict_path = dir.path().join("orders.json");
+    std::fs::write(&strict_path, strict).unwrap();
+    let out = dir.path().join("curated");
+    ok(edp(&args(&stage1(&raw, &out, &strict_path))));
+    let first = report(&out);
+
+    // The expectation, from the quarantine itself: rows whose only failure is that maximum.
+    let q = read_parquet(&out.join("_quarantine/part-00000.parquet"));
+    let errors = quarantine_errors(&q);
+    let ids = q
+        .column_by_name("order_id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let emails = strings(&q, "email");
+    let totals = q
+        .column_by_name("total_amount")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Float64Type>();
+    let only_maximum =
+        |e: &Vec<(String, String)>| e.iter().all(|(c, r)| c == "total_amount" && r == "maximum");
+    // The fixed contract's maximum is 1,000,000 (the generator injects larger amounts).
+    let fixed_rows: Vec<usize> = (0..q.num_rows())
+        .filter(|&r| only_maximum(&errors[r]) && totals.value(r) <= 1_000_000.0)
+        .collect();
+    let expected_keys: HashSet<i64> = fixed_rows.iter().map(|&r| ids.value(r)).collect();
+    let expected_emails: HashMap<i64, HashSet<String>> =
+        fixed_rows.iter().fold(HashMap::new(), |mut m, &r| {
+            m.entry(ids.value(r)).or_default().extend(emails[r].clone());
+            m
+        });
+    assert!(
+        expected_keys.len() > 100,
+        "{} keys to release",
+        expected_keys.len()
+    );
+    assert!(
+        fixed_rows.len() < q.num_rows(),
+        "some rows fail other rules too"
+    );
+
+    let replay = |to: &std::path::Path| {
+        ok(edp(&[
+            "replay",
+            "--quarantine",
+            out.join("_quarantine").to_str().unwrap(),
+            "--contract",
+            contract("orders").to_str().unwrap(),
+            "--output",
+            to.to_str().unwrap(),
+        ]))
+    };
+    let released_dir = dir.path().join("replayed");
+    replay(&released_dir);
+    let r = report(&released_dir);
+    assert_eq!(r["command"], "replay");
+    assert_eq!(r["rows_in"], q.num_rows() as u64);
+    assert_eq!(r["rows_in"], first["rows_quarantined"]);
+    assert_eq!(r["rows_curated"], expected_keys.len() as u64);
+    assert_eq!(
+        r["duplicates_superseded"],
+        (fixed_rows.len() - expected_keys.len()) as u64
+    );
+    assert_eq!(
+        r["rows_quarantined"],
+        (q.num_rows() - fixed_rows.len()) as u64
+    );
+    assert!(r["conservation"]["holds"].as_bool().unwrap());
+    // Only the amounts over the fixed maximum still fail it.
+    let over = (0..q.num_rows())
+        .filter(|&r| totals.is_valid(r) && totals.value(r) > 1_000_000.0)
+        .count();
+    let failures = r["failures"].as_array().unwrap();
+    let maximum = failures
+        .iter()
+        .find(|f| f["column"] == "total_amount" && f["rule"] == "maximum");
+    assert_eq!(
+        maximum.map_or(0, |f| f["rows"].as_u64().unwrap()),
+        over as u64
+    );
+
+    let curated = read_parquet(&released_dir.join("part-00000.parquet"));
+    let released: HashSet<i64> = ints(&curated, "order_id").into_iter().collect();
+    assert_eq!(released, expected_keys);
+    // Hashed e-mails are released as they were quarantined (not hashed a second time).
+    for (id, email) in ints(&curated, "order_id")
+        .into_iter()
+        .zip(strings(&curated, "email"))
+    {
+        if let Some(e) = email {
+            assert!(
+                expected_emails[&id].contains(&e),
+                "order {id}: e-mail hashed again"
+            );
+        }
+    }
+    assert_no_pans(&curated, "released");
+    assert!(
+        strings(&curated, "email")
+            .iter()
+            .flatten()
+            .all(|e| e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit())),
+        "e-mail tokens intact (not scanned and masked as card numbers)"
+    );
+    let still = read_parquet(&released_dir.join("_quarantine/part-00000.parquet"));
+    assert_eq!(still.num_rows(), q.num_rows() - fixed_rows.len());
+
+    // A rerun into the same prefix rewrites the same objects: nothing is released twice.
+    let before = std::fs::read(released_dir.join("part-00000.parquet")).unwrap();
+    replay(&released_dir);
+    let after = std::fs::read(released_dir.join("part-00000.parquet")).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(report(&released_dir)["rows_curated"], r["rows_curated"]);
+
+    // Not a quarantine object: a clear error, nothing written.
+    let o = edp(&[
+        "replay",
+        "--quarantine",
+        raw.to_str().unwrap(),
+        "--contract",
+        contract("orders").to_str().unwrap(),
+        "--output",
+        dir.path().join("wrong").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a quarantine object"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("wrong").exists());
+}
