@@ -86,13 +86,14 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 production: false,
                 references: args.input.references,
                 reference_root: None,
-                replay: false,
+                replay: None,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());
             Ok(0)
         }
         Command::Replay(args) => {
+            let recorded = stage1::read_protection(&args.quarantine, &args.output).await?;
             let target = JobTarget {
                 inputs: args.quarantine,
                 contract: args.contract,
@@ -103,7 +104,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 production: false,
                 references: args.references,
                 reference_root: None,
-                replay: true,
+                replay: Some(recorded),
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());
@@ -120,7 +121,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8> {
                 production: false,
                 references: args.input.references,
                 reference_root: None,
-                replay: false,
+                replay: None,
             };
             let report = stage1::run(&job_spec(&settings, target, interrupted)?).await?;
             eprint!("{}", report.summary());

@@ -249,7 +249,7 @@ impl Run<'_> {
             production: true,
             references: Vec::new(),
             reference_root: Some(root_url(curated, route)),
-            replay: false,
+            replay: None,
         };
         job_spec(s, target, self.interrupted.clone())
     }

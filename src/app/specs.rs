@@ -5,6 +5,7 @@
 //! where a foreign key's referenced dataset and contract are ([`references`]), the AWS Batch
 //! array shard, and whether a progress bar is drawn.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -13,8 +14,8 @@ use std::sync::Arc;
 use super::cli::Progress;
 use crate::contract::{Contract, Pii};
 use crate::settings::{Bytes, Setting, Settings};
-use crate::source::CsvOptions;
-use crate::stage1::{JobSpec, ReferenceTarget, Shard, INDEX_BUDGET_SHARE};
+use crate::source::{Carry, CsvOptions};
+use crate::stage1::{JobSpec, ReferenceTarget, Replay, Shard, INDEX_BUDGET_SHARE};
 use crate::stage2::catalog::CatalogMode;
 use crate::stage2::ProdSpec;
 use crate::{Error, Result};
@@ -41,8 +42,9 @@ pub struct JobTarget {
     /// Curated root whose `<dataset>-curated/` holds a referenced dataset not in `references`
     /// (`edp run`: the curated bucket under the key's prefix).
     pub reference_root: Option<String>,
-    /// `edp replay`: the inputs are quarantine objects.
-    pub replay: bool,
+    /// `edp replay`: the inputs are quarantine objects, whose protection record this is
+    /// ([`crate::stage1::read_protection`]).
+    pub replay: Option<String>,
 }
 
 /// The contract's foreign keys with their referenced datasets' locations: `--reference` first,
@@ -194,6 +196,63 @@ pub(crate) fn csv_options(settings: &Settings) -> Result<CsvOptions> {
     })
 }
 
+/// What `edp replay` carries, after checking that replaying under `contract` is sound: the
+/// quarantine's recorded protection is the contract's (protected values cannot be checked or
+/// protected differently), rows are validated, a keyed contract orders versions by event time
+/// (stage 2 would otherwise order released rows by path), and every foreign key is checked
+/// (orphans must not be released unchecked).
+fn replay(
+    settings: &Settings,
+    target: &JobTarget,
+    contract: &Contract,
+    recorded: &str,
+    references: &mut [ReferenceTarget],
+) -> Result<Replay> {
+    let file = target.contract.display();
+    let was: BTreeMap<String, String> = serde_json::from_str(recorded)
+        .map_err(|e| Error::Config(format!("the quarantine's protection record: {e}")))?;
+    let now = contract.protection(settings.pci_dss_enabled);
+    if was != now {
+        return Err(Error::Config(format!(
+            "the quarantine's values were protected as {recorded}, contract {file} (with \
+             pci_dss_enabled {}) protects {}: replay cannot change how a column is protected \
+             (run stage 1 again from the raw data)",
+            settings.pci_dss_enabled,
+            serde_json::to_string(&now).unwrap_or_default()
+        )));
+    }
+    if !settings.validation_enabled {
+        return Err(Error::Config(
+            "replay with validation off would release every quarantined row unchecked".into(),
+        ));
+    }
+    if !contract.primary_key.is_empty() && contract.event_time.is_none() {
+        return Err(Error::Config(format!(
+            "contract {file} has a primary key but no x-event-time: released rows would be \
+             ordered against the curated ones by object path"
+        )));
+    }
+    for r in references.iter_mut() {
+        if r.location.is_none() {
+            return Err(Error::Config(format!(
+                "`{}` references {}: replay checks foreign keys again, pass --reference {}=URL",
+                r.column,
+                r.reference.target(),
+                r.reference.dataset
+            )));
+        }
+        r.skip_missing = false;
+    }
+    use crate::contract::rule_name::*;
+    Ok(Replay {
+        carry: Arc::new(Carry {
+            pairs: contract.protected_value_rules(),
+            rules: vec![TYPE, CSV_FIELDS, CSV_QUOTE, UTF8, JSON_SYNTAX],
+        }),
+        protection: recorded.to_string(),
+    })
+}
+
 /// A stage 1 job from the settings and its target; reads the contract.
 pub fn job_spec(
     settings: &Settings,
@@ -202,12 +261,15 @@ pub fn job_spec(
 ) -> Result<JobSpec> {
     let (memory_limit, index_memory) = memory(settings)?;
     let mut contract = Contract::from_path(&target.contract)?;
-    let references = references(settings, &target, &contract)?;
-    let replay = target.replay.then(|| {
-        let carry = Arc::new(contract.protected_value_rules());
-        contract = contract.for_replay();
-        carry
-    });
+    let mut references = references(settings, &target, &contract)?;
+    let replay = match &target.replay {
+        Some(recorded) => {
+            let replay = replay(settings, &target, &contract, recorded, &mut references)?;
+            contract = contract.for_replay();
+            Some(Arc::new(replay))
+        }
+        None => None,
+    };
     if !settings.pci_dss_enabled {
         tracing::warn!("PCI DSS protection is OFF: card numbers will be written unmasked. Never do this with real card data.");
     }

@@ -358,6 +358,25 @@ impl Contract {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The protection stage 1 applies per column: `hash`, `mask` or `redact` for `x-pii`, `pan`
+    /// for `x-pci: pan` when PCI DSS protection is on. Recorded in quarantine output, so that
+    /// `edp replay` knows which values arrive protected.
+    pub fn protection(&self, pci_dss: bool) -> std::collections::BTreeMap<String, String> {
+        self.columns
+            .iter()
+            .filter_map(|c| {
+                let how = match (c.pii, c.pci) {
+                    (Some(Pii::Hash), _) => "hash",
+                    (Some(Pii::Mask), _) => "mask",
+                    (Some(Pii::Redact), _) => "redact",
+                    (None, Pci::Pan) if pci_dss => "pan",
+                    _ => return None,
+                };
+                Some((c.name.clone(), how.to_string()))
+            })
+            .collect()
+    }
+
     /// (column, rule) of every value rule of the `x-pii` and `x-pci: pan` columns: what
     /// `edp replay` cannot check again on protected values, and carries over from quarantine.
     pub fn protected_value_rules(&self) -> Vec<(String, &'static str)> {

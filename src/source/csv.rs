@@ -791,8 +791,11 @@ impl Iterator for UnitDecoder {
         }
         let arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
         Some(
-            RecordBatch::try_new(self.schema.clone(), arrays)
-                .map(|batch| Decoded { batch, failures }),
+            RecordBatch::try_new(self.schema.clone(), arrays).map(|batch| Decoded {
+                batch,
+                failures,
+                carried: Vec::new(),
+            }),
         )
     }
 }

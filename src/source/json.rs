@@ -846,7 +846,11 @@ impl Iterator for UnitDecoder {
             .and_then(|d| self.columns(d, &mut failures))
             .and_then(|arrays| RecordBatch::try_new(self.plan.schema.clone(), arrays));
         failures.sort_by_key(|f| f.row);
-        Some(result.map(|batch| Decoded { batch, failures }))
+        Some(result.map(|batch| Decoded {
+            batch,
+            failures,
+            carried: Vec::new(),
+        }))
     }
 }
 

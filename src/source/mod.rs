@@ -147,8 +147,8 @@ struct QuarantineView {
     schema: SchemaRef,
     /// The errors column's index in the object.
     errors: usize,
-    /// (column, rule) of the recorded failures carried over as failures of the row.
-    carry: Arc<Vec<(String, &'static str)>>,
+    /// The recorded failures carried over.
+    carry: Arc<Carry>,
 }
 
 /// What an input's format knows about it once opened.
@@ -210,15 +210,10 @@ impl Input {
 
     /// Reads the object as quarantine output (`edp replay`): its last columns, which must be
     /// `added` in order with `errors` among them, are hidden from the schema and reads, and each
-    /// row's recorded failures (`errors`: a list of `{rule, column, message}`) whose (column,
-    /// rule) is in `carry` become its [`RowFailure`]s. An object that does not end in `added` is
-    /// bad input.
-    pub fn as_quarantine(
-        &mut self,
-        added: &[&str],
-        errors: &str,
-        carry: Arc<Vec<(String, &'static str)>>,
-    ) -> Result<()> {
+    /// row's recorded failures (`errors`: a list of `{rule, column, message}`) that `carry`
+    /// holds become its carried failures ([`Decoded::carried`]). An object that does not end in
+    /// `added` is bad input.
+    pub fn as_quarantine(&mut self, added: &[&str], errors: &str, carry: Arc<Carry>) -> Result<()> {
         let schema = self.schema().clone();
         let n = schema.fields().len();
         let tail: Vec<&str> = schema
@@ -227,7 +222,13 @@ impl Input {
             .skip(n.saturating_sub(added.len()))
             .map(|f| f.name().as_str())
             .collect();
-        let errors = schema.index_of(errors).ok().filter(|_| tail == added);
+        // The errors column's position within the trailing columns (an earlier column may
+        // have the same name).
+        let errors = added
+            .iter()
+            .position(|a| *a == errors)
+            .filter(|_| tail == added)
+            .map(|i| n - added.len() + i);
         let Some(errors) = errors else {
             return Err(Error::bad_input(
                 self.url(),
@@ -244,6 +245,20 @@ impl Input {
             carry,
         });
         Ok(())
+    }
+
+    /// The value of `key` in a Parquet object's file metadata, if it has one.
+    pub fn key_value(&self, key: &str) -> Option<&str> {
+        let Format::Parquet(meta) = &self.format else {
+            return None;
+        };
+        meta.metadata()
+            .file_metadata()
+            .key_value_metadata()?
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_deref()
     }
 
     /// The object's URL, for messages and reports.
@@ -295,7 +310,8 @@ impl Input {
             .unwrap_or_else(|| (0..q.schema.fields().len()).collect());
         columns.push(q.errors);
         read.columns = Some(columns);
-        let (tx, out) = mpsc::channel(read.read_ahead.max(1));
+        // One unit in hand here: the format's own channel holds the read-ahead.
+        let (tx, out) = mpsc::channel(1);
         let mut groups = self.read_format(read);
         let carry = q.carry.clone();
         tokio::spawn(async move {
@@ -341,6 +357,9 @@ pub struct RowFailure {
 pub struct Decoded {
     pub batch: RecordBatch,
     pub failures: Vec<RowFailure>,
+    /// Failures recorded before (`edp replay`: in quarantine) that still hold, beside whatever
+    /// else the row's checks find.
+    pub carried: Vec<RowFailure>,
 }
 
 pub(super) type Decoder = Box<dyn Iterator<Item = std::result::Result<Decoded, ArrowError>> + Send>;
@@ -368,6 +387,7 @@ impl RowGroup {
                 b.map(|batch| Decoded {
                     batch,
                     failures: Vec::new(),
+                    carried: Vec::new(),
                 })
             })),
         )
@@ -394,7 +414,7 @@ impl RowGroup {
 
     /// This unit with its batches' last column, a quarantine errors list, turned into
     /// [`RowFailure`]s (those whose (column, rule) is in `carry`) and taken off.
-    fn carrying(self, carry: Arc<Vec<(String, &'static str)>>) -> RowGroup {
+    fn carrying(self, carry: Arc<Carry>) -> RowGroup {
         let reader = self.reader.map(move |d| d.and_then(|d| carried(d, &carry)));
         RowGroup::decoded(self.first_row, self.rows, Box::new(reader))
     }
@@ -406,62 +426,87 @@ impl RowGroup {
     }
 }
 
-/// `d` without its last column, a quarantine errors list, whose entries in `carry` are added
-/// to its failures.
-fn carried(
-    d: Decoded,
-    carry: &[(String, &'static str)],
-) -> std::result::Result<Decoded, ArrowError> {
+/// Which failures recorded in quarantine `edp replay` carries over (see
+/// [`Input::as_quarantine`]).
+#[derive(Debug, Clone, Default)]
+pub struct Carry {
+    /// (column, rule) pairs carried.
+    pub pairs: Vec<(String, &'static str)>,
+    /// Rules carried whatever the column (decoding rules: the value could not be read).
+    pub rules: Vec<&'static str>,
+}
+
+impl Carry {
+    fn find(&self, column: &str, rule: &str) -> Option<&'static str> {
+        self.pairs
+            .iter()
+            .find(|(c, r)| c == column && *r == rule)
+            .map(|(_, r)| *r)
+            .or_else(|| self.rules.iter().find(|r| **r == rule).copied())
+    }
+}
+
+/// `d` without its last column, a quarantine errors list, whose entries `carry` holds are
+/// added to its carried failures. A row without its list is corrupt data (the list is never
+/// null in quarantine output).
+fn carried(d: Decoded, carry: &Carry) -> std::result::Result<Decoded, ArrowError> {
     use arrow::array::{Array, AsArray};
     let Decoded {
         batch,
-        mut failures,
+        failures,
+        mut carried,
     } = d;
-    let last = batch.num_columns() - 1;
-    let errors = batch.column(last).as_list_opt::<i32>().ok_or_else(|| {
-        ArrowError::InvalidArgumentError("the quarantine errors column is not a list".into())
-    })?;
+    let corrupt =
+        |what: &str| ArrowError::InvalidArgumentError(format!("quarantine errors: {what}"));
+    let last = batch
+        .num_columns()
+        .checked_sub(1)
+        .ok_or_else(|| corrupt("the column is missing"))?;
+    let errors = batch
+        .column(last)
+        .as_list_opt::<i32>()
+        .ok_or_else(|| corrupt("not a list"))?;
     for row in 0..errors.len() {
         if errors.is_null(row) {
-            continue;
+            return Err(corrupt("a row without its list"));
         }
         let list = errors.value(row);
-        let Some(entries) = list.as_struct_opt() else {
-            continue;
-        };
+        let entries = list
+            .as_struct_opt()
+            .ok_or_else(|| corrupt("not a list of structs"))?;
         let text = |name: &str| {
             entries
                 .column_by_name(name)
                 .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| corrupt(&format!("no `{name}` text field")))
         };
-        let (Some(rules), Some(columns), Some(messages)) =
-            (text("rule"), text("column"), text("message"))
-        else {
-            continue;
-        };
+        let (rules, columns, messages) = (text("rule")?, text("column")?, text("message")?);
         for e in 0..entries.len() {
             let (rule, column) = (rules.value(e), columns.value(e));
-            if let Some((_, rule)) = carry.iter().find(|(c, r)| c == column && *r == rule) {
-                failures.push(RowFailure {
+            if let Some(rule) = carry.find(column, rule) {
+                let message = messages.value(e);
+                carried.push(RowFailure {
                     row,
                     rule,
                     column: column.into(),
-                    message: format!(
-                        "carried from quarantine (the value is protected and cannot be checked \
-                         again): {}",
-                        messages.value(e)
-                    ),
+                    message: match message.strip_prefix(CARRIED) {
+                        Some(_) => message.to_string(),
+                        None => format!("{CARRIED}{message}"),
+                    },
                 });
             }
         }
     }
-    failures.sort_by_key(|f| f.row);
     let keep: Vec<usize> = (0..last).collect();
     Ok(Decoded {
         batch: batch.project(&keep)?,
         failures,
+        carried,
     })
 }
+
+/// What a carried failure's message starts with.
+const CARRIED: &str = "carried from quarantine: ";
 
 #[cfg(test)]
 mod tests {

@@ -120,7 +120,8 @@ fn work_row_group(
         } else {
             Verdict::default()
         }
-        .with_decode_failures(n, &decoded.failures);
+        .with_decode_failures(n, &decoded.failures)
+        .with_carried_failures(n, &decoded.carried);
         for f in &verdict.failures {
             *c.failures
                 .entry((f.column.clone(), f.rule.clone()))

@@ -100,8 +100,10 @@ use publish::{publish, Outputs};
 use revisit::{revisit, Failed};
 use tally::{start_report, tally, Counters};
 
+pub use prepare::read_protection;
 pub use spec::{
-    JobSpec, ReferenceTarget, Shard, INDEX_BUDGET_SHARE, QUARANTINE_DIR, REFERENCE_BUDGET_SHARE,
+    JobSpec, ReferenceTarget, Replay, Shard, INDEX_BUDGET_SHARE, QUARANTINE_DIR,
+    REFERENCE_BUDGET_SHARE,
 };
 
 /// Runs stage 1 (or, without an output, the check-only `validate`) and returns its report.

@@ -14,11 +14,49 @@ use crate::report::ReferenceCheck;
 use crate::source::{self, Input};
 use crate::stage1::dedup::DedupPlan;
 use crate::stage1::validate::{
-    curated_schema, quarantine_schema, Validator, ERRORS_COLUMN, QUARANTINE_COLUMNS,
+    curated_schema, quarantine_schema, Validator, ERRORS_COLUMN, PROTECTION_KEY, QUARANTINE_COLUMNS,
 };
 use crate::{Error, Result};
 
 use super::spec::JobSpec;
+
+/// The protection record (`edp replay`) the quarantine objects `urls` name share: which of
+/// their columns hold protected values. Objects without one (not quarantine output, or written
+/// before records existed) or disagreeing are bad input; an object under `output` is refused,
+/// since replay would overwrite what it reads.
+pub async fn read_protection(urls: &[String], output: &str) -> Result<String> {
+    let out = crate::store::Location::parse(output)?;
+    let under = format!("{}/", out.url.trim_end_matches('/'));
+    let mut record: Option<String> = None;
+    for object in source::resolve(urls).await? {
+        let url = object.location.url.clone();
+        if url.starts_with(&under) || url == out.url {
+            return Err(Error::Config(format!(
+                "--output {output} holds the quarantine object {url} being replayed: write the \
+                 released rows elsewhere"
+            )));
+        }
+        let input = Input::open(object).await?;
+        let Some(this) = input.key_value(PROTECTION_KEY) else {
+            return Err(Error::bad_input(
+                &url,
+                "not a quarantine object written by this edp: no protection record in its \
+                 metadata",
+            ));
+        };
+        match &record {
+            Some(r) if r != this => {
+                return Err(Error::bad_input(
+                    &url,
+                    format!("its protection record {this} differs from another object's {r}"),
+                ))
+            }
+            Some(_) => {}
+            None => record = Some(this.to_string()),
+        }
+    }
+    record.ok_or_else(|| Error::Internal("no quarantine objects".into()))
+}
 
 /// An input opened for the job: the input, what was resolved against the job's schema, and
 /// the rows this shard owns (set by the key pass of a sharded job).
@@ -150,8 +188,8 @@ pub(super) async fn prepare(
     };
     for object in objects {
         let mut input = Input::open_raw(object, &decoding).await?;
-        if let Some(carry) = &spec.replay {
-            input.as_quarantine(&QUARANTINE_COLUMNS, ERRORS_COLUMN, carry.clone())?;
+        if let Some(replay) = &spec.replay {
+            input.as_quarantine(&QUARANTINE_COLUMNS, ERRORS_COLUMN, replay.carry.clone())?;
         }
         // File-level checks against the file's own schema: required columns, types.
         Validator::new(&spec.contract, input.schema(), input.url())?;

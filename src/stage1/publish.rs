@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use object_store::{ObjectStoreExt, PutPayload};
 
+use parquet::file::metadata::KeyValue;
+
 use crate::contract::{ColumnSpec, ColumnType, Format, Pci, Pii};
 use crate::output::{writer_properties, ParquetSink, ROW_GROUP_FLUSH_BYTES};
 use crate::report::Report;
@@ -15,6 +17,7 @@ use crate::{Error, Result};
 use super::prepare::Schemas;
 use super::spec::{JobSpec, Shard, QUARANTINE_DIR};
 use super::tally::Counters;
+use super::validate::PROTECTION_KEY;
 
 /// The curated and quarantine sinks; `None` when the job writes nothing (or once completed).
 pub(super) struct Outputs {
@@ -72,6 +75,20 @@ impl Outputs {
                 || numeric_wide(c)
         });
         let props = writer_properties(spec.codec, &plain, &opaque);
+        // Quarantine records which of its columns hold protected values, for `edp replay`.
+        let protection = match &spec.replay {
+            Some(r) => r.protection.clone(),
+            None => serde_json::to_string(&contract.protection(spec.pci_enabled))
+                .map_err(|e| Error::Internal(format!("protection record: {e}")))?,
+        };
+        let quarantine_props = props
+            .clone()
+            .into_builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                PROTECTION_KEY.to_string(),
+                protection,
+            )]))
+            .build();
         let part = spec.shard.part_name();
         let flush_bytes = (spec.memory_limit / 16).clamp(1 << 20, ROW_GROUP_FLUSH_BYTES);
         let outputs = Outputs {
@@ -88,7 +105,7 @@ impl Outputs {
                 .map(|e| {
                     // Quarantine rows arrive a few at a time for the whole run: its row group is
                     // closed at a quarter of the curated size so it never holds much.
-                    ParquetSink::new(e.child(&part), schemas.quarantine.clone(), props.clone())
+                    ParquetSink::new(e.child(&part), schemas.quarantine.clone(), quarantine_props)
                         .map(|s| s.with_flush_bytes(flush_bytes / 4))
                 })
                 .transpose()?,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::contract::{Contract, Reference};
 use crate::output::Codec;
-use crate::source::CsvOptions;
+use crate::source::{Carry, CsvOptions};
 
 /// The dedup index's default share of the memory limit (1/32: spilling is sequential and
 /// cheap).
@@ -120,6 +120,16 @@ pub struct ReferenceTarget {
     pub skip_missing: bool,
 }
 
+/// What `edp replay` carries from the quarantine it reads.
+#[derive(Debug)]
+pub struct Replay {
+    /// The recorded failures that still hold.
+    pub carry: Arc<Carry>,
+    /// The protection its values carry ([`Contract::protection`] of the run that quarantined
+    /// them), recorded again in the replay's own quarantine.
+    pub protection: String,
+}
+
 /// Everything a stage 1 run needs, validated.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -155,10 +165,9 @@ pub struct JobSpec {
     pub shard: Shard,
     /// Set by a signal handler: the job stops at the next row group and aborts its outputs.
     pub interrupted: Arc<AtomicBool>,
-    /// `edp replay`: the inputs are quarantine objects (their `_edp_` columns hidden),
-    /// `contract` is [`Contract::for_replay`], and these (column, rule) failures recorded in
-    /// quarantine are carried over ([`Contract::protected_value_rules`]).
-    pub replay: Option<Arc<Vec<(String, &'static str)>>>,
+    /// `edp replay`: the inputs are quarantine objects (their `_edp_` columns hidden) and
+    /// `contract` is [`Contract::for_replay`].
+    pub replay: Option<Arc<Replay>>,
 }
 
 #[cfg(test)]

@@ -13,18 +13,26 @@ use crate::util::*;
 #[test]
 fn replay_after_a_contract_fix_releases_exactly_the_fixed_rows_once() {
     let dir = TempDir::new().unwrap();
-    let raw = dir.path().join("raw.parquet");
+    let shop = dir.path().join("raw");
     ok(edp(&[
         "generate",
         "--dataset",
-        "orders",
+        "all",
         "--rows",
         "4000",
         "--seed",
         "21",
         "--out",
-        raw.to_str().unwrap(),
+        shop.to_str().unwrap(),
     ]));
+    let raw = shop.join("orders/20250116-000000000.parquet");
+    // Replay checks foreign keys again: orders reference the curated customers.
+    let customers = dir.path().join("customers-curated");
+    ok(edp(&args(&stage1(
+        &shop.join("customers"),
+        &customers,
+        &contract("customers"),
+    ))));
     // A contract whose `maximum` on total_amount is too strict: many valid orders fail it.
     let fixed = std::fs::read_to_string(contract("orders")).unwrap();
     let strict = fixed.replace("\"maximum\": 1000000", "\"maximum\": 150");
@@ -69,6 +77,7 @@ fn replay_after_a_contract_fix_releases_exactly_the_fixed_rows_once() {
         "some rows fail other rules too"
     );
 
+    let reference = format!("customers={}", customers.display());
     let replay = |to: &std::path::Path| {
         ok(edp(&[
             "replay",
@@ -76,6 +85,8 @@ fn replay_after_a_contract_fix_releases_exactly_the_fixed_rows_once() {
             out.join("_quarantine").to_str().unwrap(),
             "--contract",
             contract("orders").to_str().unwrap(),
+            "--reference",
+            &reference,
             "--output",
             to.to_str().unwrap(),
         ]))
@@ -141,6 +152,48 @@ fn replay_after_a_contract_fix_releases_exactly_the_fixed_rows_once() {
     let after = std::fs::read(released_dir.join("part-00000.parquet")).unwrap();
     assert_eq!(before, after);
     assert_eq!(report(&released_dir)["rows_curated"], r["rows_curated"]);
+
+    // Refused before anything is read: an output holding the quarantine replayed (it would
+    // overwrite the original run), and a contract protecting a column differently from the
+    // run that quarantined it (tokens cannot become masks).
+    let masked = fixed.replace("\"x-pii\": \"hash\"", "\"x-pii\": \"mask\"");
+    assert_ne!(masked, fixed);
+    let masked_path = dir.path().join("masked").join("orders.json");
+    std::fs::create_dir_all(masked_path.parent().unwrap()).unwrap();
+    std::fs::write(&masked_path, masked).unwrap();
+    std::fs::copy(
+        contract("customers"),
+        masked_path.with_file_name("customers.json"),
+    )
+    .unwrap();
+    for (contract_path, to, expect) in [
+        (
+            contract("orders"),
+            out.clone(),
+            "holds the quarantine object",
+        ),
+        (
+            masked_path,
+            dir.path().join("masked-out"),
+            "cannot change how a column is protected",
+        ),
+    ] {
+        let o = edp(&[
+            "replay",
+            "--quarantine",
+            out.join("_quarantine").to_str().unwrap(),
+            "--contract",
+            contract_path.to_str().unwrap(),
+            "--reference",
+            &reference,
+            "--output",
+            to.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(stderr(&o).contains(expect), "{}", stderr(&o));
+    }
+    assert!(!dir.path().join("masked-out").exists());
+    assert_eq!(report(&out), first, "the original run is untouched");
 
     // Not a quarantine object: a clear error, nothing written.
     let o = edp(&[

@@ -55,8 +55,8 @@ use rules::{expected_types, rules_for, type_ok, Check, ColumnRules};
 pub use check::instants;
 pub use foreign_keys::{ForeignKey, KeyKind, KeySet};
 pub use quarantine::{
-    quarantine_batch, quarantine_schema, ERRORS_COLUMN, QUARANTINE_COLUMNS, ROW_COLUMN,
-    SOURCE_COLUMN,
+    quarantine_batch, quarantine_schema, ERRORS_COLUMN, PROTECTION_KEY, QUARANTINE_COLUMNS,
+    ROW_COLUMN, SOURCE_COLUMN,
 };
 
 /// The rows of one batch that broke one rule.
@@ -123,6 +123,32 @@ impl Verdict {
                 count: 1,
             });
         }
+        self.invalid = Some(match self.invalid.take() {
+            Some(invalid) => &invalid | &bad,
+            None => bad,
+        });
+        self
+    }
+
+    /// Adds failures recorded before (`edp replay`) that still hold: each row fails under them
+    /// besides whatever else it broke.
+    pub fn with_carried_failures(mut self, n: usize, carried: &[RowFailure]) -> Verdict {
+        if carried.is_empty() {
+            return self;
+        }
+        let mut bad = BooleanBufferBuilder::new(n);
+        bad.append_n(n, false);
+        for f in carried {
+            bad.set_bit(f.row, true);
+            self.failures.push(RuleFailures {
+                rule: f.rule.into(),
+                column: f.column.clone(),
+                message: f.message.as_str().into(),
+                rows: BooleanBuffer::collect_bool(n, |r| r == f.row),
+                count: 1,
+            });
+        }
+        let bad = bad.finish();
         self.invalid = Some(match self.invalid.take() {
             Some(invalid) => &invalid | &bad,
             None => bad,

@@ -16,6 +16,10 @@ pub const ROW_COLUMN: &str = "_edp_row";
 /// Quarantine column: every rule the row broke, as a list of {rule, column, message}.
 pub const ERRORS_COLUMN: &str = "_edp_errors";
 
+/// Key of the quarantine file metadata that records which columns hold protected values
+/// (JSON: column → `hash`, `mask`, `redact` or `pan`; [`crate::contract::Contract::protection`]).
+pub const PROTECTION_KEY: &str = "edp.protection";
+
 /// The columns quarantine output adds after the input's, in order.
 pub const QUARANTINE_COLUMNS: [&str; 3] = [SOURCE_COLUMN, ROW_COLUMN, ERRORS_COLUMN];
 
