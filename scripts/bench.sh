@@ -8,6 +8,7 @@
 #   scripts/bench.sh --stage2 [ORDERS] default: 1000000
 #   scripts/bench.sh --datasets [ROWS] default: 1000000
 #   scripts/bench.sh --csv [ROWS]      default: 2000000
+#   scripts/bench.sh --ndjson [ROWS]   default: 2000000
 #
 # --stage2 benchmarks stage 2 instead: `edp generate --dataset all` with ORDERS orders over a
 # year (and their lines, payments, customers, products, inventory), stage 1 on each dataset,
@@ -22,7 +23,8 @@
 #
 # --csv runs the stage 1 `orders` comparison on ROWS rows generated as DMS CSV
 # (`edp generate --format csv`: a full load without Op and a CDC object with it), the DuckDB
-# script reading the same two CSV objects.
+# script reading the same two CSV objects. --ndjson does the same with the two objects as
+# NDJSON (`edp generate --format ndjson`), DuckDB reading them with read_json.
 #
 # Data and outputs go to $BENCH_DIR (default: a temporary directory, removed at the end).
 # NO_DUCKDB=1 skips the DuckDB comparison.
@@ -105,15 +107,23 @@ fi
 # object or the DMS CSV objects (the full load's rows are inserts).
 format=parquet
 source="read_parquet('RAW/*.parquet', filename = true, file_row_number = true)"
+cols="'order_id': 'BIGINT', 'customer_id': 'BIGINT', 'status': 'VARCHAR', 'total_amount': 'DOUBLE', 'currency': 'VARCHAR', 'email': 'VARCHAR', 'phone': 'VARCHAR', 'card_number': 'VARCHAR', 'notes': 'VARCHAR', 'shipping_country': 'VARCHAR', 'created_at': 'VARCHAR', 'updated_at': 'VARCHAR'"
 if [ "${rows_list[0]}" = "--csv" ]; then
     format=csv
     rows_list=("${rows_list[1]:-2000000}")
-    cols="'order_id': 'BIGINT', 'customer_id': 'BIGINT', 'status': 'VARCHAR', 'total_amount': 'DOUBLE', 'currency': 'VARCHAR', 'email': 'VARCHAR', 'phone': 'VARCHAR', 'card_number': 'VARCHAR', 'notes': 'VARCHAR', 'shipping_country': 'VARCHAR', 'created_at': 'VARCHAR', 'updated_at': 'VARCHAR'"
     csv_opts="header = false, quote = '\"', escape = '\"', filename = true"
     source="(SELECT *, row_number() OVER (PARTITION BY filename) AS file_row_number FROM (
         SELECT 'I' AS Op, * FROM read_csv('RAW/LOAD*.csv', columns = {$cols}, $csv_opts)
         UNION ALL BY NAME
         SELECT * FROM read_csv('RAW/2*.csv', columns = {'Op': 'VARCHAR', $cols}, $csv_opts)))"
+elif [ "${rows_list[0]}" = "--ndjson" ]; then
+    format=ndjson
+    rows_list=("${rows_list[1]:-2000000}")
+    json_opts="format = 'newline_delimited', filename = true"
+    source="(SELECT *, row_number() OVER (PARTITION BY filename) AS file_row_number FROM (
+        SELECT 'I' AS Op, * FROM read_json('RAW/LOAD*.json', columns = {$cols}, $json_opts)
+        UNION ALL BY NAME
+        SELECT * FROM read_json('RAW/2*.json', columns = {'Op': 'VARCHAR', $cols}, $json_opts)))"
 fi
 for rows in "${rows_list[@]}"; do
     raw="$work/raw-$format-$rows"
