@@ -17,6 +17,8 @@
 mod parse;
 mod row_rules;
 
+use std::sync::Arc;
+
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::Input;
 use serde_json::Value;
@@ -377,9 +379,10 @@ impl Contract {
             .collect()
     }
 
-    /// (column, rule) of every value rule of the `x-pii` and `x-pci: pan` columns: what
-    /// `edp replay` cannot check again on protected values, and carries over from quarantine.
-    pub fn protected_value_rules(&self) -> Vec<(String, &'static str)> {
+    /// (column, rule) of every value rule of the `x-pii` and `x-pci: pan` columns, and of every
+    /// row rule reading one: what `edp replay` cannot check again on protected values, and
+    /// carries over from quarantine.
+    pub fn protected_value_rules(&self) -> Vec<(String, Arc<str>)> {
         use rule_name::*;
         let rules = [
             MINIMUM,
@@ -395,10 +398,27 @@ impl Contract {
             FORMAT_MINIMUM,
             FORMAT_MAXIMUM,
         ];
+        let protected = self.protected_columns();
+        let values = self
+            .columns
+            .iter()
+            .filter(|c| protected.contains(&c.name.as_str()))
+            .flat_map(|c| rules.iter().map(|r| (c.name.clone(), Arc::from(*r))));
+        // Row rules reading a protected column would run on tokens or masks.
+        let row_rules = self
+            .rules
+            .iter()
+            .filter(|r| r.columns.iter().any(|c| protected.contains(&c.as_str())))
+            .map(|r| (r.columns.join(","), Arc::from(r.name.as_str())));
+        values.chain(row_rules).collect()
+    }
+
+    /// The columns holding protected values: `x-pii`, and `x-pci: pan`.
+    fn protected_columns(&self) -> Vec<&str> {
         self.columns
             .iter()
             .filter(|c| c.pii.is_some() || c.pci == Pci::Pan)
-            .flat_map(|c| rules.iter().map(|r| (c.name.clone(), *r)))
+            .map(|c| c.name.as_str())
             .collect()
     }
 
@@ -408,9 +428,17 @@ impl Contract {
     /// is not applied again (a token hashed twice would no longer join; tokens are not scanned
     /// for card numbers, as when they were made); presence, type and
     /// nullability still are, and card masking is applied again (masking is idempotent). Rows
-    /// that failed such a rule stay failing ([`Contract::protected_value_rules`]).
+    /// that failed such a rule stay failing ([`Contract::protected_value_rules`]). Row rules
+    /// reading such a column are left out (their failures are carried too).
     pub fn for_replay(&self) -> Contract {
         let mut c = self.clone();
+        let protected: Vec<String> = self
+            .protected_columns()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        c.rules
+            .retain(|r| !r.columns.iter().any(|col| protected.contains(col)));
         for col in &mut c.columns {
             if col.pii.is_none() && col.pci != Pci::Pan {
                 continue;

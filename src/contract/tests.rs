@@ -167,3 +167,41 @@ fn x_references_as_a_target_or_an_object() {
         assert!(e.contains(pointer), "{col}: {e}");
     }
 }
+
+/// `edp replay` cannot check protected values: payments' card number (x-pci pan) loses its
+/// value rules and the row rule reading it, and their failures are carried instead; other
+/// columns keep theirs.
+#[test]
+fn replay_contract_leaves_out_checks_of_protected_values_and_carries_them() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/contracts/payments.json");
+    let c = Contract::from_path(&path).unwrap();
+    let carried: Vec<(String, String)> = c
+        .protected_value_rules()
+        .into_iter()
+        .map(|(col, rule)| (col, rule.to_string()))
+        .collect();
+    assert!(carried.contains(&("card_number".into(), "pattern".into())));
+    let rule = c
+        .rules
+        .iter()
+        .find(|r| r.columns.iter().any(|col| col == "card_number"))
+        .unwrap();
+    assert!(carried.contains(&(rule.columns.join(","), rule.name.clone())));
+    assert!(!carried.iter().any(|(col, _)| col == "amount"));
+    let replay = c.for_replay();
+    assert!(replay.rules.iter().all(|r| r.name != rule.name));
+    assert!(replay
+        .rules
+        .iter()
+        .any(|r| r.name == "updated_after_created"));
+    let card = replay.column("card_number").unwrap();
+    assert_eq!(card.pci, Pci::Pan, "masking still applies");
+    assert!(card.pattern.is_none() && card.enum_values.is_none());
+    assert_eq!(replay.column("amount").unwrap().maximum, Some(1_000_000.0));
+    assert_eq!(
+        c.protection(true).get("card_number").map(String::as_str),
+        Some("pan")
+    );
+    assert!(c.protection(false).is_empty());
+}

@@ -334,9 +334,16 @@ impl Input {
     }
 }
 
-/// Maps a decode error of `object` to the library error.
+/// Maps a decode error of `object` (named by its format, from its name) to the library error.
 pub fn decode_error(object: &str, e: impl std::fmt::Display) -> Error {
-    Error::bad_input(object, format!("corrupt Parquet data: {e}"))
+    let format = if csv::is_csv(object) {
+        "CSV"
+    } else if json::is_json(object) {
+        "NDJSON"
+    } else {
+        "Parquet"
+    };
+    Error::bad_input(object, format!("corrupt {format} data: {e}"))
 }
 
 /// A row a text input could not decode as the contract says: its values are null where they
@@ -359,7 +366,18 @@ pub struct Decoded {
     pub failures: Vec<RowFailure>,
     /// Failures recorded before (`edp replay`: in quarantine) that still hold, beside whatever
     /// else the row's checks find.
-    pub carried: Vec<RowFailure>,
+    pub carried: Vec<Carried>,
+}
+
+/// A failure recorded in quarantine that still holds (`edp replay`).
+#[derive(Debug, Clone)]
+pub struct Carried {
+    /// The row's index in its batch.
+    pub row: usize,
+    /// The rule as recorded: a contract keyword, a decoding rule or an `x-rules` name.
+    pub rule: Arc<str>,
+    pub column: Arc<str>,
+    pub message: String,
 }
 
 pub(super) type Decoder = Box<dyn Iterator<Item = std::result::Result<Decoded, ArrowError>> + Send>;
@@ -430,19 +448,25 @@ impl RowGroup {
 /// [`Input::as_quarantine`]).
 #[derive(Debug, Clone, Default)]
 pub struct Carry {
-    /// (column, rule) pairs carried.
-    pub pairs: Vec<(String, &'static str)>,
+    /// (column, rule) pairs carried; for an `x-rules` rule, the columns it reads,
+    /// comma-separated, as quarantine records them.
+    pub pairs: Vec<(String, Arc<str>)>,
     /// Rules carried whatever the column (decoding rules: the value could not be read).
     pub rules: Vec<&'static str>,
 }
 
 impl Carry {
-    fn find(&self, column: &str, rule: &str) -> Option<&'static str> {
+    fn find(&self, column: &str, rule: &str) -> Option<Arc<str>> {
         self.pairs
             .iter()
-            .find(|(c, r)| c == column && *r == rule)
-            .map(|(_, r)| *r)
-            .or_else(|| self.rules.iter().find(|r| **r == rule).copied())
+            .find(|(c, r)| c == column && &**r == rule)
+            .map(|(_, r)| r.clone())
+            .or_else(|| {
+                self.rules
+                    .iter()
+                    .find(|r| **r == rule)
+                    .map(|r| Arc::from(*r))
+            })
     }
 }
 
@@ -485,7 +509,7 @@ fn carried(d: Decoded, carry: &Carry) -> std::result::Result<Decoded, ArrowError
             let (rule, column) = (rules.value(e), columns.value(e));
             if let Some(rule) = carry.find(column, rule) {
                 let message = messages.value(e);
-                carried.push(RowFailure {
+                carried.push(Carried {
                     row,
                     rule,
                     column: column.into(),

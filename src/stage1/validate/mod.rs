@@ -45,7 +45,7 @@ use arrow::compute::FilterBuilder;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::contract::{rule_name, Contract, Format};
-use crate::source::RowFailure;
+use crate::source::{Carried, RowFailure};
 use crate::{Error, Result};
 use check::{parsed_as, run_check};
 use foreign_keys::ForeignKeyCheck;
@@ -132,7 +132,7 @@ impl Verdict {
 
     /// Adds failures recorded before (`edp replay`) that still hold: each row fails under them
     /// besides whatever else it broke.
-    pub fn with_carried_failures(mut self, n: usize, carried: &[RowFailure]) -> Verdict {
+    pub fn with_carried_failures(mut self, n: usize, carried: &[Carried]) -> Verdict {
         if carried.is_empty() {
             return self;
         }
@@ -141,7 +141,7 @@ impl Verdict {
         for f in carried {
             bad.set_bit(f.row, true);
             self.failures.push(RuleFailures {
-                rule: f.rule.into(),
+                rule: f.rule.clone(),
                 column: f.column.clone(),
                 message: f.message.as_str().into(),
                 rows: BooleanBuffer::collect_bool(n, |r| r == f.row),
