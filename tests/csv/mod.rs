@@ -391,7 +391,7 @@ fn messages(q: &RecordBatch) -> Vec<String> {
 }
 
 #[test]
-fn a_csv_object_that_cannot_be_read_is_a_file_error_and_writes_nothing() {
+fn a_text_object_that_cannot_be_read_is_a_file_error_and_writes_nothing() {
     let dir = TempDir::new().unwrap();
     let csv = generate_all(dir.path(), "gz", &["--format", "csv", "--gzip"]);
     let whole = std::fs::read(csv.join("orders/20250116-000000000.csv.gz")).unwrap();
@@ -405,12 +405,27 @@ fn a_csv_object_that_cannot_be_read_is_a_file_error_and_writes_nothing() {
     let wrong = dir.path().join("wrong");
     std::fs::create_dir(&wrong).unwrap();
     std::fs::write(wrong.join("x.csv"), "1,2,3\n4,5,6\n").unwrap();
+    // NDJSON: a truncated gzip object, and a pretty-printed document (no line is an object).
+    let json = generate_all(dir.path(), "json-gz", &["--format", "ndjson", "--gzip"]);
+    let whole = std::fs::read(json.join("orders/20250116-000000000.json.gz")).unwrap();
+    let cut_json = dir.path().join("cut-json");
+    std::fs::create_dir(&cut_json).unwrap();
+    std::fs::write(cut_json.join("x.json.gz"), &whole[..whole.len() / 2]).unwrap();
+    let pretty = dir.path().join("pretty");
+    std::fs::create_dir(&pretty).unwrap();
+    std::fs::write(
+        pretty.join("x.json"),
+        "{\n  \"order_id\": 1,\n  \"Op\": \"I\"\n}\n",
+    )
+    .unwrap();
     for (input, expect) in [
         (&cut, "incomplete"),
         (
             &wrong,
             "no line has the contract's field count: expected 13",
         ),
+        (&cut_json, "incomplete"),
+        (&pretty, "no line is a JSON object"),
     ] {
         let out = dir
             .path()
