@@ -795,6 +795,7 @@ impl Iterator for UnitDecoder {
                 batch,
                 failures,
                 carried: Vec::new(),
+                origin: None,
             }),
         )
     }

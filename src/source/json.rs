@@ -850,6 +850,7 @@ impl Iterator for UnitDecoder {
             batch,
             failures,
             carried: Vec::new(),
+            origin: None,
         }))
     }
 }

@@ -145,8 +145,9 @@ pub struct Input {
 struct QuarantineView {
     /// The object's columns without the trailing ones quarantine adds.
     schema: SchemaRef,
-    /// The errors column's index in the object.
-    errors: usize,
+    /// The index in the object of the first added column; the source, row and errors
+    /// columns are `added`, `added + 1`, `added + 2`.
+    added: usize,
     /// The recorded failures carried over.
     carry: Arc<Carry>,
 }
@@ -209,11 +210,11 @@ impl Input {
     }
 
     /// Reads the object as quarantine output (`edp replay`): its last columns, which must be
-    /// `added` in order with `errors` among them, are hidden from the schema and reads, and each
-    /// row's recorded failures (`errors`: a list of `{rule, column, message}`) that `carry`
-    /// holds become its carried failures ([`Decoded::carried`]). An object that does not end in
-    /// `added` is bad input.
-    pub fn as_quarantine(&mut self, added: &[&str], errors: &str, carry: Arc<Carry>) -> Result<()> {
+    /// `added` (source, row number, errors) in order, are hidden from the schema and reads; each
+    /// row's recorded source and row become its [`Decoded::origin`], and its recorded failures
+    /// (a list of `{rule, column, message}`) that `carry` holds its carried failures
+    /// ([`Decoded::carried`]). An object that does not end in `added` is bad input.
+    pub fn as_quarantine(&mut self, added: &[&str; 3], carry: Arc<Carry>) -> Result<()> {
         let schema = self.schema().clone();
         let n = schema.fields().len();
         let tail: Vec<&str> = schema
@@ -222,14 +223,7 @@ impl Input {
             .skip(n.saturating_sub(added.len()))
             .map(|f| f.name().as_str())
             .collect();
-        // The errors column's position within the trailing columns (an earlier column may
-        // have the same name).
-        let errors = added
-            .iter()
-            .position(|a| *a == errors)
-            .filter(|_| tail == added)
-            .map(|i| n - added.len() + i);
-        let Some(errors) = errors else {
+        if tail != added {
             return Err(Error::bad_input(
                 self.url(),
                 format!(
@@ -237,11 +231,11 @@ impl Input {
                     added.join(", ")
                 ),
             ));
-        };
+        }
         let keep: Vec<usize> = (0..n - added.len()).collect();
         self.quarantine = Some(QuarantineView {
             schema: Arc::new(schema.project(&keep)?),
-            errors,
+            added: n - added.len(),
             carry,
         });
         Ok(())
@@ -303,12 +297,12 @@ impl Input {
         let Some(q) = &self.quarantine else {
             return self.read_format(read);
         };
-        // The errors column is read last and taken off each batch.
+        // The source, row and errors columns are read last and taken off each batch.
         let mut columns = read
             .columns
             .take()
             .unwrap_or_else(|| (0..q.schema.fields().len()).collect());
-        columns.push(q.errors);
+        columns.extend(q.added..q.added + 3);
         read.columns = Some(columns);
         // One unit in hand here: the format's own channel holds the read-ahead.
         let (tx, out) = mpsc::channel(1);
@@ -367,6 +361,16 @@ pub struct Decoded {
     /// Failures recorded before (`edp replay`: in quarantine) that still hold, beside whatever
     /// else the row's checks find.
     pub carried: Vec<Carried>,
+    /// Where each row first came from (`edp replay`: the source object and row quarantine
+    /// recorded), when not from this object.
+    pub origin: Option<Origin>,
+}
+
+/// Each row's source object and row number, as quarantine recorded them.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub sources: arrow::array::StringArray,
+    pub rows: arrow::array::UInt64Array,
 }
 
 /// A failure recorded in quarantine that still holds (`edp replay`).
@@ -406,6 +410,7 @@ impl RowGroup {
                     batch,
                     failures: Vec::new(),
                     carried: Vec::new(),
+                    origin: None,
                 })
             })),
         )
@@ -430,8 +435,8 @@ impl RowGroup {
             .map_err(|e| decode_error(url, e))
     }
 
-    /// This unit with its batches' last column, a quarantine errors list, turned into
-    /// [`RowFailure`]s (those whose (column, rule) is in `carry`) and taken off.
+    /// This unit with its batches' last three columns (quarantine's source, row and errors)
+    /// turned into each row's origin and carried failures, and taken off.
     fn carrying(self, carry: Arc<Carry>) -> RowGroup {
         let reader = self.reader.map(move |d| d.and_then(|d| carried(d, &carry)));
         RowGroup::decoded(self.first_row, self.rows, Box::new(reader))
@@ -470,22 +475,37 @@ impl Carry {
     }
 }
 
-/// `d` without its last column, a quarantine errors list, whose entries `carry` holds are
-/// added to its carried failures. A row without its list is corrupt data (the list is never
-/// null in quarantine output).
+/// `d` without its last three columns, quarantine's source, row and errors: the first two
+/// become its origin, the entries of the errors lists that `carry` holds its carried failures.
+/// A row without its list is corrupt data (the list is never null in quarantine output).
 fn carried(d: Decoded, carry: &Carry) -> std::result::Result<Decoded, ArrowError> {
     use arrow::array::{Array, AsArray};
     let Decoded {
         batch,
         failures,
         mut carried,
+        ..
     } = d;
     let corrupt =
         |what: &str| ArrowError::InvalidArgumentError(format!("quarantine errors: {what}"));
     let last = batch
         .num_columns()
         .checked_sub(1)
-        .ok_or_else(|| corrupt("the column is missing"))?;
+        .filter(|&l| l >= 2)
+        .ok_or_else(|| corrupt("the columns are missing"))?;
+    let sources = batch
+        .column(last - 2)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| corrupt("the source column is not text"))?
+        .clone();
+    let rows = batch
+        .column(last - 1)
+        .as_primitive_opt::<arrow::datatypes::UInt64Type>()
+        .ok_or_else(|| corrupt("the row column is not an unsigned integer"))?
+        .clone();
+    if sources.null_count() > 0 || rows.null_count() > 0 {
+        return Err(corrupt("a row without its source or row number"));
+    }
     let errors = batch
         .column(last)
         .as_list_opt::<i32>()
@@ -521,11 +541,12 @@ fn carried(d: Decoded, carry: &Carry) -> std::result::Result<Decoded, ArrowError
             }
         }
     }
-    let keep: Vec<usize> = (0..last).collect();
+    let keep: Vec<usize> = (0..last - 2).collect();
     Ok(Decoded {
         batch: batch.project(&keep)?,
         failures,
         carried,
+        origin: Some(Origin { sources, rows }),
     })
 }
 

@@ -106,6 +106,7 @@ fn work_row_group(
         let Some(decoded) = group.next_decoded(&w.url)? else {
             break;
         };
+        let decoded_origin = decoded.origin;
         let batch = adapt(decoded.batch, &w.schema)?;
         c.timers.decode += t.elapsed();
         let n = batch.num_rows();
@@ -164,6 +165,7 @@ fn work_row_group(
                 &verdict,
                 &w.url,
                 rows,
+                decoded_origin.as_ref(),
                 &w.q_schema,
             )?);
         }

@@ -14,7 +14,7 @@ use crate::report::ReferenceCheck;
 use crate::source::{self, Input};
 use crate::stage1::dedup::DedupPlan;
 use crate::stage1::validate::{
-    curated_schema, quarantine_schema, Validator, ERRORS_COLUMN, PROTECTION_KEY, QUARANTINE_COLUMNS,
+    curated_schema, quarantine_schema, Validator, PROTECTION_KEY, QUARANTINE_COLUMNS,
 };
 use crate::{Error, Result};
 
@@ -189,7 +189,7 @@ pub(super) async fn prepare(
     for object in objects {
         let mut input = Input::open_raw(object, &decoding).await?;
         if let Some(replay) = &spec.replay {
-            input.as_quarantine(&QUARANTINE_COLUMNS, ERRORS_COLUMN, replay.carry.clone())?;
+            input.as_quarantine(&QUARANTINE_COLUMNS, replay.carry.clone())?;
         }
         // File-level checks against the file's own schema: required columns, types.
         Validator::new(&spec.contract, input.schema(), input.url())?;

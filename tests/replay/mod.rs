@@ -145,6 +145,19 @@ fn replay_after_a_contract_fix_releases_exactly_the_fixed_rows_once() {
     );
     let still = read_parquet(&released_dir.join("_quarantine/part-00000.parquet"));
     assert_eq!(still.num_rows(), q.num_rows() - fixed_rows.len());
+    // Rows still failing name the raw object and row they came from, as the first run did.
+    let origin = |b: &arrow::array::RecordBatch| -> HashSet<(Option<String>, u64)> {
+        strings(b, "_edp_source")
+            .into_iter()
+            .zip(uints(b, "_edp_row"))
+            .collect()
+    };
+    let (first_origin, still_origin) = (origin(&q), origin(&still));
+    assert!(still_origin.is_subset(&first_origin));
+    assert_eq!(still_origin.len(), still.num_rows());
+    assert!(still_origin.iter().all(|(s, _)| s
+        .as_deref()
+        .is_some_and(|s| s.ends_with("20250116-000000000.parquet"))));
 
     // A rerun into the same prefix rewrites the same objects: nothing is released twice.
     let before = std::fs::read(released_dir.join("part-00000.parquet")).unwrap();

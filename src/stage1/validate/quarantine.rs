@@ -7,6 +7,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 
 use super::Verdict;
+use crate::source::Origin;
 use crate::{Error, Result};
 
 /// Quarantine column: the object the row came from.
@@ -50,13 +51,14 @@ fn error_fields() -> Fields {
 
 /// Quarantine rows: `rows` are the failing rows of a batch (already filtered by
 /// `verdict.invalid`, and protected), extended with their source object, row numbers
-/// (`numbers[i]` is the position of the batch's row `i` in the object) and every rule each
-/// broke.
+/// (`numbers[i]` is the position of the batch's row `i` in the object; with `origin`, each row's
+/// own source and number instead) and every rule each broke.
 pub fn quarantine_batch(
     rows: &RecordBatch,
     verdict: &Verdict,
     source: &str,
     numbers: &[u64],
+    origin: Option<&Origin>,
     schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>> {
     let Some(invalid) = &verdict.invalid else {
@@ -77,8 +79,18 @@ pub fn quarantine_batch(
             per_row[row].push(i);
         }
     }
+    let mut sources = Vec::with_capacity(n);
     for row in invalid.set_indices() {
-        numbers.push(numbers_in[row]);
+        match origin {
+            Some(o) => {
+                sources.push(o.sources.value(row));
+                numbers.push(o.rows.value(row));
+            }
+            None => {
+                sources.push(source);
+                numbers.push(numbers_in[row]);
+            }
+        }
         for &i in &per_row[row] {
             let f = &verdict.failures[i];
             rules.push(f.rule.to_string());
@@ -110,7 +122,7 @@ pub fn quarantine_batch(
         )));
     }
     let mut columns = rows.columns().to_vec();
-    columns.push(Arc::new(StringArray::from(vec![source; n])));
+    columns.push(Arc::new(StringArray::from(sources)));
     columns.push(Arc::new(UInt64Array::from(numbers)));
     columns.push(Arc::new(errors));
     Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
