@@ -64,7 +64,16 @@ impl Outputs {
                 .map(|c| c.name.clone())
                 .collect()
         };
-        let opaque = names(&|c| c.pii == Some(Pii::Hash));
+        // Replay's contract has no transform on columns that arrive protected: its record says
+        // which hold tokens.
+        let recorded: std::collections::BTreeMap<String, String> = spec
+            .replay
+            .as_ref()
+            .and_then(|r| serde_json::from_str(&r.protection).ok())
+            .unwrap_or_default();
+        let opaque = names(&|c| {
+            c.pii == Some(Pii::Hash) || recorded.get(&c.name).is_some_and(|how| how == "hash")
+        });
         let plain = names(&|c| {
             c.pci == Pci::Pan
                 || contract.primary_key.len() == 1 && contract.primary_key[0] == c.name
