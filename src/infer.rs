@@ -79,19 +79,9 @@ enum Kind {
 
 fn kind(ty: &DataType, text: bool) -> Kind {
     match ty {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => Kind::Int,
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => Kind::Float,
+        t if t.is_integer() => Kind::Int,
+        t if t.is_floating() => Kind::Float,
+        DataType::Decimal128(..) | DataType::Decimal256(..) => Kind::Float,
         DataType::Boolean => Kind::Bool,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Str { parse: text },
         DataType::Timestamp(..) => Kind::DateTime,

@@ -243,11 +243,10 @@ fn replay(
         }
         r.skip_missing = false;
     }
-    use crate::contract::rule_name::*;
     Ok(Replay {
         carry: Arc::new(Carry {
             pairs: contract.protected_value_rules(),
-            rules: vec![TYPE, CSV_FIELDS, CSV_QUOTE, UTF8, JSON_SYNTAX],
+            rules: crate::contract::rule_name::DECODING.to_vec(),
         }),
         protection: recorded.to_string(),
     })

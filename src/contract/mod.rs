@@ -54,6 +54,9 @@ pub mod rule_name {
     pub const UTF8: &str = "utf8";
     /// An NDJSON line that is not one JSON object.
     pub const JSON_SYNTAX: &str = "json_syntax";
+    /// The rules a text input's decoding reports: a row failing one has nulls where its values
+    /// could not be read.
+    pub const DECODING: &[&str] = &[TYPE, CSV_FIELDS, CSV_QUOTE, UTF8, JSON_SYNTAX];
     pub(super) const ALL: &[&str] = &[
         REQUIRED,
         TYPE,
@@ -384,26 +387,16 @@ impl Contract {
     /// carries over from quarantine.
     pub fn protected_value_rules(&self) -> Vec<(String, Arc<str>)> {
         use rule_name::*;
-        let rules = [
-            MINIMUM,
-            MAXIMUM,
-            EXCLUSIVE_MINIMUM,
-            EXCLUSIVE_MAXIMUM,
-            MIN_LENGTH,
-            MAX_LENGTH,
-            ENUM,
-            CONST,
-            PATTERN,
-            FORMAT,
-            FORMAT_MINIMUM,
-            FORMAT_MAXIMUM,
-        ];
+        // Every rule on a column's value: not presence, not the foreign key, not decoding.
+        let rules = ALL
+            .iter()
+            .filter(|r| !DECODING.contains(r) && ![REQUIRED, FOREIGN_KEY].contains(r));
         let protected = self.protected_columns();
         let values = self
             .columns
             .iter()
             .filter(|c| protected.contains(&c.name.as_str()))
-            .flat_map(|c| rules.iter().map(|r| (c.name.clone(), Arc::from(*r))));
+            .flat_map(|c| rules.clone().map(|r| (c.name.clone(), Arc::from(*r))));
         // Row rules reading a protected column would run on tokens or masks.
         let row_rules = self
             .rules

@@ -40,8 +40,8 @@ use arrow::error::ArrowError;
 use csv_core::{ReadFieldResult, ReadRecordResult, Terminator};
 use tokio::sync::mpsc;
 
-use super::text::{feed, io_error, shown, Source, Unit, UNIT_BYTES, UNIT_ROWS};
-use super::{Decoded, InputObject, Read, RowFailure, RowGroup};
+use super::text::{io_error, shown, stream, Source, Unit, UNIT_BYTES, UNIT_ROWS};
+use super::{Decoded, Decoder, InputObject, Read, RowFailure, RowGroup};
 use crate::contract::{rule_name, Contract, Pci};
 use crate::{Error, Result};
 
@@ -424,29 +424,16 @@ pub(super) fn row_groups(
     meta: &CsvMeta,
     read: Read,
 ) -> mpsc::Receiver<Result<RowGroup>> {
-    let (tx, rx) = mpsc::channel(read.read_ahead.max(1));
     let meta = meta.clone();
-    let src = Source::start(input);
-    let url = input.location.url.clone();
-    tokio::task::spawn_blocking(move || {
-        let projection: Vec<usize> = read
-            .columns
-            .clone()
-            .unwrap_or_else(|| (0..meta.columns.len()).collect());
-        let schema = match meta.schema.project(&projection) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-                return;
-            }
-        };
-        feed(
-            &url,
-            src.reader(),
-            &meta.units,
-            &read,
-            &tx,
-            |unit, bytes, keep| {
+    let batch_size = read.batch_size.max(1);
+    stream(
+        input,
+        meta.units.clone(),
+        meta.columns.len(),
+        read,
+        move |projection| {
+            let schema = Arc::new(meta.schema.project(&projection)?);
+            Ok(move |unit, bytes, keep| -> Decoder {
                 Box::new(UnitDecoder {
                     core: reader(&meta.options),
                     bytes,
@@ -457,17 +444,16 @@ pub(super) fn row_groups(
                     columns: meta.columns.clone(),
                     projection: projection.clone(),
                     schema: schema.clone(),
-                    batch_size: read.batch_size.max(1),
+                    batch_size,
                     null_value: meta.options.null_value.clone(),
                     delimiter: meta.options.delimiter,
                     record: RecordBuf::new(),
                     raw: reader(&meta.options),
                     quote_scratch: Vec::new(),
                 })
-            },
-        );
-    });
-    rx
+            })
+        },
+    )
 }
 
 /// Decodes one unit's records into batches of the projected columns.

@@ -45,8 +45,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::csv::{column, Column, Decoding, MAX_RECORD_BYTES};
-use super::text::{feed, io_error, shown, Source, Unit, UNIT_BYTES, UNIT_ROWS};
-use super::{Decoded, InputObject, Read, RowFailure, RowGroup};
+use super::text::{io_error, shown, stream, Source, Unit, UNIT_BYTES, UNIT_ROWS};
+use super::{Decoded, Decoder, InputObject, Read, RowFailure, RowGroup};
 use crate::contract::{rule_name, Contract};
 use crate::{Error, Result};
 
@@ -410,29 +410,16 @@ pub(super) fn row_groups(
     meta: &JsonMeta,
     read: Read,
 ) -> mpsc::Receiver<Result<RowGroup>> {
-    let (tx, rx) = mpsc::channel(read.read_ahead.max(1));
     let meta = meta.clone();
-    let src = Source::start(input);
-    let url = input.location.url.clone();
-    tokio::task::spawn_blocking(move || {
-        let projection: Vec<usize> = read
-            .columns
-            .clone()
-            .unwrap_or_else(|| (0..meta.columns.len()).collect());
-        let plan = match Plan::new(&meta, projection) {
-            Ok(p) => Arc::new(p),
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-                return;
-            }
-        };
-        feed(
-            &url,
-            src.reader(),
-            &meta.units,
-            &read,
-            &tx,
-            |unit, bytes, keep| {
+    let batch_size = read.batch_size.max(1);
+    stream(
+        input,
+        meta.units.clone(),
+        meta.columns.len(),
+        read,
+        move |projection| {
+            let plan = Arc::new(Plan::new(&meta, projection)?);
+            Ok(move |unit: Unit, bytes, keep| -> Decoder {
                 Box::new(UnitDecoder {
                     rejected: meta.rejected.slice(unit.first_row as usize, unit.rows),
                     bytes,
@@ -442,13 +429,12 @@ pub(super) fn row_groups(
                     index: 0,
                     keep,
                     plan: plan.clone(),
-                    batch_size: read.batch_size.max(1),
+                    batch_size,
                     lines: Vec::new(),
                 })
-            },
-        );
-    });
-    rx
+            })
+        },
+    )
 }
 
 /// How the projected columns are decoded.

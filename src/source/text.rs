@@ -1,12 +1,13 @@
 //! What the text formats ([`super::csv`], [`super::json`]) share: an object's bytes read in
 //! ranged GETs on a blocking thread and decompressed when gzipped ([`Source`]), work units as
-//! byte ranges of consecutive records ([`Unit`]) streamed to the consumer ([`feed`]), and the
+//! byte ranges of consecutive records ([`Unit`]) streamed to the consumer ([`stream`]), and the
 //! masked text of a line for a quarantine message ([`shown`]).
 
 use std::io::{BufRead, BufReader, Read as _};
 use std::sync::Arc;
 
 use arrow::buffer::BooleanBuffer;
+use arrow::error::ArrowError;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -163,9 +164,42 @@ pub(super) fn shown(bytes: &[u8]) -> String {
     out
 }
 
+/// Streams the units of `input` (`units`, of `columns` columns) that hold a row `read` keeps,
+/// in order, read on a blocking thread: `prepare` gets the projected column indices (every
+/// column when `read` names none) and returns what makes each unit's decoder from the unit,
+/// its bytes and its slice of the selection.
+pub(super) fn stream<P, D>(
+    input: &InputObject,
+    units: Arc<Vec<Unit>>,
+    columns: usize,
+    read: Read,
+    prepare: P,
+) -> mpsc::Receiver<Result<RowGroup>>
+where
+    P: FnOnce(Vec<usize>) -> std::result::Result<D, ArrowError> + Send + 'static,
+    D: FnMut(Unit, Vec<u8>, Option<BooleanBuffer>) -> Decoder,
+{
+    let (tx, rx) = mpsc::channel(read.read_ahead.max(1));
+    let src = Source::start(input);
+    let url = input.location.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let projection = read
+            .columns
+            .clone()
+            .unwrap_or_else(|| (0..columns).collect());
+        match prepare(projection) {
+            Ok(decoder) => feed(&url, src.reader(), &units, &read, &tx, decoder),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        }
+    });
+    rx
+}
+
 /// Reads the object's units in order and sends those holding rows `read` keeps, each with the
 /// decoder `decoder` makes from the unit, its bytes and its slice of the selection.
-pub(super) fn feed(
+fn feed(
     url: &str,
     mut src: Box<dyn BufRead + Send>,
     units: &[Unit],
